@@ -1,0 +1,480 @@
+"""Pieces shared by the dataset pipelines.
+
+Everything that needs hloc imports it lazily through `require_hloc()`, so this module (the results
+writer/reader, pose errors, recall) imports and works without hloc.
+
+What hloc v1.5 gets wrong with pycolmap 4.x, and where we fix it:
+- `hloc.triangulation` writes two-view geometries without a configuration; COLMAP 3.12+/pycolmap 4
+  skips UNDEFINED ones, so triangulation silently yields 0 points -> `triangulate_known_poses`
+  marks verified pairs CALIBRATED before triangulating and fails loudly on an empty model.
+- `hloc.localize_inloc` crashes when no database image keeps `skip_matches` matches or PnP fails
+  -> `localize_inloc` reports such queries as not localized and keeps the results file complete.
+- `hloc.pairs_from_retrieval` crashes (torch.topk) when k exceeds the database -> k is clamped.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import pickle
+from pathlib import Path
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+logger = logging.getLogger("pipelines")
+if not logger.handlers:
+    _h = logging.StreamHandler()
+    _h.setFormatter(logging.Formatter("[%(asctime)s pipelines %(levelname)s] %(message)s",
+                                      "%Y/%m/%d %H:%M:%S"))
+    logger.addHandler(_h)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+HLOC_MISSING = (
+    "hloc is not installed. It is not on PyPI: install it from its repository, e.g.\n"
+    "  git clone --recursive https://github.com/cvg/Hierarchical-Localization && "
+    "pip install -e Hierarchical-Localization"
+)
+
+
+class PipelineError(RuntimeError):
+    """A step produced nothing usable; the message says which file and what to do."""
+
+
+def require_hloc():
+    try:
+        import hloc  # noqa: F401
+    except ImportError as e:  # pragma: no cover - exercised only without hloc
+        raise ImportError(HLOC_MISSING) from e
+    return hloc
+
+
+# --------------------------------------------------------------------------- results files
+
+Pose = Tuple[np.ndarray, np.ndarray]  # (qvec w,x,y,z ; tvec), cam_from_world
+
+
+def results_name(name: str, prepend_camera_name: bool = False) -> str:
+    """The name the benchmarks expect: the file name, optionally with its camera folder."""
+    parts = name.split("/")
+    return "/".join(parts[-2:]) if prepend_camera_name else parts[-1]
+
+
+def write_results(poses: Mapping[str, Pose], path: Path, prepend_camera_name: bool = False):
+    """Write `name qw qx qy qz tx ty tz` lines (cam_from_world), atomically.
+
+    `poses` maps image names (any path prefix) to (qvec wxyz, tvec). Quaternions are normalised
+    and given a non-negative w so equal rotations print equally.
+    """
+    lines, seen = [], set()
+    for name, (q, t) in poses.items():
+        q = np.asarray(q, float).reshape(4)
+        t = np.asarray(t, float).reshape(3)
+        if not (np.all(np.isfinite(q)) and np.all(np.isfinite(t))) or np.linalg.norm(q) == 0:
+            raise ValueError(f"Pose of {name} is not finite: q={q}, t={t}")
+        q = q / np.linalg.norm(q)
+        q = -q if q[0] < 0 else q
+        out = results_name(name, prepend_camera_name)
+        if out in seen:
+            raise ValueError(f"Two queries map to the same results name {out!r}; "
+                             "use prepend_camera_name to disambiguate.")
+        seen.add(out)
+        lines.append(" ".join([out, *(f"{x:.10g}" for x in q), *(f"{x:.10g}" for x in t)]))
+    write_text_atomic(Path(path), "\n".join(lines) + ("\n" if lines else ""))
+
+
+def read_results(path: Path) -> Dict[str, Pose]:
+    """Parse a results file back; raises ValueError naming the file and line on bad input."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"Results file {path} does not exist.")
+    poses = {}
+    with open(path) as fd:
+        for i, line in enumerate(fd, 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            cols = line.split()
+            if len(cols) < 8:
+                raise ValueError(f"{path}:{i}: expected `name qw qx qy qz tx ty tz`, got {line!r}")
+            try:
+                vals = np.array(cols[1:8], float)
+            except ValueError:
+                raise ValueError(f"{path}:{i}: non-numeric pose in {line!r}") from None
+            if not np.all(np.isfinite(vals)):
+                raise ValueError(f"{path}:{i}: non-finite pose in {line!r}")
+            if abs(np.linalg.norm(vals[:4]) - 1) > 1e-3:
+                raise ValueError(f"{path}:{i}: quaternion is not unit-norm in {line!r}")
+            if cols[0] in poses:
+                raise ValueError(f"{path}:{i}: duplicate entry for {cols[0]}")
+            poses[cols[0]] = (vals[:4], vals[4:7])
+    return poses
+
+
+def write_text_atomic(path: Path, text: str):
+    """Write via a temporary file so a crash never leaves a truncated file that looks done."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def done(path: Path, what: str) -> bool:
+    """True (and a log line) when `path` exists and is non-empty: the step is skipped."""
+    path = Path(path)
+    if path.exists() and path.stat().st_size > 0:
+        logger.info("Skipping %s: %s exists.", what, path)
+        return True
+    return False
+
+
+# --------------------------------------------------------------------------- pose maths
+
+
+def qvec_to_R(q) -> np.ndarray:
+    w, x, y, z = np.asarray(q, float) / np.linalg.norm(q)
+    return np.array([
+        [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+        [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+        [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
+    ])
+
+
+def R_to_qvec(R) -> np.ndarray:
+    from scipy.spatial.transform import Rotation
+
+    x, y, z, w = Rotation.from_matrix(np.asarray(R, float)).as_quat()
+    q = np.array([w, x, y, z])
+    return -q if q[0] < 0 else q
+
+
+def pose_error(est: Pose, gt: Pose) -> Tuple[float, float]:
+    """(camera-centre distance, rotation angle in degrees) between two cam_from_world poses."""
+    Re, Rg = qvec_to_R(est[0]), qvec_to_R(gt[0])
+    ce = -Re.T @ np.asarray(est[1], float)
+    cg = -Rg.T @ np.asarray(gt[1], float)
+    cos = np.clip((np.trace(Re.T @ Rg) - 1) / 2, -1.0, 1.0)
+    return float(np.linalg.norm(ce - cg)), float(np.rad2deg(np.arccos(cos)))
+
+
+def rigid_to_pose(rigid) -> Pose:
+    """pycolmap.Rigid3d -> (qvec wxyz, tvec)."""
+    xyzw = np.asarray(rigid.rotation.quat, float)
+    return np.array([xyzw[3], *xyzw[:3]]), np.asarray(rigid.translation, float)
+
+
+# --------------------------------------------------------------------------- features & matching
+
+
+def feature_conf(name: str, resize_max: Optional[int] = None, max_keypoints: Optional[int] = None,
+                 resize_force: Optional[bool] = None) -> dict:
+    """An hloc extractor conf by preset name (TaSP presets included), with overrides.
+
+    Overrides change the output name too, so features of different presets never share a file
+    (hloc skips names already present in a feature file).
+    """
+    require_hloc()
+    from hloc import extract_features
+
+    if name.startswith("tasp"):
+        try:
+            from tasp_hloc.hloc_plugin import register
+        except ImportError as e:
+            raise ImportError(f"Feature preset {name!r} needs tasp_hloc.hloc_plugin ({e}).") from e
+        register()
+    if name not in extract_features.confs:
+        raise ValueError(f"Unknown feature preset {name!r}; known: "
+                         f"{sorted(extract_features.confs)}")
+    conf = copy.deepcopy(extract_features.confs[name])
+    suffix = ""
+    if resize_max is not None:
+        conf["preprocessing"]["resize_max"] = int(resize_max)
+        suffix += f"-r{int(resize_max)}"
+    if resize_force is not None:
+        conf["preprocessing"]["resize_force"] = bool(resize_force)
+        suffix += "-force" if resize_force else ""
+    if max_keypoints is not None:
+        conf["model"]["max_keypoints"] = int(max_keypoints)
+        suffix += f"-n{int(max_keypoints)}"
+    conf["output"] += suffix
+    return conf
+
+
+def matcher_conf(name: str = "NN-mutual") -> dict:
+    require_hloc()
+    from hloc import match_features
+
+    if name not in match_features.confs:
+        raise ValueError(f"Unknown matcher preset {name!r}; known: {sorted(match_features.confs)}")
+    return copy.deepcopy(match_features.confs[name])
+
+
+def check_features(path: Path, names: Iterable[str]):
+    """Fail loudly if any image has no feature group or the file has no keypoints at all."""
+    import h5py
+
+    names = list(names)
+    with h5py.File(str(path), "r") as fd:
+        missing = [n for n in names if n not in fd]
+        total = sum(fd[n]["keypoints"].shape[0] for n in names if n not in missing
+                    and "keypoints" in fd[n])
+    if missing:
+        raise PipelineError(f"{path} has no features for {len(missing)} images, e.g. "
+                            f"{missing[:3]}; delete the file and rerun.")
+    if total == 0:
+        raise PipelineError(f"{path}: no keypoints were detected in any image; check the "
+                            "feature preset (weights, thresholds) and the images.")
+
+
+def check_pairs(path: Path, what: str):
+    path = Path(path)
+    if not path.exists() or not path.read_text().split():
+        raise PipelineError(f"{what}: pairs file {path} is empty; check the inputs of this step.")
+
+
+def write_pairs(pairs: Sequence[Tuple[str, str]], path: Path):
+    write_text_atomic(path, "\n".join(f"{a} {b}" for a, b in pairs) + "\n")
+
+
+def read_pairs(path: Path) -> List[Tuple[str, str]]:
+    return [tuple(line.split()) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def retrieval_pairs(descriptors: Path, output: Path, k: int, query_names: Sequence[str],
+                    db_names: Sequence[str]):
+    """Top-k retrieval with hloc's `pairs_from_retrieval` (k clamped to the database size)."""
+    require_hloc()
+    from hloc import pairs_from_retrieval
+
+    k = min(k, len(db_names))
+    tmp = Path(output).with_name(Path(output).name + ".tmp")
+    pairs_from_retrieval.main(descriptors, tmp, k, query_list=list(query_names),
+                              db_list=list(db_names))
+    # hloc writes no trailing newline; normalise and move into place atomically.
+    write_pairs(read_pairs(tmp), output)
+    tmp.unlink()
+
+
+def exhaustive_pairs(query_names: Sequence[str], db_names: Sequence[str], output: Path):
+    write_pairs([(q, d) for q in query_names for d in db_names], output)
+
+
+# --------------------------------------------------------------------------- triangulation
+
+
+def fix_two_view_geometries(database: Path) -> int:
+    """Mark verified pairs CALIBRATED (pycolmap 4 skips UNDEFINED ones). Returns their count."""
+    import pycolmap
+
+    n = 0
+    with pycolmap.Database.open(str(database)) as db:
+        pair_ids, geoms = db.read_two_view_geometries()
+        for pid, g in zip(pair_ids, geoms):
+            if len(g.inlier_matches) == 0:
+                continue
+            if g.config == pycolmap.TwoViewGeometryConfiguration.UNDEFINED:
+                g.config = pycolmap.TwoViewGeometryConfiguration.CALIBRATED
+                id0, id1 = pycolmap.pair_id_to_image_pair(pid)
+                db.update_two_view_geometry(id0, id1, g)
+            n += 1
+    return n
+
+
+def load_model(path: Path, what: str, min_points: int = 1):
+    """Read a COLMAP model and fail loudly if it is empty."""
+    import pycolmap
+
+    path = Path(path)
+    if not any((path / f"images{e}").exists() for e in (".bin", ".txt")):
+        raise PipelineError(f"{what}: no COLMAP model in {path} (need cameras/images/points3D "
+                            ".bin or .txt).")
+    rec = pycolmap.Reconstruction(str(path))
+    if rec.num_images() == 0:
+        raise PipelineError(f"{what}: the model in {path} has no images.")
+    if rec.num_points3D() < min_points:
+        raise PipelineError(
+            f"{what}: the model in {path} has {rec.num_points3D()} 3D points. With pycolmap 4.x "
+            "this is what hloc's triangulation gives for unconfigured two-view geometries; here it "
+            "means no match survived verification: check features, matches and pairs, then "
+            f"delete {path} and rerun.")
+    return rec
+
+
+def triangulate_known_poses(sfm_dir: Path, reference_model: Path, image_dir: Path, pairs: Path,
+                            features: Path, matches: Path, verbose: bool = False):
+    """hloc's triangulation from a reference model with known poses, working on pycolmap 4.
+
+    Uses hloc's own steps (database from the model, feature and match import, epipolar
+    verification with the known poses) and adds the one missing piece: a configuration on the
+    verified two-view geometries. Skipped when `sfm_dir` already holds a non-empty model.
+    """
+    require_hloc()
+    import pycolmap
+    from hloc import triangulation
+
+    sfm_dir = Path(sfm_dir)
+    if (sfm_dir / "points3D.bin").exists():
+        try:
+            rec = load_model(sfm_dir, "triangulation")
+            logger.info("Skipping triangulation: %s exists (%d points).", sfm_dir,
+                        rec.num_points3D())
+            return rec
+        except PipelineError:
+            logger.warning("Model in %s is empty; triangulating again.", sfm_dir)
+    sfm_dir.mkdir(parents=True, exist_ok=True)
+    database = sfm_dir / "database.db"
+    reference = pycolmap.Reconstruction(str(reference_model))
+    image_ids = triangulation.create_db_from_model(reference, database)
+    with pycolmap.Database.open(str(database)) as db:
+        triangulation.import_features(image_ids, db, features)
+        triangulation.import_matches(image_ids, db, pairs, matches)
+    with pycolmap.Database.open(str(database)) as db:
+        triangulation.geometric_verification(image_ids, reference, db, features, pairs, matches)
+    n = fix_two_view_geometries(database)
+    if n == 0:
+        raise PipelineError(f"No image pair of {pairs} kept any match after verification "
+                            f"against the known poses ({matches}); check features/matches.")
+    # Write to a temporary folder and move into place so a crash never leaves a partial model.
+    tmp = sfm_dir / "tmp_model"
+    tmp.mkdir(exist_ok=True)
+    rec = triangulation.run_triangulation(tmp, database, image_dir, reference, verbose)
+    for f in tmp.iterdir():
+        os.replace(f, sfm_dir / f.name)
+    tmp.rmdir()
+    logger.info("Triangulated model:\n%s", rec.summary())
+    return load_model(sfm_dir, "triangulation")
+
+
+# --------------------------------------------------------------------------- localization
+
+
+def complete_results(poses: Dict[str, Pose], query_names: Sequence[str],
+                     fallback: Optional[Mapping[str, Pose]] = None) -> List[str]:
+    """Give every query a line: missing ones get `fallback[name]` or the identity pose.
+
+    Returns the names that were filled in (not localized).
+    """
+    missing = [q for q in query_names if q not in poses]
+    for q in missing:
+        poses[q] = (fallback or {}).get(q, (np.array([1.0, 0, 0, 0]), np.zeros(3)))
+    return missing
+
+
+INLOC_FOCAL = 4032.0 * 28.0 / 36.0  # hloc's fixed iPhone 7 focal length (pixels at 4032 wide)
+
+
+def inloc_query_camera(dataset_dir: Path, name: str, focal="hloc"):
+    """The intrinsics hloc's localize_inloc assumes (SIMPLE_PINHOLE, principal point at centre).
+
+    focal: "hloc" (hloc's constant, right for the original 4032x3024 images), "scaled" (the same
+    28 mm-equivalent lens at the image's actual size) or a number in pixels.
+    """
+    import cv2
+    import pycolmap
+
+    img = cv2.imread(str(Path(dataset_dir) / name), cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
+    if img is None:
+        raise FileNotFoundError(f"Cannot read query image {Path(dataset_dir) / name}.")
+    h, w = img.shape[:2]
+    if focal == "hloc":
+        f = INLOC_FOCAL
+    elif focal == "scaled":
+        f = max(w, h) * 28.0 / 36.0
+    else:
+        f = float(focal)
+    return pycolmap.Camera(model="SIMPLE_PINHOLE", width=w, height=h,
+                           params=[f, 0.5 * w, 0.5 * h])
+
+
+def localize_inloc(dataset_dir: Path, retrieval: Path, features: Path, matches: Path,
+                   results: Path, skip_matches: Optional[int] = 20, focal="hloc",
+                   ransac_thresh: float = 48.0, min_inliers: int = 6):
+    """InLoc localization like hloc's `localize_inloc`, but never crashing on a hard query.
+
+    Per query: 2D-3D matches from every retrieved cutout with at least `skip_matches` matches
+    (3D from the cutout's `XYZcut` via hloc's `interpolate_scan`, moved to the world by the
+    scan's alignment via hloc's `get_scan_pose`), then LO-RANSAC PnP + refinement. A query with
+    no usable cutout, no valid 3D point or a failed PnP is written as not localized (identity
+    pose) so the results file still lists every query; their names go to the log and to
+    `<results>_not_localized.txt`. Returns {name: Pose} and the list of failures.
+    """
+    require_hloc()
+    import h5py
+    import pycolmap
+    from hloc.localize_inloc import get_scan_pose, interpolate_scan
+    from hloc.utils.parsers import names_to_pair, parse_retrieval
+    from scipy.io import loadmat
+    from tqdm import tqdm
+
+    dataset_dir = Path(dataset_dir)
+    retrieval_dict = parse_retrieval(retrieval)
+    poses, failed, logs = {}, [], {}
+    opts = pycolmap.AbsolutePoseEstimationOptions()
+    opts.ransac.max_error = ransac_thresh
+    warned = False
+    with h5py.File(str(features), "r") as ff, h5py.File(str(matches), "r") as mf:
+        for q in tqdm(list(retrieval_dict), desc="localize InLoc"):
+            cam = inloc_query_camera(dataset_dir, q, focal)
+            if focal == "hloc" and not warned and cam.width not in (4032, 3024):
+                logger.warning("Query %s is %dx%d, not 4032x3024: hloc's fixed focal %.1f px is "
+                               "only right for the original images; pass --query-focal if they "
+                               "were resized.", q, cam.width, cam.height, INLOC_FOCAL)
+                warned = True
+            kpq = ff[q]["keypoints"][()].astype(np.float64)
+            p2d, p3d, used = [], [], []
+            for r in retrieval_dict[q]:
+                pair = names_to_pair(q, r)
+                if pair not in mf:
+                    raise PipelineError(f"{matches} has no matches for pair {q} {r}; delete it "
+                                        "and rerun the matching step.")
+                m = mf[pair]["matches0"][()]
+                v = m > -1
+                if skip_matches and np.count_nonzero(v) < skip_matches:
+                    continue
+                kpr = ff[r]["keypoints"][()].astype(np.float64)
+                mkpq, mkpr = kpq[v], kpr[m[v]]
+                if len(mkpr) == 0:
+                    continue
+                # interpolate_scan asserts keypoints strictly inside the cutout: clip the border.
+                mat = dataset_dir / (r + ".mat")
+                if not mat.exists():
+                    raise PipelineError(f"{mat} is missing: every InLoc cutout needs its "
+                                        "XYZcut .mat file next to it.")
+                scan = loadmat(str(mat))["XYZcut"]
+                h, w = scan.shape[:2]
+                inside = (mkpr[:, 0] > 0) & (mkpr[:, 0] < w - 1) & (mkpr[:, 1] > 0) & (
+                    mkpr[:, 1] < h - 1)
+                mkpq, mkpr = mkpq[inside], mkpr[inside]
+                if len(mkpr) == 0:
+                    continue
+                xyz, valid = interpolate_scan(scan, mkpr)
+                T = get_scan_pose(dataset_dir, r)
+                xyz = xyz @ T[:3, :3].T + T[:3, 3]
+                p2d.append(mkpq[valid] + 0.5)  # hloc keypoints -> COLMAP pixel coordinates
+                p3d.append(xyz[valid])
+                used.append(r)
+            n = sum(len(p) for p in p2d)
+            ret = None
+            if n >= min_inliers:
+                ret = pycolmap.estimate_and_refine_absolute_pose(
+                    np.concatenate(p2d), np.concatenate(p3d), cam, opts)
+            if ret is None or ret["num_inliers"] < min_inliers:
+                failed.append(q)
+                logs[q] = {"db": used, "num_matches": n, "localized": False}
+                continue
+            poses[q] = rigid_to_pose(ret["cam_from_world"])
+            logs[q] = {"db": used, "num_matches": n, "num_inliers": int(ret["num_inliers"]),
+                       "localized": True}
+    complete_results(poses, list(retrieval_dict))
+    write_results(poses, results)
+    write_text_atomic(Path(f"{results}_not_localized.txt"), "".join(f"{q}\n" for q in failed))
+    with open(f"{results}_logs.pkl", "wb") as fd:
+        pickle.dump(logs, fd)
+    logger.info("Localized %d / %d queries; results in %s.", len(retrieval_dict) - len(failed),
+                len(retrieval_dict), results)
+    if failed:
+        logger.warning("Not localized (identity pose written): %s", ", ".join(failed))
+    return poses, failed
