@@ -1,0 +1,118 @@
+"""Command line: ``python -m tasp_hloc {extract,match,demo} ...`` (no hloc needed)."""
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from .confs import PRESETS, get_preset
+from .weights import WeightsError
+
+DEMO_DIR = Path(__file__).parent / "assets" / "demo"
+
+
+def _weights(value: str):
+    return None if value in ("random", "none", "None") else value
+
+
+def _model_overrides(args) -> dict:
+    overrides = {"weights": _weights(args.weights)} if args.weights is not None else {}
+    for key in ("max_keypoints", "amp", "detection_threshold"):
+        if getattr(args, key, None) is not None:
+            overrides[key] = getattr(args, key)
+    return overrides
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", default="tasp_aachen", choices=sorted(PRESETS))
+    p.add_argument("--weights", help="released name, .pth path, or 'random' (untrained, tests only)")
+    p.add_argument("--max-keypoints", dest="max_keypoints", type=int)
+    p.add_argument("--detection-threshold", dest="detection_threshold", type=float)
+    p.add_argument("--resize-max", dest="resize_max", type=int, help="longest image side")
+    p.add_argument("--amp", choices=["fp16", "bf16"], help="autocast the network")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+
+
+def _conf(args) -> dict:
+    conf = get_preset(args.preset, **_model_overrides(args))
+    if args.resize_max is not None:
+        conf["preprocessing"]["resize_max"] = args.resize_max
+    return conf
+
+
+def cmd_extract(args) -> int:
+    from .extract import extract
+    from .image_io import read_image_list
+
+    names = read_image_list(args.image_list) if args.image_list else None
+    _, failures = extract(
+        _conf(args), args.images, args.output, names=names, as_half=not args.no_half,
+        overwrite=args.overwrite, device=args.device, num_workers=args.workers,
+        fail_fast=args.fail_fast,
+    )
+    return 1 if failures else 0
+
+
+def cmd_match(args) -> int:
+    from .hloc_format import list_h5_names
+    from .match import exhaustive_pairs, match, write_pairs
+
+    pairs = args.pairs
+    if pairs is None:
+        pairs = write_pairs(exhaustive_pairs(list_h5_names(args.features)),
+                            Path(args.output).with_suffix(".pairs.txt"))
+        print(f"No --pairs given: matching all pairs, listed in {pairs}")
+    match(pairs, args.features, args.output, device=args.device,
+          batch_size=args.batch_size, overwrite=args.overwrite)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    run_demo(_conf(args), DEMO_DIR, Path(args.output), device=args.device)
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tasp_hloc", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("extract", help="images -> hloc feature file (.h5)")
+    p.add_argument("--images", type=Path, required=True, help="folder searched recursively")
+    p.add_argument("--image-list", dest="image_list", type=Path, help="names relative to --images")
+    p.add_argument("--output", type=Path, required=True, help="feature file, e.g. feats.h5")
+    _add_model_args(p)
+    p.add_argument("--no-half", action="store_true", help="store float32 instead of float16")
+    p.add_argument("--overwrite", action="store_true", help="re-extract images already stored")
+    p.add_argument("--fail-fast", dest="fail_fast", action="store_true",
+                   help="stop at the first unreadable image instead of skipping it")
+    p.add_argument("--workers", type=int, default=2, help="image decoding processes")
+    p.set_defaults(func=cmd_extract)
+
+    p = sub.add_parser("match", help="pairs + feature file -> hloc match file (mutual NN)")
+    p.add_argument("--features", type=Path, required=True)
+    p.add_argument("--pairs", type=Path, help="'name0 name1' per line (default: all pairs)")
+    p.add_argument("--output", type=Path, required=True, help="match file, e.g. matches.h5")
+    p.add_argument("--device")
+    p.add_argument("--batch-size", dest="batch_size", type=int, default=16)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_match)
+
+    p = sub.add_parser("demo", help="extract + match the bundled image pair, draw the matches")
+    _add_model_args(p)
+    p.add_argument("--output", default="outputs/demo", help="folder for the .h5 files and PNG")
+    p.set_defaults(func=cmd_demo)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except (WeightsError, FileNotFoundError, KeyError, ValueError) as e:
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e  # no repr quotes
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

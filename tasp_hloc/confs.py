@@ -1,0 +1,31 @@
+"""Named extraction presets, in hloc's conf layout (output name, model conf, preprocessing)."""
+
+import copy
+from typing import Dict
+
+# hloc stores matches as int16, so a feature file may hold at most 32767 keypoints per image.
+MAX_KEYPOINTS_HLOC = 32767
+
+PRESETS: Dict[str, Dict] = {
+    # Aachen Day-Night: hloc's SuperPoint recipe (max side 1024, 4096 keypoints).
+    "tasp_aachen": {
+        "output": "feats-tasp-n4096-r1024",
+        "model": {"name": "tasp", "max_keypoints": 4096},
+        "preprocessing": {"grayscale": False, "resize_max": 1024},
+    },
+    # InLoc: larger images, as in hloc's InLoc notebook.
+    "tasp_inloc": {
+        "output": "feats-tasp-n4096-r1600",
+        "model": {"name": "tasp", "max_keypoints": 4096},
+        "preprocessing": {"grayscale": False, "resize_max": 1600},
+    },
+}
+
+
+def get_preset(name: str, **model_overrides) -> Dict:
+    """A deep copy of a preset, with model options overridden (e.g. ``weights=...``)."""
+    if name not in PRESETS:
+        raise KeyError(f"Unknown preset {name!r}; choose one of {sorted(PRESETS)}.")
+    conf = copy.deepcopy(PRESETS[name])
+    conf["model"].update(model_overrides)
+    return conf

@@ -1,0 +1,128 @@
+"""Reading and resizing images exactly as hloc's ``extract_features`` does, without hloc.
+
+Decoding goes through OpenCV with hloc's flags, so 16-bit images become 8-bit, RGBA drops
+its alpha, grayscale files become RGB when colour is asked for, and EXIF rotation is ignored:
+features written by ``python -m tasp_hloc extract`` equal those of hloc's own extraction.
+"""
+
+import glob
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import cv2
+import numpy as np
+import PIL.Image
+import torch
+
+IMAGE_GLOBS = ["*.jpg", "*.png", "*.jpeg", "*.JPG", "*.PNG"]
+
+
+class ImageReadError(ValueError):
+    """An image file that cannot be decoded."""
+
+
+def read_image(path: Path, grayscale: bool = False) -> np.ndarray:
+    """Decode an image to uint8 ``H x W`` (grayscale) or ``H x W x 3`` (RGB)."""
+    mode = cv2.IMREAD_GRAYSCALE if grayscale else cv2.IMREAD_COLOR
+    image = cv2.imread(str(path), mode | cv2.IMREAD_IGNORE_ORIENTATION)
+    if image is None:
+        raise ImageReadError(
+            f"Cannot read image {path}: it is missing, empty, truncated or not an image "
+            f"format OpenCV decodes. Replace or remove the file, then run again."
+        )
+    if not grayscale and image.ndim == 3:
+        image = image[:, :, ::-1]  # BGR to RGB
+    return image
+
+
+def resize_image(image: np.ndarray, size: Sequence[int], interp: str = "cv2_area") -> np.ndarray:
+    """Resize to ``size`` = (W, H) with ``cv2_<name>`` or ``pil_<name>`` interpolation."""
+    if interp.startswith("cv2_"):
+        flag = getattr(cv2, "INTER_" + interp[len("cv2_"):].upper())
+        h, w = image.shape[:2]
+        if flag == cv2.INTER_AREA and (w < size[0] or h < size[1]):
+            flag = cv2.INTER_LINEAR  # INTER_AREA is meant for shrinking
+        return cv2.resize(image, tuple(size), interpolation=flag)
+    if interp.startswith("pil_"):
+        flag = getattr(PIL.Image, interp[len("pil_"):].upper())
+        resized = PIL.Image.fromarray(image.astype(np.uint8)).resize(tuple(size), resample=flag)
+        return np.asarray(resized, dtype=image.dtype)
+    raise ValueError(f"Unknown interpolation {interp!r}; use cv2_area, cv2_linear, pil_linear...")
+
+
+def list_images(root: Path, globs: Sequence[str] = IMAGE_GLOBS) -> List[str]:
+    """Sorted image names relative to ``root`` (POSIX), searched recursively."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"Image folder {root} does not exist or is not a folder.")
+    paths = set()
+    for g in globs:
+        paths.update(glob.glob((root / "**" / g).as_posix(), recursive=True))
+    if not paths:
+        raise ValueError(f"No image matching {list(globs)} found under {root}; check the folder.")
+    return sorted(Path(p).relative_to(root).as_posix() for p in paths)
+
+
+def read_image_list(path: Path) -> List[str]:
+    """Names from a text file, one per line (further columns, e.g. intrinsics, are ignored)."""
+    names = []
+    for line in Path(path).read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            names.append(line.split()[0])
+    if not names:
+        raise ValueError(f"Image list {path} names no image.")
+    return names
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """Images of a folder, preprocessed like hloc's ``ImageDataset``.
+
+    Items are dicts ``{"name", "image": C x H x W float32 in [0, 1], "original_size": (W, H)}``,
+    or ``{"name", "error": message}`` for a file that cannot be decoded, so that one bad file
+    does not stop a run that reads in background workers.
+    """
+
+    default_conf = {
+        "globs": IMAGE_GLOBS,
+        "grayscale": False,
+        "resize_max": None,
+        "resize_force": False,
+        "interpolation": "cv2_area",
+    }
+
+    def __init__(self, root: Path, conf: Dict, names: Optional[List[str]] = None):
+        unknown = set(conf) - set(self.default_conf)
+        if unknown:
+            raise ValueError(f"Unknown preprocessing options {sorted(unknown)}.")
+        self.conf = {**self.default_conf, **conf}
+        self.root = Path(root)
+        if names is None:
+            names = list_images(self.root, self.conf["globs"])
+        else:
+            missing = [n for n in names if not (self.root / n).exists()]
+            if missing:
+                raise FileNotFoundError(
+                    f"{len(missing)} listed images do not exist in {self.root}, e.g. "
+                    f"{missing[:3]}; fix the image list or the --images folder."
+                )
+        self.names = list(names)
+
+    def __len__(self):
+        return len(self.names)
+
+    def __getitem__(self, idx: int) -> Dict:
+        name = self.names[idx]
+        try:
+            image = read_image(self.root / name, self.conf["grayscale"])
+        except ImageReadError as e:
+            return {"name": name, "error": str(e)}
+        image = image.astype(np.float32)
+        size = image.shape[:2][::-1]
+        resize_max = self.conf["resize_max"]
+        if resize_max and (self.conf["resize_force"] or max(size) > resize_max):
+            scale = resize_max / max(size)
+            size_new = tuple(int(round(x * scale)) for x in size)
+            image = resize_image(image, size_new, self.conf["interpolation"])
+        image = image[None] if self.conf["grayscale"] else image.transpose((2, 0, 1))
+        return {"name": name, "image": image / 255.0, "original_size": np.array(size)}

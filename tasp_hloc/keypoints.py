@@ -1,0 +1,109 @@
+"""Keypoint detection from the 65-channel cell logits, and descriptor sampling.
+
+Pixel convention everywhere in this package: x-y order, the centre of the top-left pixel
+is (0, 0). A cell (i, j) of a stride-s feature map covers pixels [s*j, s*j + s) x [s*i, s*i + s)
+and so has its centre at (s*j + (s-1)/2, s*i + (s-1)/2).
+"""
+
+from typing import Tuple
+
+import torch
+import torch.nn.functional as F
+
+
+def logits_to_heatmap(logits: torch.Tensor) -> torch.Tensor:
+    """Softmax over the 65 cell classes, drop the dustbin, depth-to-space.
+
+    Args:
+        logits: :math:`(B, 65, H/8, W/8)`; channel ``8*dy + dx`` is pixel (dx, dy) of the cell.
+
+    Returns:
+        Keypoint probability :math:`(B, H, W)`.
+    """
+    if logits.dim() != 4 or logits.shape[1] != 65:
+        raise ValueError(f"Expected logits of shape (B, 65, h, w), got {tuple(logits.shape)}.")
+    prob = logits.softmax(1)[:, :64]
+    return F.pixel_shuffle(prob, 8)[:, 0]
+
+
+def nms(scores: torch.Tensor, window: int = 3) -> torch.Tensor:
+    """Keep only scores that are the maximum of their ``window`` x ``window`` neighbourhood.
+
+    Args:
+        scores: :math:`(B, H, W)`.
+
+    Returns:
+        :math:`(B, H, W)` with non-maxima set to 0. Ties keep every tied pixel, as in SuperPoint.
+    """
+    if window % 2 != 1:
+        raise ValueError(f"The NMS window must be odd, got {window}.")
+    pooled = F.max_pool2d(scores[:, None], window, stride=1, padding=window // 2)[:, 0]
+    return torch.where(scores == pooled, scores, torch.zeros_like(scores))
+
+
+def remove_borders(scores: torch.Tensor, border: int) -> torch.Tensor:
+    """Zero the scores of the ``border`` outermost pixels. Shape :math:`(B, H, W)`."""
+    if border <= 0:
+        return scores
+    mask = torch.zeros_like(scores, dtype=torch.bool)
+    mask[:, border:-border, border:-border] = True
+    return scores * mask
+
+
+def select_keypoints(
+    scores: torch.Tensor, threshold: float, max_keypoints: int
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The pixels above ``threshold``, strongest first, at most ``max_keypoints`` per image.
+
+    Args:
+        scores: :math:`(B, H, W)` after NMS and border removal.
+        threshold: minimum score.
+        max_keypoints: maximum number per image; <= 0 keeps all.
+
+    Returns:
+        - keypoints :math:`(B, N, 2)` x-y pixels (float), padded with zeros past each count;
+        - scores :math:`(B, N)`, 0 in the padding;
+        - mask :math:`(B, N)` bool, True for real keypoints.
+        N is the largest count in the batch.
+    """
+    b, h, w = scores.shape
+    flat = scores.reshape(b, -1)
+    counts = (flat > threshold).sum(1)
+    if max_keypoints > 0:
+        counts = counts.clamp(max=max_keypoints)
+    n = int(counts.max()) if b > 0 else 0
+    top_scores, top_idx = flat.topk(n, dim=1)  # sorted, strongest first
+    mask = torch.arange(n, device=scores.device)[None] < counts[:, None]
+    x = (top_idx % w).to(scores.dtype)
+    y = torch.div(top_idx, w, rounding_mode="floor").to(scores.dtype)
+    keypoints = torch.stack([x, y], -1) * mask[..., None]
+    return keypoints, top_scores * mask, mask
+
+
+def sample_descriptors(
+    descriptors: torch.Tensor, keypoints: torch.Tensor, stride: int
+) -> torch.Tensor:
+    """Bilinearly interpolate a descriptor map at pixel keypoints and L2-normalise.
+
+    Args:
+        descriptors: :math:`(B, D, h, w)` map at ``stride`` (h = H / stride).
+        keypoints: :math:`(B, N, 2)` x-y in image pixels (top-left pixel centre at (0, 0)).
+        stride: pixels per descriptor cell.
+
+    Returns:
+        :math:`(B, N, D)` unit-norm descriptors. A keypoint at a cell centre gets exactly
+        that cell's vector; past the outer cell centres the border value is repeated.
+    """
+    if descriptors.dim() != 4 or keypoints.dim() != 3 or keypoints.shape[-1] != 2:
+        raise ValueError(
+            f"Expected descriptors (B, D, h, w) and keypoints (B, N, 2), got "
+            f"{tuple(descriptors.shape)} and {tuple(keypoints.shape)}."
+        )
+    b, d, h, w = descriptors.shape
+    size = keypoints.new_tensor([w, h]) * stride
+    grid = (keypoints + 0.5) / size * 2 - 1  # align_corners=False: -1 is the map's outer edge
+    sampled = F.grid_sample(
+        descriptors, grid[:, None].to(descriptors.dtype), mode="bilinear",
+        padding_mode="border", align_corners=False,
+    )  # B x D x 1 x N
+    return F.normalize(sampled[:, :, 0].transpose(1, 2), p=2, dim=-1)

