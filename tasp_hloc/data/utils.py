@@ -1,0 +1,164 @@
+"""Small shared helpers of the pair datasets: config merging, seeding, image I/O, intrinsics.
+
+Pixel-centre convention everywhere: the top-left pixel centre is (0, 0), so scaling an image
+by s maps a coordinate c to ``(c + 0.5) * s - 0.5`` and cropping at (x0, y0) maps c to c - x0.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+import torch
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
+
+
+def merge_conf(default: dict, conf: Optional[dict]) -> dict:
+    """Recursively merge a user conf (dict or OmegaConf node) into a class's ``default_conf``.
+
+    Unknown keys are rejected so that typos do not pass silently.
+    """
+    if conf is None:
+        conf = {}
+    try:  # OmegaConf objects -> plain containers
+        from omegaconf import OmegaConf
+
+        if OmegaConf.is_config(conf):
+            conf = OmegaConf.to_container(conf, resolve=True)
+    except ImportError:  # pragma: no cover
+        pass
+    out = dict(default)
+    for k, v in dict(conf).items():
+        if k not in default:
+            raise KeyError(f"Unknown config key '{k}'; valid keys: {sorted(default)}.")
+        if isinstance(default[k], dict) and isinstance(v, dict):
+            out[k] = merge_conf(default[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def make_rng(seed: Optional[int], *keys: int) -> np.random.Generator:
+    """Per-item generator: deterministic in (seed, keys) when a seed is given, fresh otherwise."""
+    if seed is None:
+        return np.random.default_rng()
+    return np.random.default_rng([int(seed)] + [int(k) for k in keys])
+
+
+def list_images(folders: Sequence[str]) -> list:
+    """Sorted image files under the given folders (recursive)."""
+    files = []
+    for folder in folders:
+        p = Path(folder)
+        if not p.is_dir():
+            raise FileNotFoundError(
+                f"Image folder {p} does not exist; set 'image_dirs' to folders of photos."
+            )
+        files += [f for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file()]
+    return sorted(files)
+
+
+def read_image(path) -> np.ndarray:
+    """H x W x 3 uint8 RGB (grayscale files are repeated to 3 channels)."""
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise IOError(f"Could not read image {path}: missing, empty or not an image file.")
+    if img.dtype == np.uint16:
+        img = (img // 257).astype(np.uint8)
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, -1)
+    elif img.shape[2] == 4:
+        img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
+    else:
+        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    return np.ascontiguousarray(img)
+
+
+def read_depth_png(path, scale: float = 1000.0, invalid: Sequence[int] = (0,)) -> np.ndarray:
+    """H x W float32 depth from a 16-bit PNG (value / scale), 0 where unknown."""
+    d = cv2.imread(str(path), cv2.IMREAD_ANYDEPTH)
+    if d is None:
+        raise IOError(f"Could not read depth map {path}: missing or not a 16-bit PNG.")
+    if d.ndim != 2:
+        raise ValueError(f"Depth map {path} has {d.shape[2]} channels; expected one.")
+    bad = np.isin(d, np.asarray(invalid))
+    out = d.astype(np.float32) / scale
+    out[bad] = 0.0
+    return out
+
+
+def scale_intrinsics(K: np.ndarray, sx: float, sy: float) -> np.ndarray:
+    """K of an image resized by (sx, sy), pixel-centre convention: c' = (c + 0.5) s - 0.5."""
+    K = np.array(K, dtype=np.float64, copy=True)
+    K[0, 0] *= sx
+    K[1, 1] *= sy
+    K[0, 1] *= sx
+    K[0, 2] = (K[0, 2] + 0.5) * sx - 0.5
+    K[1, 2] = (K[1, 2] + 0.5) * sy - 0.5
+    return K
+
+
+def crop_intrinsics(K: np.ndarray, x0: int, y0: int) -> np.ndarray:
+    """K of the crop whose top-left pixel is (x0, y0) of the original image."""
+    K = np.array(K, dtype=np.float64, copy=True)
+    K[0, 2] -= x0
+    K[1, 2] -= y0
+    return K
+
+
+def resize_view(
+    image: np.ndarray, depth: Optional[np.ndarray], K: np.ndarray, size_wh: Tuple[int, int]
+) -> Tuple[np.ndarray, Optional[np.ndarray], np.ndarray]:
+    """Resize an image (area / linear) and its depth (nearest, centre-aligned) to (W, H).
+
+    Depth is resized with nearest-exact sampling so that no value is an average across a depth
+    edge; OpenCV's plain INTER_NEAREST is not centre-aligned and would shift it by up to a pixel.
+    """
+    h, w = image.shape[:2]
+    nw, nh = int(size_wh[0]), int(size_wh[1])
+    if (nw, nh) == (w, h):
+        return image, depth, np.asarray(K, dtype=np.float64)
+    interp = cv2.INTER_AREA if nw * nh < w * h else cv2.INTER_LINEAR
+    image = cv2.resize(image, (nw, nh), interpolation=interp)
+    if depth is not None:
+        depth = cv2.resize(depth, (nw, nh), interpolation=cv2.INTER_NEAREST_EXACT)
+    return image, depth, scale_intrinsics(K, nw / w, nh / h)
+
+
+def nominal_intrinsics(h: int, w: int) -> np.ndarray:
+    """Nominal pinhole of homographic pairs: f = max(H, W), principal point at the centre."""
+    f = float(max(h, w))
+    return np.array([[f, 0, (w - 1) / 2.0], [0, f, (h - 1) / 2.0], [0, 0, 1]], dtype=np.float64)
+
+
+def image_to_tensor(image: np.ndarray) -> torch.Tensor:
+    """H x W x 3 uint8 or float [0, 1] array -> 3 x H x W float32 tensor in [0, 1]."""
+    if image.dtype == np.uint8:
+        image = image.astype(np.float32) / 255.0
+    t = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).permute(2, 0, 1)
+    return t.clamp(0.0, 1.0).contiguous()
+
+
+def pack_sample(
+    image0, image1, depth0, depth1, K0, K1, T_1from0, H_1from0, is_homography, valid0, valid1,
+    name: str,
+) -> dict:
+    """Build the project-wide pair-sample dict (see tasp_hloc/data/__init__.py)."""
+    f32 = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float32))  # noqa: E731
+    return {
+        "image0": image_to_tensor(image0),
+        "image1": image_to_tensor(image1),
+        "depth0": f32(depth0),
+        "depth1": f32(depth1),
+        "K0": f32(K0),
+        "K1": f32(K1),
+        "T_1from0": f32(T_1from0),
+        "H_1from0": f32(H_1from0),
+        "is_homography": torch.tensor(bool(is_homography)),
+        "valid0": torch.as_tensor(np.asarray(valid0, dtype=bool)),
+        "valid1": torch.as_tensor(np.asarray(valid1, dtype=bool)),
+        "name": str(name),
+    }
