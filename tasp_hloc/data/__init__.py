@@ -70,7 +70,8 @@ class MixedDataset(Dataset):
     random item of that source, both from a generator seeded by (seed, epoch, k).
 
     Conf: ``sources``: list of ``{"name": ..., "weight": w, **source_conf}``; ``length``: items
-    per epoch (default: the sum of the sources' lengths); ``seed``.
+    per epoch (default: the sum of the sources' lengths); ``seed`` (also seeds the sources
+    that have none).
     """
 
     default_conf = {"sources": [], "length": None, "seed": None}
@@ -80,9 +81,11 @@ class MixedDataset(Dataset):
         self.conf = merge_conf(self.default_conf, conf)
         if datasets is None:
             datasets, weights = [], []
-            for src in self.conf["sources"]:
+            for k, src in enumerate(self.conf["sources"]):
                 src = dict(src)
                 weights.append(float(src.pop("weight", 1.0)))
+                if src.get("seed") is None and self.conf["seed"] is not None:
+                    src["seed"] = int(self.conf["seed"]) * 1000 + k  # a seeded mix is reproducible
                 datasets.append(build_dataset(src))
         if not datasets:
             raise ValueError("MixedDataset: 'sources' is empty.")
