@@ -60,9 +60,14 @@ def square_window_mask(
         B x N x (h * w) bool, True = may be used as a negative.
     """
     _check_anchors(anchors, 2, "anchors")
-    c = cell_centers(h, w, stride, anchors.device, anchors.dtype)  # HW x 2
-    d_inf = (anchors[:, :, None, :] - c[None, None]).abs().amax(-1)  # B x N x HW
-    return d_inf > radius
+    # ||c - p||_inf > K  <=>  |dx| > K or |dy| > K: test the axes separately (B x N x w and
+    # B x N x h) and broadcast, instead of forming B x N x HW x 2 differences.
+    off = (stride - 1) / 2
+    xs = torch.arange(w, device=anchors.device, dtype=anchors.dtype) * stride + off
+    ys = torch.arange(h, device=anchors.device, dtype=anchors.dtype) * stride + off
+    out_x = (xs - anchors[..., 0:1]).abs() > radius  # B x N x w
+    out_y = (ys - anchors[..., 1:2]).abs() > radius  # B x N x h
+    return (out_y[..., :, None] | out_x[..., None, :]).flatten(-2)  # B x N x HW
 
 
 def valid_points_3d(xyz: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,9 @@ data:
     "image0", "image1": B x C x H x W in [0, 1], C = 1 or 3 (needed when importance_weighting).
     "xyz_kpts0", "xyz_kpts1": B x N x 3 and "xyz0", "xyz1": B x 3 x H/4 x W/4, 3D points in each
         camera frame, z = depth, z <= 0 or non-finite = unknown (needed when window == "3d").
-update_histogram: whether this batch enters the DIW histogram (default: in training mode only).
+update_histogram: whether this batch enters the DIW histogram (default: in training mode only;
+    never in eval mode).
+Descriptors and logits are cast to float32 inside (safe under autocast).
 
 Returns a dict of B-shaped tensors (per sample; the trainer averages ``total`` over B):
     total = desc + lambda_kpt * kpt; desc = L_desc; kpt = L_kpt (with gradients);
@@ -114,7 +116,11 @@ class TaSPLoss(nn.Module):
     def forward(self, pred0: dict, pred1: dict, data: dict, update_histogram: bool = None) -> dict:
         self._check(pred0, pred1, data)
         c = self.conf
-        trip = self.triplet(pred0["descriptors_dense"], pred1["descriptors_dense"], data)
+        # float32 whatever the network's autocast dtype: sqrt(2 - 2 cos) near cos = 1 and the
+        # hardest-negative ranking are too coarse in bf16/fp16.
+        desc0 = pred0["descriptors_dense"].float()
+        desc1 = pred1["descriptors_dense"].float()
+        trip = self.triplet(desc0, desc1, data)
         M, valid = trip["loss"], trip["valid"]  # B x N
 
         if c["importance_weighting"]:
@@ -131,7 +137,7 @@ class TaSPLoss(nn.Module):
         is_label = data.get("is_label")
         kp_valid = valid & is_label.bool() if is_label is not None else torch.zeros_like(valid)
         kpt = self.keypoint(
-            pred0["logits"], data["labels0"], data.get("label_mask0"),
+            pred0["logits"].float(), data["labels0"], data.get("label_mask0"),
             triplet_loss=M, keypoints=data["kpts0"], keypoint_valid=kp_valid,
         )
         total = desc + c["lambda_kpt"] * kpt["loss"]

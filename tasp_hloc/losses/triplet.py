@@ -78,14 +78,20 @@ class HardTripletLoss(nn.Module):
         Returns B x N distance, B x N x 2 pixel position, B x N bool (a negative exists).
         """
         c = self.conf
-        _, _, h, w = desc_map.shape
-        cos = anchor_desc @ desc_map.flatten(2)  # B x N x hw
+        b, d, h, w = desc_map.shape
+        cells = desc_map.flatten(2).transpose(1, 2)  # B x hw x D
         allowed = negative_mask(
             anchors, h, w, c["stride"], c["window"], c["safe_radius"],
             c["safe_radius_3d_rel"], anchors_xyz, xyz_map,
         )
-        cos = cos.masked_fill(~allowed, -2.0)  # below any cosine: never the hardest
-        best, idx = cos.max(-1)  # B x N
+        # Mining needs no gradient: find the hardest cell without autograd (no B x N x hw
+        # gradient buffer), then recompute its cosine with gradient. Same gradient as max().
+        with torch.no_grad():
+            cos = anchor_desc @ cells.transpose(1, 2)  # B x N x hw
+            cos = torch.where(allowed, cos, cos.new_tensor(-2.0))  # below any cosine
+            idx = cos.argmax(-1)  # B x N
+        neg = cells.gather(1, idx[..., None].expand(-1, -1, d))  # B x N x D
+        best = (anchor_desc * neg).sum(-1)
         exists = allowed.any(-1)
         dist = unit_distance(best, c["eps"])
         dist = torch.where(exists, dist, torch.full_like(dist, _NO_NEGATIVE))
