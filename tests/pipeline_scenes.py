@@ -415,7 +415,7 @@ def make_hpatches(root: Path, seed=2, n_seq=(2, 2), size=(240, 180)):
                     img = img.astype(np.uint8)
                 else:
                     src = np.float32([[0, 0], [W, 0], [W, H], [0, H]])
-                    dst = src + rng.uniform(-0.12, 0.12, (4, 2)).astype(np.float32) * [W, H]
+                    dst = (src + rng.uniform(-0.12, 0.12, (4, 2)) * [W, H]).astype(np.float32)
                     Hm = cv2.getPerspectiveTransform(src, dst).astype(np.float64)
                     img = cv2.warpPerspective(base, Hm, (W, H), borderMode=cv2.BORDER_REFLECT)
                 cv2.imwrite(str(d / f"{k}.ppm"), img[..., ::-1])

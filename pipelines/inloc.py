@@ -1,0 +1,122 @@
+"""InLoc with TaSP features through hloc.
+
+    python -m pipelines.inloc --dataset datasets/inloc --outputs outputs/inloc
+
+Steps (each skipped when its output exists, so a rerun after a crash resumes):
+ 1. local features of the queries (query/iphone7/*.JPG) and cutouts (database/cutouts/**/*.jpg);
+ 2. NetVLAD retrieval of the top --num-loc cutouts per query (or --retrieval exhaustive);
+ 3. mutual-NN matching;
+ 4. localization as hloc's localize_inloc (3D from the cutouts' XYZcut and the scans'
+    alignments, PnP with hloc's fixed iPhone 7 focal), but a query that cannot be localized is
+    reported as such instead of crashing, and the results file lists every query.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from pipelines.aachen import add_common_args
+from pipelines.common import (PipelineError, check_features, check_pairs, done,
+                              exhaustive_pairs, feature_conf, localize_inloc, matcher_conf,
+                              read_results, require_hloc, retrieval_pairs)
+
+QUERY_GLOB = "query/iphone7/*.JPG"
+CUTOUT_GLOB = "database/cutouts/*/*/*.jpg"
+
+
+def list_images(dataset: Path):
+    """(query names, cutout names) relative to the dataset root; checks the layout."""
+    dataset = Path(dataset)
+    queries = sorted(p.relative_to(dataset).as_posix() for p in dataset.glob(QUERY_GLOB))
+    cutouts = sorted(p.relative_to(dataset).as_posix() for p in dataset.glob(CUTOUT_GLOB))
+    problems = []
+    if not queries:
+        problems.append(f"no query images {dataset / QUERY_GLOB}")
+    if not cutouts:
+        problems.append(f"no cutouts {dataset / CUTOUT_GLOB}")
+    if not (dataset / "database/alignments").is_dir():
+        problems.append(f"no {dataset / 'database/alignments'}")
+    if problems:
+        raise FileNotFoundError(f"{dataset} is not an InLoc dataset: {'; '.join(problems)}.")
+    no_mat = [c for c in cutouts if not (dataset / (c + ".mat")).exists()]
+    if no_mat:
+        raise FileNotFoundError(f"{len(no_mat)} cutouts have no XYZcut file next to them, e.g. "
+                                f"{dataset / (no_mat[0] + '.mat')}.")
+    for c in cutouts:
+        floor, scan, name = c.split("/")[2:5]
+        align = dataset / f"database/alignments/{floor}/transformations/{name[:3]}_trans_{scan}.txt"
+        if not align.exists():
+            raise FileNotFoundError(f"Cutout {c} has no scan alignment {align}.")
+    return queries, cutouts
+
+
+def parse_focal(value: str):
+    if value in ("hloc", "scaled"):
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError("--query-focal: 'hloc', 'scaled' or pixels") from None
+
+
+def run(args):
+    require_hloc()
+    from hloc import extract_features, match_features
+
+    dataset, outputs = Path(args.dataset), Path(args.outputs)
+    queries, cutouts = list_images(dataset)
+    outputs.mkdir(parents=True, exist_ok=True)
+    fconf = feature_conf(args.features, args.resize_max, args.max_keypoints)
+    mconf = matcher_conf(args.matcher)
+    tag = f"{fconf['output']}_{mconf['output']}"
+    loc_pairs = outputs / (f"pairs-query-netvlad{args.num_loc}.txt" if args.retrieval == "netvlad"
+                           else "pairs-query-exhaustive.txt")
+    results = Path(args.results) if args.results else (
+        outputs / f"InLoc_{tag}_{loc_pairs.stem.replace('pairs-query-', '')}.txt")
+
+    features = extract_features.main(fconf, dataset, outputs, image_list=queries + cutouts)
+    check_features(features, queries + cutouts)
+
+    if not done(loc_pairs, "retrieval"):
+        if args.retrieval == "netvlad":
+            from pipelines import netvlad
+
+            desc = netvlad.extract(dataset, outputs, queries + cutouts, args.netvlad_weights)
+            retrieval_pairs(desc, loc_pairs, args.num_loc, queries, cutouts)
+        else:
+            exhaustive_pairs(queries, cutouts, loc_pairs)
+    check_pairs(loc_pairs, "retrieval")
+
+    loc_matches = match_features.main(mconf, loc_pairs, fconf["output"], outputs)
+    if done(results, "localization"):
+        read_results(results)
+        return results
+    _, failed = localize_inloc(dataset, loc_pairs, features, loc_matches, results,
+                               skip_matches=args.skip_matches, focal=args.query_focal,
+                               ransac_thresh=args.ransac_thresh)
+    if len(failed) == len(queries):
+        raise PipelineError(f"No query was localized; {results} holds only identity poses. "
+                            f"See {results}_logs.pkl (matches per query).")
+    return results
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--dataset", type=Path, required=True, help="InLoc root (query/, database/)")
+    p.add_argument("--outputs", type=Path, required=True, help="output folder")
+    add_common_args(p, "tasp_inloc", 40)
+    p.add_argument("--skip-matches", type=int, default=20,
+                   help="ignore retrieved cutouts with fewer matches, default: %(default)s")
+    p.add_argument("--query-focal", type=parse_focal, default="hloc",
+                   help="query focal: 'hloc' (4032*28/36 px, hloc's constant for the original "
+                        "4032x3024 images), 'scaled' (same lens at the actual image size) or "
+                        "pixels; default: %(default)s")
+    p.add_argument("--ransac-thresh", type=float, default=48.0,
+                   help="PnP RANSAC threshold in pixels (hloc: 48 for 4032 px images)")
+    args = p.parse_args(argv)
+    return run(args)
+
+
+if __name__ == "__main__":
+    main()
