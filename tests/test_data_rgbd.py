@@ -107,9 +107,8 @@ def test_icl_format_crop_and_correspondences(icl, tmp_path):
     # match where the crop sits in the full image
     for k in range(3):
         s = ds[k]
-        i, j = (int(v) for v in ds.pairs[k])
-        for key, idx in (("0", None), ("1", None)):
-            K = s["K" + key].double().numpy()
+        for key in ("K0", "K1"):
+            K = s[key].double().numpy()
             assert np.allclose(K[[0, 1], [0, 1]], [100, 100])
             x0, y0 = 63.5 - K[0, 2], 47.5 - K[1, 2]
             assert abs(x0 - round(x0)) < 1e-4 and abs(y0 - round(y0)) < 1e-4

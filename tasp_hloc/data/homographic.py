@@ -15,7 +15,6 @@ import math
 
 import cv2
 import numpy as np
-import torch
 from torch.utils.data import Dataset
 
 from .photometric import PhotometricAugmentation

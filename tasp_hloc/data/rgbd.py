@@ -21,6 +21,12 @@ camera. We splat each depth map into the RGB camera (nearest pixel, z-buffer) us
 RGB camera. With the default, the unknown baseline (~2.5 cm) leaves a parallax error of about
 ``525 * 0.025 / z`` px (~5-15 px at 1-3 m): 7-Scenes pairs are APPROXIMATE, fine for I/O and
 pipeline tests, not for accurate training. Provide a calibrated ``T_rgb_from_depth`` to do better.
+
+Measured on the ICL-NUIM living room here (211 frames, poses from a reconstruction): every
+frame pair overlaps by >= 0.41, so the overlap filter alone keeps 21689 of 22155 pairs, but the
+photometric error of warped correspondences grows with the frame gap (mean abs. grey error
+~3 at gaps <= 10, ~5 at 10-30, ~9 beyond 80) as the poses drift: use ``max_frame_gap: 30``
+(5399 pairs, mean error ~4 grey levels) for that sequence.
 """
 
 from __future__ import annotations
