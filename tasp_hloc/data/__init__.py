@@ -34,7 +34,7 @@ _REGISTRY = {
     "rgbd": ("tasp_hloc.data.rgbd", "RGBDDataset"),
     "megadepth": ("tasp_hloc.data.megadepth", "MegaDepthDataset"),
     # rendered scenes of textured planes, written separately with the same sample format
-    "synthetic": ("tasp_hloc.data.synthetic", "SyntheticDataset"),
+    "synthetic": ("tasp_hloc.data.synthetic", ("SyntheticScenes", "SyntheticDataset")),
 }
 
 SAMPLE_KEYS = ("image0", "image1", "depth0", "depth1", "K0", "K1", "T_1from0", "H_1from0",
@@ -47,11 +47,16 @@ def get_dataset(name: str):
         return MixedDataset
     if name not in _REGISTRY:
         raise ValueError(f"Unknown dataset {name!r}; available: {sorted(_REGISTRY) + ['mix']}.")
-    module, cls = _REGISTRY[name]
+    module, classes = _REGISTRY[name]
+    classes = (classes,) if isinstance(classes, str) else classes
     try:
-        return getattr(importlib.import_module(module), cls)
-    except (ImportError, AttributeError) as e:
-        raise ImportError(f"Dataset {name!r} ({module}.{cls}) is not available: {e}") from e
+        mod = importlib.import_module(module)
+    except ImportError as e:
+        raise ImportError(f"Dataset {name!r} (module {module}) is not available: {e}") from e
+    for cls in classes:
+        if hasattr(mod, cls):
+            return getattr(mod, cls)
+    raise ImportError(f"Dataset {name!r}: {module} defines none of {list(classes)}.")
 
 
 def build_dataset(conf: dict) -> Dataset:
