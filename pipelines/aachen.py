@@ -78,7 +78,8 @@ def run(args):
     sift = load_model(sift_sfm, "reference SIFT model")
     db_names = sorted(im.name for im in sift.images.values())
 
-    fconf = feature_conf(args.features, args.resize_max, args.max_keypoints)
+    fconf = feature_conf(args.features, args.resize_max, args.max_keypoints,
+                         weights=args.weights)
     mconf = matcher_conf(args.matcher)
     tag = f"{fconf['output']}_{mconf['output']}"
     sfm_pairs = outputs / f"pairs-db-covis{args.num_covis}.txt"
@@ -165,6 +166,8 @@ def add_common_args(parser, default_features: str, default_k: int):
                              "hloc.extract_features.confs), default: %(default)s")
     parser.add_argument("--resize-max", type=int, help="override the preset's resize_max")
     parser.add_argument("--max-keypoints", type=int, help="override the preset's max_keypoints")
+    parser.add_argument("--weights", help="feature weights (name or path) for the preset, e.g. "
+                                          "trained TaSP weights; default: the preset's")
     parser.add_argument("--matcher", default="NN-mutual",
                         help="hloc matcher preset, default: %(default)s")
     parser.add_argument("--num-loc", type=int, default=default_k,

@@ -170,7 +170,7 @@ def rigid_to_pose(rigid) -> Pose:
 
 
 def feature_conf(name: str, resize_max: Optional[int] = None, max_keypoints: Optional[int] = None,
-                 resize_force: Optional[bool] = None) -> dict:
+                 resize_force: Optional[bool] = None, weights: Optional[str] = None) -> dict:
     """An hloc extractor conf by preset name (TaSP presets included), with overrides.
 
     Overrides change the output name too, so features of different presets never share a file
@@ -199,6 +199,9 @@ def feature_conf(name: str, resize_max: Optional[int] = None, max_keypoints: Opt
     if max_keypoints is not None:
         conf["model"]["max_keypoints"] = int(max_keypoints)
         suffix += f"-n{int(max_keypoints)}"
+    if weights is not None:
+        conf["model"]["weights"] = str(weights)
+        suffix += f"-w{Path(str(weights)).stem}"
     conf["output"] += suffix
     return conf
 

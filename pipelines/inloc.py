@@ -67,7 +67,8 @@ def run(args):
     dataset, outputs = Path(args.dataset), Path(args.outputs)
     queries, cutouts = list_images(dataset)
     outputs.mkdir(parents=True, exist_ok=True)
-    fconf = feature_conf(args.features, args.resize_max, args.max_keypoints)
+    fconf = feature_conf(args.features, args.resize_max, args.max_keypoints,
+                         weights=args.weights)
     mconf = matcher_conf(args.matcher)
     tag = f"{fconf['output']}_{mconf['output']}"
     loc_pairs = outputs / (f"pairs-query-netvlad{args.num_loc}.txt" if args.retrieval == "netvlad"
