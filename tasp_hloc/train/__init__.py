@@ -1,0 +1,1 @@
+"""Training TaSP: ``python -m tasp_hloc.train <config.yaml> [key=value ...]``."""

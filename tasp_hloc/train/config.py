@@ -1,0 +1,70 @@
+"""Experiment configs: YAML files that may name a ``base`` file, plus ``key=value`` overrides."""
+
+from pathlib import Path
+from typing import List, Sequence
+
+from omegaconf import DictConfig, OmegaConf
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+DEFAULTS = {
+    "name": "tasp",
+    "seed": 0,
+    "output_dir": "runs/${name}",
+    "model": {"backbone": "efficientnet_b0", "descriptor_dim": 128, "pretrained_backbone": False},
+    "loss": {},  # overrides of tasp_hloc.losses.TaSPLoss.default_conf
+    "data": {},  # a tasp_hloc.data.build_dataset conf
+    "labels": {  # tasp_hloc.labels.Labeler conf, plus where to cache the labels
+        "detector": "shi_tomasi",
+        "adaptation": {"num_homographies": 100},
+        "resize_max": 640,
+        "cache_dir": "outputs/labels",
+    },
+    "train": {
+        "batch_size": 4,
+        "steps": 1000,
+        "lr": 1.0e-3,  # Adam, decaying linearly to 0 at `steps`
+        "backbone_lr_scale": 1.0,
+        "freeze_blocks": 0,  # the stem and this many MBConv blocks stay fixed (budget)
+        "grid_anchors": 256,  # extra random anchors at 4x4 spacing
+        "num_workers": 2,
+        "device": "auto",
+        "amp": "bf16",  # on CUDA only
+        "clip_grad": None,
+        "log_every": 10,
+        "checkpoint_every": 200,
+        "resume": True,
+    },
+}
+
+
+def resolve_path(name: str) -> Path:
+    """A config file by path, or by name inside ``tasp_hloc/train/configs``."""
+    for candidate in (Path(name), CONFIG_DIR / name, CONFIG_DIR / f"{name}.yaml"):
+        if candidate.is_file():
+            return candidate
+    known = sorted(str(p.relative_to(CONFIG_DIR)) for p in CONFIG_DIR.rglob("*.yaml"))
+    raise FileNotFoundError(f"No config {name!r}; give a path or one of {known}.")
+
+
+def _load_chain(path: Path, seen: List[Path]) -> DictConfig:
+    path = path.resolve()
+    if path in seen:
+        raise ValueError(f"Config inheritance loops through {path}.")
+    conf = OmegaConf.load(path)
+    base = conf.pop("base", None)
+    if base is None:
+        return conf
+    return OmegaConf.merge(_load_chain((path.parent / base), seen + [path]), conf)
+
+
+def load_config(name: str, overrides: Sequence[str] = ()) -> DictConfig:
+    """DEFAULTS <- base files <- the file <- ``key=value`` overrides (OmegaConf dotlist)."""
+    conf = OmegaConf.merge(OmegaConf.create(DEFAULTS), _load_chain(resolve_path(name), []),
+                           OmegaConf.from_dotlist(list(overrides)))
+    OmegaConf.resolve(conf)
+    missing = sorted(OmegaConf.missing_keys(conf))
+    if missing:
+        raise ValueError(f"Config {name!r} needs values for {missing}: add e.g. "
+                         f"{missing[0]}=... to the command line.")
+    return conf
