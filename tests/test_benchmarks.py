@@ -1,0 +1,269 @@
+"""Tests of the benchmark harness (benchmarks/): metrics on hand-checked synthetic inputs.
+
+No peer package and no /work/shared data are needed: peer tests skip with a reason, and the
+end-to-end test fabricates its own small data tree.
+"""
+import importlib.util
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from benchmarks import compare, datasets
+from benchmarks.features import (MethodUnavailable, deform_conv2d, load_method,
+                                 resize_max_side)
+from benchmarks.metrics import (estimate_relative_pose, homography_match_errors,
+                                mean_matching_accuracy, mutual_nn_match, pose_auc,
+                                relative_pose_error, scale_homography, scale_intrinsics,
+                                symmetric_epipolar_distance, warp_points)
+
+
+# ----------------------------------------------------------------------------- matching / MMA
+def test_mutual_nn_match_keeps_only_mutual_pairs():
+    d0 = np.array([[1, 0, 0], [0, 1, 0], [0.9, 0.1, 0]], np.float32)
+    d1 = np.array([[0, 2, 0], [1, 0, 0]], np.float32)  # scale must not matter
+    matches, sims = mutual_nn_match(d0, d1)
+    # 0 <-> 1 and 1 <-> 0 are mutual; 2's nearest is 1, but 1 prefers 0.
+    assert matches.tolist() == [[0, 1], [1, 0]]
+    np.testing.assert_allclose(sims, [1, 1], atol=1e-6)
+    empty, _ = mutual_nn_match(d0, np.zeros((0, 3), np.float32))
+    assert empty.shape == (0, 2)
+
+
+def test_mma_of_known_matches_under_known_homography():
+    H = np.array([[0.9, 0.1, 20], [-0.05, 1.1, 5], [1e-4, 2e-4, 1]])
+    rng = np.random.default_rng(0)
+    kp0 = rng.uniform(0, 500, (5, 2))
+    offsets = np.array([0.5, 2.0, 4.0, 8.0, 20.0])  # one match in each error bin
+    direction = rng.normal(size=(5, 2))
+    direction /= np.linalg.norm(direction, axis=1, keepdims=True)
+    kp1 = warp_points(H, kp0) + offsets[:, None] * direction
+    matches = np.stack([np.arange(5), np.arange(5)], 1)
+    errors = homography_match_errors(kp0, kp1, matches, H)
+    np.testing.assert_allclose(errors, offsets, atol=1e-9)
+    mma = mean_matching_accuracy(errors, (1, 3, 5, 10))
+    assert mma == {1: 0.2, 3: 0.4, 5: 0.6, 10: 0.8}
+    assert mean_matching_accuracy(np.zeros(0)) == {1: 0.0, 3: 0.0, 5: 0.0, 10: 0.0}
+
+
+def test_scale_homography_and_intrinsics_use_pixel_centres():
+    # Halving an image: pixel centre 0 and 1 of the original land at 0.25 - 0.5 = -0.25 and 0.25.
+    H = np.eye(3)
+    Hs = scale_homography(H, (0.5, 0.5), (1.0, 1.0))  # resized image 0 -> original image 1
+    np.testing.assert_allclose(warp_points(Hs, np.array([[-0.25, -0.25], [0.25, 0.25]])),
+                               [[0, 0], [1, 1]], atol=1e-12)
+    K = np.array([[500.0, 0, 319.5], [0, 500, 239.5], [0, 0, 1]])
+    X = np.array([0.3, -0.2, 2.0])
+    u = (K @ X)[:2] / X[2]
+    s = (0.25, 0.5)
+    Ks = scale_intrinsics(K, s)
+    us = (Ks @ X)[:2] / X[2]
+    np.testing.assert_allclose(us, (u + 0.5) * np.array(s) - 0.5, atol=1e-12)
+    np.testing.assert_allclose(Ks[:2, 2], [(319.5 + 0.5) * 0.25 - 0.5, (239.5 + 0.5) * 0.5 - 0.5])
+
+
+# ----------------------------------------------------------------------------- pose
+def test_pose_auc_of_known_errors():
+    # SuperGlue's trapezoid: points (0, 0), (e_i, i/n), flat after the last error below t.
+    assert pose_auc([5.0], (10,))[10] == pytest.approx(0.75)
+    assert pose_auc([2.0, 20.0], (10,))[10] == pytest.approx(0.45)
+    assert pose_auc([1.0, 2.0, 3.0, 4.0], (5,))[5] == pytest.approx(0.6)
+    assert pose_auc([0.0, 0.0], (5, 10, 20)) == {5: 1.0, 10: 1.0, 20: 1.0}
+    assert pose_auc([np.inf, np.inf], (5,))[5] == 0.0
+    assert pose_auc([30.0], (5, 10, 20)) == {5: 0.0, 10: 0.0, 20: 0.0}
+
+
+def _rotation(axis, degrees):
+    return cv2.Rodrigues(np.asarray(axis, float) / np.linalg.norm(axis) * np.radians(degrees))[0]
+
+
+def _two_view_scene(seed=0, n=200):
+    """Points in front of two cameras; returns K0, K1, T_0to1, kpts0, kpts1 (exact)."""
+    rng = np.random.default_rng(seed)
+    K0 = np.array([[600.0, 0, 320], [0, 610, 240], [0, 0, 1]])
+    K1 = np.array([[580.0, 0, 330], [0, 585, 235], [0, 0, 1]])
+    T = np.eye(4)
+    T[:3, :3] = _rotation([0.2, 1.0, 0.1], 15)
+    T[:3, 3] = [-0.6, 0.1, 0.15]
+    X0 = rng.uniform([-2, -1.5, 4], [2, 1.5, 8], (n, 3))
+    X1 = X0 @ T[:3, :3].T + T[:3, 3]
+    k0 = (X0 @ K0.T)[:, :2] / X0[:, 2:]
+    k1 = (X1 @ K1.T)[:, :2] / X1[:, 2:]
+    return K0, K1, T, k0, k1
+
+
+def test_pose_error_of_ground_truth_is_zero_and_sign_free():
+    K0, K1, T, _, _ = _two_view_scene()
+    assert relative_pose_error(T, T[:3, :3], T[:3, 3]) == pytest.approx((0.0, 0.0), abs=1e-5)
+    # E fixes t up to sign and scale: -3 t is as good as t.
+    assert relative_pose_error(T, T[:3, :3], -3 * T[:3, 3]) == pytest.approx((0, 0), abs=1e-5)
+    R_off = _rotation([0, 0, 1], 10) @ T[:3, :3]
+    assert relative_pose_error(T, R_off, T[:3, 3])[0] == pytest.approx(10.0, abs=1e-6)
+
+
+def test_essential_matrix_from_perfect_matches_recovers_the_pose():
+    K0, K1, T, k0, k1 = _two_view_scene()
+    R, t, inliers = estimate_relative_pose(k0, k1, K0, K1, threshold_px=1.0)
+    err_R, err_t = relative_pose_error(T, R, t)
+    assert err_R < 0.01 and err_t < 0.01
+    assert inliers.mean() > 0.95
+    epi = symmetric_epipolar_distance(k0, k1, K0, K1, T)
+    assert epi.max() < 1e-12
+    assert estimate_relative_pose(k0[:4], k1[:4], K0, K1) is None  # too few matches
+
+
+# ----------------------------------------------------------------------------- deformable conv
+def _shift_x(x, d):
+    """x[..., j] -> x[..., j + d] with zeros past the border (d > 0)."""
+    out = torch.zeros_like(x)
+    out[..., :-d] = x[..., d:]
+    return out
+
+
+def test_deform_conv2d_matches_conv2d_for_zero_and_integer_offsets():
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, 9, 11)
+    w = torch.randn(6, 2, 3, 3)   # groups = 2
+    b = torch.randn(6)
+    zero = torch.zeros(2, 2 * 9, 5, 6)  # stride 2 -> 5 x 6
+    ref = F.conv2d(x, w, b, stride=2, padding=1, groups=2)
+    torch.testing.assert_close(deform_conv2d(x, zero, w, b, stride=2, padding=1), ref)
+    # Every tap moved by dx = +1 == convolution of the input shifted left by one pixel (except
+    # in column 0, whose leftmost tap now reads real pixel 0 instead of the zero padding).
+    off = torch.zeros(2, 2 * 9, 9, 11)
+    off[:, 1::2] = 1.0
+    got = deform_conv2d(x, off, w, None, padding=1)
+    shifted = F.conv2d(_shift_x(x, 1), w, None, padding=1, groups=2)
+    torch.testing.assert_close(got[..., 1:], shifted[..., 1:])
+    # dy = -1 on every tap == the input shifted down by one row (except in the last row).
+    off_y = torch.zeros(2, 2 * 9, 9, 11)
+    off_y[:, 0::2] = -1.0
+    down = torch.zeros_like(x)
+    down[..., 1:, :] = x[..., :-1, :]
+    torch.testing.assert_close(deform_conv2d(x, off_y, w, None, padding=1)[..., :-1, :],
+                               F.conv2d(down, w, None, padding=1, groups=2)[..., :-1, :])
+    # dx = 0.5 is the mean of the two integer shifts (bilinear); a 0.5 mask halves the output.
+    off[:, 1::2] = 0.5
+    half = 0.5 * (F.conv2d(x, w, None, padding=1, groups=2) + got)
+    torch.testing.assert_close(deform_conv2d(x, off, w, None, padding=1), half)
+    mask = torch.full((2, 9, 9, 11), 0.5)
+    torch.testing.assert_close(deform_conv2d(x, off, w, None, padding=1, mask=mask), 0.5 * half)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torchvision") is None,
+                    reason="torchvision not installed (the shim exists because of that)")
+def test_deform_conv2d_agrees_with_torchvision():
+    try:
+        from torchvision.ops import deform_conv2d as tv_deform
+    except Exception as err:  # a CUDA wheel on a CPU torch fails at import
+        pytest.skip(f"torchvision does not load: {err}")
+    torch.manual_seed(0)
+    x, w = torch.randn(1, 4, 8, 10), torch.randn(5, 4, 3, 3)
+    off, mask = 2 * torch.randn(1, 2 * 2 * 9, 8, 10), torch.rand(1, 2 * 9, 8, 10)
+    torch.testing.assert_close(deform_conv2d(x, off, w, padding=1, mask=mask),
+                               tv_deform(x, off, w, padding=1, mask=mask), atol=1e-4, rtol=1e-4)
+
+
+# ----------------------------------------------------------------------------- features / data
+def _texture(h=240, w=320, seed=0):
+    """A random blob texture, RGB uint8, with plenty of corners and blobs."""
+    rng = np.random.default_rng(seed)
+    img = cv2.resize(rng.uniform(0, 255, (h // 8, w // 8, 3)).astype(np.uint8), (w, h),
+                     interpolation=cv2.INTER_CUBIC)
+    for _ in range(40):
+        c = tuple(int(v) for v in rng.integers(0, 255, 3))
+        cv2.circle(img, (int(rng.integers(0, w)), int(rng.integers(0, h))),
+                   int(rng.integers(3, 15)), c, -1)
+    return img
+
+
+def test_resize_max_side_forces_the_longer_side():
+    img = np.zeros((300, 500, 3), np.uint8)
+    out, s = resize_max_side(img, 1000)
+    assert out.shape == (600, 1000, 3) and s == (2.0, 2.0)
+    out, s = resize_max_side(img, 250)
+    assert out.shape == (150, 250, 3)
+
+
+@pytest.mark.parametrize("name", ["sift", "orb", "aliked", "disk", "xfeat"])
+def test_method_output_contract(name):
+    try:
+        method = load_method(name, max_keypoints=300)
+    except MethodUnavailable as err:
+        pytest.skip(f"{name} not installed: {err}")
+    out = method.extract(_texture())
+    n = len(out["keypoints"])
+    assert 0 < n <= 300
+    assert out["keypoints"].shape == (n, 2) and out["scores"].shape == (n,)
+    assert out["descriptors"].shape[0] == n and out["descriptors"].dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(out["descriptors"], axis=1), 1, atol=1e-4)
+    assert (out["keypoints"] >= -0.5).all()
+    assert (out["keypoints"] <= np.array([319.5, 239.5])).all()
+
+
+def test_generated_homography_pairs_are_seeded_and_consistent(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.png"), _texture()[:, :, ::-1])
+    pairs = datasets.make_homography_pairs([folder], 320, n_images=1, seed=3)
+    again = datasets.make_homography_pairs([folder], 320, n_images=1, seed=3)
+    assert [p.kind for p in pairs] == ["viewpoint"] * 2 + ["illumination"] * 2
+    for p, q in zip(pairs, again):
+        np.testing.assert_array_equal(p.image1, q.image1)
+    # The homography says where image-0 content went: SIFT matches must agree with it.
+    sift = load_method("sift")
+    f0, f1 = sift.extract(pairs[0].image0), sift.extract(pairs[0].image1)
+    matches, _ = mutual_nn_match(f0["descriptors"], f1["descriptors"])
+    errors = homography_match_errors(f0["keypoints"], f1["keypoints"], matches, pairs[0].H)
+    assert np.median(errors) < 1.0
+
+
+def _fabricate_data(root):
+    """A data tree of the same layout as /work/shared/data: photos + a pose pair file."""
+    photos = root / "photos" / "held_out"
+    photos.mkdir(parents=True)
+    for i in range(2):
+        cv2.imwrite(str(photos / f"{i}.png"), _texture(seed=i)[:, :, ::-1])
+    pose_dir = root / "eval" / "pairs"
+    (pose_dir / "images").mkdir(parents=True)
+    K0, K1, T, _, _ = _two_view_scene()
+    for name in ("a.png", "b.png"):
+        cv2.imwrite(str(pose_dir / "images" / name), _texture(seed=7)[:, :, ::-1])
+    line = ["a.png", "b.png", "0", "0", *map(str, K0.ravel()), *map(str, K1.ravel()),
+            *map(str, T.ravel())]
+    (pose_dir / "x_with_gt.txt").write_text(" ".join(line) + "\n")
+    return K0, T
+
+
+def test_pose_pair_loader_scales_intrinsics(tmp_path):
+    K0, T = _fabricate_data(tmp_path)
+    (pair,) = datasets.load_pose_pairs(tmp_path / "eval" / "pairs", 160, "x_with_gt.txt")
+    assert pair.image0.shape == (120, 160, 3)
+    np.testing.assert_allclose(pair.K0, scale_intrinsics(K0, (0.5, 0.5)))
+    np.testing.assert_allclose(pair.T_0to1, T)
+
+
+def test_compare_end_to_end_without_peers(tmp_path, capsys):
+    _fabricate_data(tmp_path)
+    out = tmp_path / "report.json"
+    compare.main(["--data", str(tmp_path), "--methods", "sift", "orb", "--max-side", "320",
+                  "--homography-source", "photos/held_out", "--homography-images", "2",
+                  "--pose-pairs", "eval/pairs", "--out", str(out), "--device", "cpu"])
+    text = capsys.readouterr().out
+    assert "RootSIFT (OpenCV)" in text and "ORB (OpenCV)" in text and "MMA@3px" in text
+    report = json.loads(out.read_text())
+    sift = report["methods"]["sift"]
+    assert sift["homography"]["all"]["n_pairs"] == 8
+    assert sift["homography"]["viewpoint"]["mma"]["10"] > 0.5
+    assert sift["pose"]["n_pairs"] == 1
+    assert sift["speed"]["n_images"] == 2 + 8 + 2
+    assert sift["speed"]["time_median_s"] > 0 and sift["speed"]["peak_rss_mib"] > 0
+
+
+def test_compare_reports_missing_data_clearly(tmp_path):
+    with pytest.raises(SystemExit, match="No evaluation data"):
+        compare.main(["--data", str(tmp_path / "nowhere"), "--methods", "sift",
+                      "--out", str(tmp_path / "r.json")])
