@@ -21,7 +21,7 @@ def main(argv=None):
     parser.add_argument("--images", type=Path, required=True, help="folder of images (searched recursively)")
     parser.add_argument("--output", type=Path, required=True, help="cache folder, or a .h5 file to pack into")
     parser.add_argument("--detector", default="shi_tomasi", choices=["shi_tomasi", "harris", "model"])
-    parser.add_argument("--checkpoint", type=Path, help="weights for --detector model")
+    parser.add_argument("--checkpoint", help="weights (name or .pth) of the TaSP net for --detector model")
     parser.add_argument("--num_homographies", type=int, default=None)
     parser.add_argument("--threshold", type=float, default=None, help="detection threshold on the averaged map")
     parser.add_argument("--resize_max", type=int, default=Labeler.default_conf["resize_max"],
@@ -46,11 +46,9 @@ def main(argv=None):
     if args.detector == "model":
         if args.checkpoint is None:
             parser.error("--detector model needs --checkpoint.")
-        try:
-            from ..models import load_model  # lazily: written elsewhere in the package
-        except ImportError as e:
-            parser.error(f"Cannot load the TaSP model ({e}); the model package must provide load_model().")
-        model = load_model(args.checkpoint)
+        from ..tasp import TaSP  # lazily: classical labelling needs no network
+
+        model = TaSP({"weights": args.checkpoint}).eval()
 
     pack = args.output.suffix == ".h5"
     cache_dir = args.output.with_name(args.output.name + ".cache") if pack else args.output
