@@ -125,7 +125,8 @@ def collate(samples: List[dict]) -> dict:
     if not samples:
         raise ValueError("collate: empty list of samples.")
     out = {}
-    for key in samples[0]:
+    shared = set.intersection(*(set(s) for s in samples))  # optional keys (source0) may differ
+    for key in (k for k in samples[0] if k in shared):
         vals = [s[key] for s in samples]
         if isinstance(vals[0], torch.Tensor):
             shapes = {tuple(v.shape) for v in vals}

@@ -18,7 +18,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from .photometric import PhotometricAugmentation
-from .utils import list_images, make_rng, merge_conf, nominal_intrinsics, pack_sample, read_image
+from .utils import list_images, make_rng, merge_conf, nominal_intrinsics, pack_sample, pixel_scale_matrix, read_image
 
 
 def _translation(tx: float, ty: float) -> np.ndarray:
@@ -153,4 +153,5 @@ class HomographicDataset(Dataset):
         return pack_sample(
             image0, image1, plane, plane, K, K, np.eye(4), H, True,
             np.ones((h, w), bool), valid1, name=f"homographic/{path.name}/{index}",
+            source0=path, source0_to_image0=_translation(-x0, -y0) @ pixel_scale_matrix(nw / pw, nh / ph),
         )

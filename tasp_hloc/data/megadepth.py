@@ -31,7 +31,7 @@ import h5py
 import numpy as np
 from torch.utils.data import Dataset
 
-from .utils import make_rng, merge_conf, read_image, resize_view
+from .utils import make_rng, merge_conf, pixel_scale_matrix, read_image, resize_view
 from .view_pair import ViewPairSampler
 
 logger = logging.getLogger(__name__)
@@ -182,10 +182,14 @@ class MegaDepthDataset(Dataset):
         if self.conf["colmap_pixel_centers"]:
             K[0, 2] -= 0.5
             K[1, 2] -= 0.5
+        to_view = np.eye(3)
         if image.shape[:2] != depth.shape:
             # K describes the depth map's pixels: bring the image onto that grid
-            image, _, _ = resize_view(image, None, K, depth.shape[::-1])
-        return {"image": image, "depth": depth, "K": K, "name": str(info["image_paths"][i])}
+            (h, w), (dh, dw) = image.shape[:2], depth.shape
+            image, _, _ = resize_view(image, None, K, (dw, dh))
+            to_view = pixel_scale_matrix(dw / w, dh / h)
+        return {"image": image, "depth": depth, "K": K, "name": str(info["image_paths"][i]),
+                "path": str(image_path), "source_to_view": to_view}
 
     def __getitem__(self, index: int) -> dict:
         s, p = self.items[index]

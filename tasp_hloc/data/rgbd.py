@@ -388,7 +388,7 @@ class RGBDDataset(Dataset):
         depth = load_depth(f, image.shape[:2])
         if depth.shape != image.shape[:2]:
             raise ValueError(f"Depth {f['depth']} is {depth.shape}, image {f['image']} is {image.shape[:2]}.")
-        return {"image": image, "depth": depth, "K": f["K"], "name": f["name"]}
+        return {"image": image, "depth": depth, "K": f["K"], "name": f["name"], "path": str(f["image"])}
 
     def __getitem__(self, index: int) -> dict:
         rng = make_rng(self.conf["seed"], self.epoch, index)

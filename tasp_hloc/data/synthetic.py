@@ -266,7 +266,8 @@ class _PhotoTextures:
 class SyntheticScenes(Dataset):
     """Pairs of views of random textured scenes with exact depth and pose.
 
-    Item ``i`` is a deterministic function of (``seed``, epoch, i) when ``seed`` is set. Returns
+    Item ``i`` is a deterministic function of (``seed``, i), and of the epoch when
+    ``new_scenes_each_epoch``, when ``seed`` is set. Returns
     the project-wide pair-sample dict (see :mod:`tasp_hloc.data`), ``is_homography`` False.
     Extra: :meth:`sample` can also return the scene, for tests and pictures.
     """
@@ -276,6 +277,9 @@ class SyntheticScenes(Dataset):
         "size": 256,  # int or [H, W]
         "num_samples": 10000,  # items per epoch
         "seed": 0,  # None: fresh randomness every call
+        # False: item i is the same scene every epoch, so labels cached by pixel hash are reused
+        # (homographic adaptation costs ~1 s per image); True: new scenes after set_epoch().
+        "new_scenes_each_epoch": False,
         "num_boxes": [2, 5],  # inclusive ranges
         "num_planes": [1, 4],
         "room_size": [4.0, 9.0],  # side lengths of the room, metres
@@ -332,7 +336,8 @@ class SyntheticScenes(Dataset):
     def _rng(self, index: int) -> np.random.Generator:
         if self.conf["seed"] is None:
             return np.random.default_rng()
-        return np.random.default_rng([int(self.conf["seed"]), self.epoch, int(index)])
+        epoch = self.epoch if self.conf["new_scenes_each_epoch"] else 0
+        return np.random.default_rng([int(self.conf["seed"]), epoch, int(index)])
 
     # -- scene --------------------------------------------------------------------------------
 
@@ -471,7 +476,7 @@ class SyntheticScenes(Dataset):
             "H_1from0": torch.eye(3),
             "is_homography": torch.tensor(False),
             "valid0": d0 > 0, "valid1": d1 > 0,
-            "name": f"synthetic/{c['seed']}/{self.epoch}/{index}",
+            "name": f"synthetic/{c['seed']}/{self.epoch if c['new_scenes_each_epoch'] else 0}/{index}",
         }
         if return_scene:
             out.update(scene=scene, T_cam_from_world0=T0, T_cam_from_world1=T1, T_1from0_64=T_1from0)

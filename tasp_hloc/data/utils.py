@@ -144,11 +144,16 @@ def image_to_tensor(image: np.ndarray) -> torch.Tensor:
 
 def pack_sample(
     image0, image1, depth0, depth1, K0, K1, T_1from0, H_1from0, is_homography, valid0, valid1,
-    name: str,
+    name: str, source0: Optional[str] = None, source0_to_image0: Optional[np.ndarray] = None,
 ) -> dict:
-    """Build the project-wide pair-sample dict (see tasp_hloc/data/__init__.py)."""
+    """Build the project-wide pair-sample dict (see tasp_hloc/data/__init__.py).
+
+    ``source0`` (the file image 0 was cut from) and ``source0_to_image0`` (3 x 3, file pixels
+    -> image-0 pixels) let keypoint labels be computed once per file and moved into each crop.
+    """
     f32 = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float32))  # noqa: E731
-    return {
+    extra = {} if source0 is None else {"source0": str(source0), "source0_to_image0": f32(source0_to_image0)}
+    return {**extra, 
         "image0": image_to_tensor(image0),
         "image1": image_to_tensor(image1),
         "depth0": f32(depth0),
@@ -162,3 +167,8 @@ def pack_sample(
         "valid1": torch.as_tensor(np.asarray(valid1, dtype=bool)),
         "name": str(name),
     }
+
+
+def pixel_scale_matrix(sx: float, sy: float) -> np.ndarray:
+    """3 x 3 map of pixel coordinates under a resize by (sx, sy), pixel centres kept aligned."""
+    return np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5], [0, 0, 1]], np.float64)

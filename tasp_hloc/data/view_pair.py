@@ -15,14 +15,15 @@ import torch
 
 from ..geometry import warp_depth_pose
 from .photometric import PhotometricAugmentation
-from .utils import crop_intrinsics, merge_conf, pack_sample, resize_view
+from .utils import crop_intrinsics, merge_conf, pack_sample, pixel_scale_matrix, resize_view
 
 
 class ViewPairSampler:
     """Resize, choose overlapping crops, augment, and pack a posed pair.
 
     A view is a dict with ``image`` (H x W x 3 uint8 RGB), ``depth`` (H x W float32, 0 = unknown)
-    and ``K`` (3 x 3) for exactly that image.
+    and ``K`` (3 x 3) for exactly that image; optionally ``path`` (its file) and
+    ``source_to_view`` (3 x 3, file pixels -> ``image`` pixels) so labels of the file can be used.
     """
 
     default_conf = {
@@ -50,9 +51,13 @@ class ViewPairSampler:
         if self.conf["size"] is not None:  # the crop must fit
             ch, cw = self.conf["size"]
             s = max(s, ch / h, cw / w)
+        to_view = np.asarray(view.get("source_to_view", np.eye(3)), np.float64)
         if s != 1.0:
-            image, depth, K = resize_view(image, depth, K, (round(w * s), round(h * s)))
-        return {"image": image, "depth": depth.astype(np.float32), "K": K}
+            size = (round(w * s), round(h * s))
+            image, depth, K = resize_view(image, depth, K, size)
+            to_view = pixel_scale_matrix(size[0] / w, size[1] / h) @ to_view
+        return {"image": image, "depth": depth.astype(np.float32), "K": K,
+                "path": view.get("path"), "source_to_view": to_view}
 
     @staticmethod
     def _crop_origin(center: np.ndarray, crop_wh, full_wh, jitter: float, rng) -> np.ndarray:
@@ -91,10 +96,12 @@ class ViewPairSampler:
             for v, c in ((v0, c0), (v1, c1)):
                 o = self._crop_origin(c, (cw, ch), v["depth"].shape[::-1], self.conf["jitter"], rng)
                 x0, y0 = int(o[0]), int(o[1])
+                shift = np.array([[1, 0, -x0], [0, 1, -y0], [0, 0, 1]], np.float64)
                 crops.append({
                     "image": v["image"][y0 : y0 + ch, x0 : x0 + cw],
                     "depth": v["depth"][y0 : y0 + ch, x0 : x0 + cw],
                     "K": crop_intrinsics(v["K"], x0, y0),
+                    "path": v["path"], "source_to_view": shift @ v["source_to_view"],
                 })
             v0, v1 = crops
         image0, image1 = v0["image"], v1["image"]
@@ -104,4 +111,5 @@ class ViewPairSampler:
         return pack_sample(
             image0, image1, v0["depth"], v1["depth"], v0["K"], v1["K"], T_1from0, np.eye(3), False,
             np.ones(v0["depth"].shape, bool), np.ones(v1["depth"].shape, bool), name,
+            source0=v0["path"], source0_to_image0=v0["source_to_view"] if v0["path"] else None,
         )
