@@ -48,8 +48,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--methods", nargs="+", default=list(ALL_METHODS), choices=list(METHODS))
     p.add_argument("--max-side", type=int, default=1024, help="longer image side in pixels")
     p.add_argument("--max-keypoints", type=int, default=4096)
-    p.add_argument("--tasp-weights", default=None,
-                   help="TaSP weights name or path (default: none = random init)")
+    p.add_argument("--tasp-weights", default="auto",
+                   help="TaSP weights: a released name, a checkpoint path, 'none' (random init) "
+                        "or 'auto' (the default released weights if any, else random init; "
+                        "the table says which)")
     p.add_argument("--tasp-conf", default="{}", help="extra TaSP conf as JSON, e.g. "
                    "'{\"detection_threshold\": 0.005}'")
     p.add_argument("--out", type=Path, default=Path("results.json"), help="JSON report path")
@@ -211,8 +213,8 @@ def num(x: Optional[float], fmt: str = "{:.0f}") -> str:
 
 def method_label(name: str, report: Dict) -> str:
     if name == "tasp":
-        return "TaSP (random init)" if report["config"]["tasp_weights"] is None else \
-            f"TaSP ({Path(report['config']['tasp_weights']).name})"
+        weights = report["methods"][name].get("speed", {}).get("weights")
+        return f"TaSP ({Path(weights).name})" if weights else "TaSP (random init)"
     return {"sift": "RootSIFT (OpenCV)", "orb": "ORB (OpenCV)", "aliked": "ALIKED-N16",
             "disk": "DISK", "xfeat": "XFeat"}.get(name, name)
 
@@ -324,7 +326,6 @@ def run(args: argparse.Namespace) -> Dict:
     report = {"config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
               "environment": environment(device), "homography_source": hsource,
               "pose_source": psource, "methods": {}}
-    report["config"]["tasp_weights"] = args.tasp_weights
     with tempfile.TemporaryDirectory(prefix="tasp-bench-") as tmp:
         work = Path(args.workdir) if args.workdir else Path(tmp)
         (work / "images").mkdir(parents=True, exist_ok=True)
@@ -335,7 +336,8 @@ def run(args: argparse.Namespace) -> Dict:
             t0 = time.time()
             options = {}
             if name == "tasp":
-                options = {"weights": args.tasp_weights, **json.loads(args.tasp_conf)}
+                weights = None if args.tasp_weights.lower() == "none" else args.tasp_weights
+                options = {"weights": weights, **json.loads(args.tasp_conf)}
             rec = run_method(name, files, work / name, device, args.max_keypoints, options)
             if "error" in rec:
                 print(f"  {name}: not run: {rec['error']}", file=sys.stderr)

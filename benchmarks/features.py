@@ -338,20 +338,36 @@ class XFeat(Method):
 
 
 class TaSPMethod(Method):
-    """TaSP from this repository (``tasp_hloc.tasp.TaSP``); ``weights=None`` = random init."""
+    """TaSP from this repository (``tasp_hloc.tasp.TaSP``).
+
+    ``weights``: a released name or a checkpoint path; None = random init; "auto" = TaSP's default
+    released weights when they exist, else random init (``self.weights_used`` says which).
+    """
 
     name = "tasp"
 
     def __init__(self, max_keypoints: int = MAX_KEYPOINTS, device: str = "cpu",
-                 weights: Optional[str] = None, **conf):
+                 weights: Optional[str] = "auto", **conf):
         super().__init__(max_keypoints, device)
         try:
             from tasp_hloc.tasp import TaSP
+            from tasp_hloc.weights import WeightsError
         except ImportError as err:
             raise MethodUnavailable(f"cannot import tasp_hloc.tasp ({err}); "
                                     f"{INSTALL_HINTS['tasp']}") from err
-        self.weights = weights
-        self.model = TaSP({"weights": weights, "max_keypoints": max_keypoints, **conf})
+        conf = {"max_keypoints": max_keypoints, **conf}
+        if weights == "auto":
+            weights = TaSP.default_conf["weights"]
+            try:
+                self.model = TaSP({**conf, "weights": weights})
+            except WeightsError:  # nothing released yet: say so in the report
+                weights = None
+                self.model = TaSP({**conf, "weights": None})
+        else:
+            self.model = TaSP({**conf, "weights": weights})
+        self.weights_used = weights
+        self.descriptor_note = (f"cosine; weights: {weights}" if weights
+                                else "cosine; weights: none (random init)")
         self.model = self.model.eval().to(self.device)
 
     def _extract(self, image_rgb):

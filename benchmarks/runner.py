@@ -110,6 +110,7 @@ def worker(config: Dict) -> Dict:
         "device": str(method.device),
         "torch_threads": torch.get_num_threads(),
         "descriptor_note": method.descriptor_note,
+        "weights": getattr(method, "weights_used", None),
         "descriptor_dim": int(feats["descriptors"].shape[1]),
         "n_images": len(files),
         "image_sizes": sorted({tuple(np.load(f, mmap_mode="r").shape[:2]) for f in files}),

@@ -267,3 +267,15 @@ def test_compare_reports_missing_data_clearly(tmp_path):
     with pytest.raises(SystemExit, match="No evaluation data"):
         compare.main(["--data", str(tmp_path / "nowhere"), "--methods", "sift",
                       "--out", str(tmp_path / "r.json")])
+
+
+def test_extract_speed_runs_on_synthetic_images(tmp_path, capsys):
+    from benchmarks import extract_speed
+    out = tmp_path / "speed.json"
+    extract_speed.main(["--synthetic", "--n-images", "2", "--sizes", "256", "320",
+                        "--methods", "sift", "orb", "--device", "cpu", "--out", str(out)])
+    text = capsys.readouterr().out
+    assert "img/s" in text and "| sift | 320 | 320x240 |" in text
+    records = json.loads(out.read_text())["records"]
+    assert [(r["method"], r["max_side"]) for r in records] == [
+        ("sift", 256), ("orb", 256), ("sift", 320), ("orb", 320)]
