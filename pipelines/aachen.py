@@ -17,7 +17,7 @@ import argparse
 from pathlib import Path
 
 from pipelines.common import (PipelineError, check_features, check_pairs, complete_results,
-                              done, exhaustive_pairs, feature_conf, load_model, logger,
+                              done, exhaustive_pairs, extract, match, feature_conf, load_model, logger,
                               matcher_conf, read_results, require_hloc, retrieval_pairs,
                               rigid_to_pose, triangulate_known_poses, write_results)
 
@@ -61,7 +61,7 @@ def read_query_list(path: Path):
 
 def run(args):
     require_hloc()
-    from hloc import extract_features, localize_sfm, match_features, pairs_from_covisibility
+    from hloc import localize_sfm, pairs_from_covisibility
 
     dataset, outputs = Path(args.dataset), Path(args.outputs)
     lists = check_layout(dataset)
@@ -90,7 +90,7 @@ def run(args):
         outputs / f"Aachen-v1.1_{tag}_{loc_pairs.stem.replace('pairs-query-', '')}.txt")
 
     # 1. Local features (only the images we use: the sequences are not part of the benchmark).
-    features = extract_features.main(fconf, images, outputs, image_list=db_names + query_names)
+    features = extract(fconf, images, outputs, db_names + query_names)
     check_features(features, db_names + query_names)
 
     # 2. Covisibility pairs from the SIFT model, matching.
@@ -99,7 +99,7 @@ def run(args):
         pairs_from_covisibility.main(sift_sfm, tmp, num_matched=args.num_covis)
         tmp.replace(sfm_pairs)
     check_pairs(sfm_pairs, "covisibility")
-    sfm_matches = match_features.main(mconf, sfm_pairs, fconf["output"], outputs)
+    sfm_matches = match(mconf, sfm_pairs, fconf, outputs)
 
     # 3. Triangulation with the known poses.
     reference = triangulate_known_poses(reference_sfm, sift_sfm, images, sfm_pairs, features,
@@ -117,7 +117,7 @@ def run(args):
     check_pairs(loc_pairs, "retrieval")
 
     # 5. Matching and localization.
-    loc_matches = match_features.main(mconf, loc_pairs, fconf["output"], outputs)
+    loc_matches = match(mconf, loc_pairs, fconf, outputs)
     if done(results, "localization"):
         read_results(results)  # a results file that does not parse is not "done"
         return results
@@ -167,7 +167,8 @@ def add_common_args(parser, default_features: str, default_k: int):
     parser.add_argument("--resize-max", type=int, help="override the preset's resize_max")
     parser.add_argument("--max-keypoints", type=int, help="override the preset's max_keypoints")
     parser.add_argument("--weights", help="feature weights (name or path) for the preset, e.g. "
-                                          "trained TaSP weights; default: the preset's")
+                                          "trained TaSP weights, or 'random' for an untrained "
+                                          "network (plumbing checks); default: the preset's")
     parser.add_argument("--matcher", default="NN-mutual",
                         help="hloc matcher preset, default: %(default)s")
     parser.add_argument("--num-loc", type=int, default=default_k,

@@ -166,6 +166,133 @@ def rigid_to_pose(rigid) -> Pose:
     return np.array([xyzw[3], *xyzw[:3]]), np.asarray(rigid.translation, float)
 
 
+# --------------------------------------------------------------------------- crash-safe h5 files
+
+_M32 = 0xFFFFFFFF
+
+
+def _rot(x, k):
+    return ((x << k) | (x >> (32 - k))) & _M32
+
+
+def lookup3(data: bytes, initval: int = 0) -> int:
+    """Bob Jenkins' lookup3 `hashlittle`, the checksum of HDF5 superblocks v2/v3."""
+    n = len(data)
+    a = b = c = (0xDEADBEEF + n + initval) & _M32
+    i = 0
+    while n > 12:
+        a = (a + int.from_bytes(data[i:i + 4], "little")) & _M32
+        b = (b + int.from_bytes(data[i + 4:i + 8], "little")) & _M32
+        c = (c + int.from_bytes(data[i + 8:i + 12], "little")) & _M32
+        a = (a - c) & _M32; a ^= _rot(c, 4); c = (c + b) & _M32  # noqa: E702
+        b = (b - a) & _M32; b ^= _rot(a, 6); a = (a + c) & _M32  # noqa: E702
+        c = (c - b) & _M32; c ^= _rot(b, 8); b = (b + a) & _M32  # noqa: E702
+        a = (a - c) & _M32; a ^= _rot(c, 16); c = (c + b) & _M32  # noqa: E702
+        b = (b - a) & _M32; b ^= _rot(a, 19); a = (a + c) & _M32  # noqa: E702
+        c = (c - b) & _M32; c ^= _rot(b, 4); b = (b + a) & _M32  # noqa: E702
+        n -= 12
+        i += 12
+    if n == 0:
+        return c
+    tail = data[i:i + n] + bytes(12 - n)
+    a = (a + int.from_bytes(tail[0:4], "little")) & _M32
+    b = (b + int.from_bytes(tail[4:8], "little")) & _M32
+    c = (c + int.from_bytes(tail[8:12], "little")) & _M32
+    c ^= b; c = (c - _rot(b, 14)) & _M32  # noqa: E702
+    a ^= c; a = (a - _rot(c, 11)) & _M32  # noqa: E702
+    b ^= a; b = (b - _rot(a, 25)) & _M32  # noqa: E702
+    c ^= b; c = (c - _rot(b, 16)) & _M32  # noqa: E702
+    a ^= c; a = (a - _rot(c, 4)) & _M32  # noqa: E702
+    b ^= a; b = (b - _rot(a, 14)) & _M32  # noqa: E702
+    c ^= b; c = (c - _rot(b, 24)) & _M32  # noqa: E702
+    return c
+
+
+def clear_h5_write_flag(path: Path) -> bool:
+    """What `h5clear -s` does: reset the 'open for write' flag a killed writer leaves behind.
+
+    hloc opens its .h5 files with libver="latest" (superblock v3), whose status flag stays set
+    when the process dies; HDF5 then refuses to open the file at all. Returns True if cleared.
+    """
+    with open(path, "r+b") as fd:
+        head = bytearray(fd.read(64))
+        if head[:8] != b"\x89HDF\r\n\x1a\n" or head[8] not in (2, 3):
+            return False
+        end = 12 + 4 * head[9]  # signature, version, sizes, flags, 4 addresses
+        if int.from_bytes(head[end:end + 4], "little") != lookup3(bytes(head[:end])):
+            return False  # not the layout we know: leave it alone
+        if head[11] == 0:
+            return False
+        head[11] = 0
+        fd.seek(0)
+        fd.write(bytes(head[:end]) + lookup3(bytes(head[:end])).to_bytes(4, "little"))
+    return True
+
+
+def repair_h5(path: Path, required: Sequence[str]) -> None:
+    """Make an .h5 left by a killed run usable again, so the step resumes instead of failing.
+
+    Clears the stale write flag, then deletes groups whose datasets are incomplete (the one that
+    was being written); hloc recomputes exactly those. An unreadable file is moved aside.
+    """
+    import h5py
+
+    path = Path(path)
+    if not path.exists():
+        return
+    try:
+        h5py.File(str(path), "r").close()
+    except OSError:
+        if clear_h5_write_flag(path):
+            logger.warning("Cleared the write flag a killed run left on %s.", path)
+    broken = []
+
+    def visit(name, obj):
+        if isinstance(obj, h5py.Group):
+            keys = set(obj.keys())
+            if (keys & set(required) and not set(required) <= keys) or (not keys and name):
+                broken.append(name)
+
+    try:
+        with h5py.File(str(path), "r") as fd:  # read-only: a healthy file is left untouched
+            fd.visititems(visit)
+        if broken:
+            with h5py.File(str(path), "a", libver="latest") as fd:
+                for name in broken:
+                    del fd[name]
+            logger.warning("Removed %d incomplete entries from %s; they will be recomputed.",
+                           len(broken), path)
+    except OSError as e:
+        bad = path.with_name(path.name + ".corrupt")
+        os.replace(path, bad)
+        logger.warning("%s is unreadable (%s); moved to %s and recomputing it.", path, e, bad)
+
+
+FEATURE_KEYS = ("keypoints", "descriptors", "image_size")
+MATCH_KEYS = ("matches0", "matching_scores0")
+
+
+def extract(conf: dict, image_dir: Path, export_dir: Path, names: Sequence[str]) -> Path:
+    """hloc's extract_features for `names`, resuming safely after a killed run."""
+    require_hloc()
+    from hloc import extract_features
+
+    required = ("global_descriptor",) if "global" in conf["output"] else FEATURE_KEYS
+    repair_h5(Path(export_dir, conf["output"] + ".h5"), required)
+    return extract_features.main(conf, Path(image_dir), Path(export_dir), image_list=list(names))
+
+
+def match(conf: dict, pairs: Path, feature_conf_: dict, export_dir: Path) -> Path:
+    """hloc's match_features, resuming safely after a killed run."""
+    require_hloc()
+    from hloc import match_features
+
+    out = Path(export_dir, f'{feature_conf_["output"]}_{conf["output"]}_{Path(pairs).stem}.h5')
+    repair_h5(out, MATCH_KEYS)
+    return match_features.main(conf, Path(pairs), feature_conf_["output"], Path(export_dir),
+                               matches=out)
+
+
 # --------------------------------------------------------------------------- features & matching
 
 
@@ -189,20 +316,26 @@ def feature_conf(name: str, resize_max: Optional[int] = None, max_keypoints: Opt
         raise ValueError(f"Unknown feature preset {name!r}; known: "
                          f"{sorted(extract_features.confs)}")
     conf = copy.deepcopy(extract_features.confs[name])
-    suffix = ""
+    if resize_max is None and max_keypoints is None and resize_force is None and weights is None:
+        return conf
+    model, pre = conf["model"], conf["preprocessing"]
     if resize_max is not None:
-        conf["preprocessing"]["resize_max"] = int(resize_max)
-        suffix += f"-r{int(resize_max)}"
+        pre["resize_max"] = int(resize_max)
     if resize_force is not None:
-        conf["preprocessing"]["resize_force"] = bool(resize_force)
-        suffix += "-force" if resize_force else ""
+        pre["resize_force"] = bool(resize_force)
     if max_keypoints is not None:
-        conf["model"]["max_keypoints"] = int(max_keypoints)
-        suffix += f"-n{int(max_keypoints)}"
+        model["max_keypoints"] = int(max_keypoints)
     if weights is not None:
-        conf["model"]["weights"] = str(weights)
-        suffix += f"-w{Path(str(weights)).stem}"
-    conf["output"] += suffix
+        # "none"/"random": a randomly initialised network (plumbing checks only).
+        model["weights"] = None if str(weights).lower() in ("none", "random") else str(weights)
+    parts = [f"feats-{name}"]
+    if model.get("max_keypoints") not in (None, -1):
+        parts.append(f"n{model['max_keypoints']}")
+    if pre.get("resize_max"):
+        parts.append(f"r{pre['resize_max']}" + ("force" if pre.get("resize_force") else ""))
+    if weights is not None:
+        parts.append(f"w{Path(str(weights)).stem}")
+    conf["output"] = "-".join(parts)
     return conf
 
 
@@ -253,7 +386,7 @@ def retrieval_pairs(descriptors: Path, output: Path, k: int, query_names: Sequen
     from hloc import pairs_from_retrieval
 
     k = min(k, len(db_names))
-    tmp = Path(output).with_name(Path(output).name + ".tmp")
+    tmp = Path(output).with_name(Path(output).name + ".hloc.tmp")
     pairs_from_retrieval.main(descriptors, tmp, k, query_list=list(query_names),
                               db_list=list(db_names))
     # hloc writes no trailing newline; normalise and move into place atomically.
@@ -306,6 +439,20 @@ def load_model(path: Path, what: str, min_points: int = 1):
     return rec
 
 
+def count_matches(pairs: Path, matches: Path) -> int:
+    """Total number of matches over the pairs listed in `pairs`."""
+    require_hloc()
+    import h5py
+    from hloc.utils.io import find_pair
+
+    n = 0
+    with h5py.File(str(matches), "r") as fd:
+        for a, b in read_pairs(pairs):
+            key, _ = find_pair(fd, a, b)
+            n += int(np.count_nonzero(fd[key]["matches0"][()] > -1))
+    return n
+
+
 def triangulate_known_poses(sfm_dir: Path, reference_model: Path, image_dir: Path, pairs: Path,
                             features: Path, matches: Path, verbose: bool = False):
     """hloc's triangulation from a reference model with known poses, working on pycolmap 4.
@@ -327,6 +474,9 @@ def triangulate_known_poses(sfm_dir: Path, reference_model: Path, image_dir: Pat
             return rec
         except PipelineError:
             logger.warning("Model in %s is empty; triangulating again.", sfm_dir)
+    if count_matches(pairs, matches) == 0:  # (hloc's verification also crashes on this)
+        raise PipelineError(f"No image pair of {pairs} kept any match in {matches}: nothing to "
+                            "triangulate; check the features and the matcher.")
     sfm_dir.mkdir(parents=True, exist_ok=True)
     database = sfm_dir / "database.db"
     reference = pycolmap.Reconstruction(str(reference_model))

@@ -16,7 +16,8 @@ import argparse
 import json
 from pathlib import Path
 
-from pipelines.common import (PipelineError, check_features, check_pairs, done, feature_conf,
+from pipelines.common import (PipelineError, check_features, check_pairs, done, extract,
+                              feature_conf, match,
                               logger, read_pairs, require_hloc, write_pairs, write_text_atomic)
 
 ETH_MATCHER = {"output": "matches-NN-mutual-ratio.9",
@@ -35,7 +36,7 @@ def reconstruction_stats(rec) -> dict:
 def run(args):
     require_hloc()
     import pycolmap
-    from hloc import extract_features, match_features, reconstruction
+    from hloc import reconstruction
 
     dataset, outputs = Path(args.dataset), Path(args.outputs)
     image_dir = dataset / "images"
@@ -47,7 +48,7 @@ def run(args):
                                 "<dataset>/images/*.jpg.")
     outputs.mkdir(parents=True, exist_ok=True)
     fconf = feature_conf(args.features, args.resize_max, args.max_keypoints)
-    features = extract_features.main(fconf, image_dir, outputs, image_list=names)
+    features = extract(fconf, image_dir, outputs, names)
     check_features(features, names)
 
     pairs = outputs / "pairs.txt"
@@ -62,7 +63,7 @@ def run(args):
             pairs_list = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
         write_pairs(pairs_list, pairs)
     check_pairs(pairs, "ETH pairs")
-    matches = match_features.main(ETH_MATCHER, pairs, fconf["output"], outputs)
+    matches = match(ETH_MATCHER, pairs, fconf, outputs)
 
     sfm_dir = outputs / f"sfm_{fconf['output']}"
     stats_path = outputs / f"eth_stats_{fconf['output']}.json"

@@ -19,7 +19,7 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
-from pipelines.common import (check_features, feature_conf, logger, matcher_conf, require_hloc,
+from pipelines.common import (check_features, extract, feature_conf, match, logger, matcher_conf, require_hloc,
                               write_pairs, write_text_atomic)
 
 # The D2-Net protocol drops these 8 sequences (their images are much larger than the rest).
@@ -88,7 +88,6 @@ def plot(mma: Dict[str, List[float]], path: Path, label: str):
 def run(args):
     require_hloc()
     import h5py
-    from hloc import extract_features, match_features
     from hloc.utils.io import get_matches
 
     root, outputs = Path(args.dataset), Path(args.outputs)
@@ -97,11 +96,11 @@ def run(args):
     fconf = feature_conf(args.features, args.resize_max, args.max_keypoints)
     mconf = matcher_conf(args.matcher)
     names = [f"{s}/{k}.ppm" for s in seqs for k in range(1, 7)]
-    features = extract_features.main(fconf, root, outputs, image_list=names)
+    features = extract(fconf, root, outputs, names)
     check_features(features, names)
     pairs = outputs / "pairs-hpatches.txt"
     write_pairs([(f"{s}/1.ppm", f"{s}/{k}.ppm") for s in seqs for k in range(2, 7)], pairs)
-    matches = match_features.main(mconf, pairs, fconf["output"], outputs)
+    matches = match(mconf, pairs, fconf, outputs)
 
     per_pair, n_feats, n_matches = {}, [], []
     with h5py.File(str(features), "r") as fd:

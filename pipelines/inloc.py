@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pipelines.aachen import add_common_args
 from pipelines.common import (PipelineError, check_features, check_pairs, done,
-                              exhaustive_pairs, feature_conf, localize_inloc, matcher_conf,
+                              exhaustive_pairs, extract, match, feature_conf, localize_inloc, matcher_conf,
                               read_results, require_hloc, retrieval_pairs)
 
 QUERY_GLOB = "query/iphone7/*.JPG"
@@ -62,7 +62,6 @@ def parse_focal(value: str):
 
 def run(args):
     require_hloc()
-    from hloc import extract_features, match_features
 
     dataset, outputs = Path(args.dataset), Path(args.outputs)
     queries, cutouts = list_images(dataset)
@@ -76,7 +75,7 @@ def run(args):
     results = Path(args.results) if args.results else (
         outputs / f"InLoc_{tag}_{loc_pairs.stem.replace('pairs-query-', '')}.txt")
 
-    features = extract_features.main(fconf, dataset, outputs, image_list=queries + cutouts)
+    features = extract(fconf, dataset, outputs, queries + cutouts)
     check_features(features, queries + cutouts)
 
     if not done(loc_pairs, "retrieval"):
@@ -89,7 +88,7 @@ def run(args):
             exhaustive_pairs(queries, cutouts, loc_pairs)
     check_pairs(loc_pairs, "retrieval")
 
-    loc_matches = match_features.main(mconf, loc_pairs, fconf["output"], outputs)
+    loc_matches = match(mconf, loc_pairs, fconf, outputs)
     if done(results, "localization"):
         read_results(results)
         return results

@@ -219,14 +219,15 @@ def extract(image_dir: Path, export_dir: Path, names, checkpoint: Optional[Path]
     out = Path(export_dir, OUTPUT_NAME + ".h5")
     if out.exists():
         from hloc.utils.io import list_h5_names
+        from pipelines.common import repair_h5
 
+        repair_h5(out, ("global_descriptor",))
         if not set(names) - set(list_h5_names(out)):
             return out  # all done: a resumed run needs no weights
     checkpoint = Path(checkpoint or default_checkpoint())
     if not checkpoint.exists():
         raise FileNotFoundError(missing_weights_message(checkpoint))
     register_hloc_extractor()
-    from hloc import extract_features
+    from pipelines.common import extract as hloc_extract
 
-    return extract_features.main(retrieval_conf(checkpoint), Path(image_dir), Path(export_dir),
-                                 image_list=names)
+    return hloc_extract(retrieval_conf(checkpoint), image_dir, export_dir, names)

@@ -340,3 +340,29 @@ def test_clis_without_hloc_say_how_to_install(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[1],
                          capture_output=True, text=True, timeout=120)
     assert "MSG hloc is not installed" in out.stdout and "Hierarchical-Localization" in out.stdout
+
+
+def test_h5_left_by_killed_writer_is_repaired(tmp_path):
+    """hloc's h5 files (libver latest) stay unopenable after a kill; repair_h5 resumes them."""
+    import h5py
+
+    f = tmp_path / "feats.h5"
+    code = ("import h5py, numpy as np, os, sys\n"
+            "fd = h5py.File(sys.argv[1], 'a', libver='latest')\n"
+            "for i in range(3):\n"
+            "    g = fd.create_group(f'db/{i}.jpg')\n"
+            "    for k in ('keypoints', 'descriptors', 'image_size'):\n"
+            "        g.create_dataset(k, data=np.zeros(3))\n"
+            "fd.create_group('db/3.jpg').create_dataset('keypoints', data=np.zeros(3))\n"
+            "fd.flush()\n"
+            "os._exit(0)  # die like a killed process: no close\n")
+    subprocess.run([sys.executable, "-c", code, str(f)], check=True, timeout=60)
+    with pytest.raises(OSError, match="consistency flags"):
+        h5py.File(str(f), "r")
+    common.repair_h5(f, common.FEATURE_KEYS)
+    with h5py.File(str(f), "r") as fd:
+        assert sorted(fd["db"].keys()) == ["0.jpg", "1.jpg", "2.jpg"]  # partial group dropped
+    assert common.lookup3(b"Four score and seven years ago") == 0x17770551  # lookup3 test vector
+    (tmp_path / "junk.h5").write_bytes(b"not hdf5 at all")
+    common.repair_h5(tmp_path / "junk.h5", common.FEATURE_KEYS)
+    assert not (tmp_path / "junk.h5").exists() and (tmp_path / "junk.h5.corrupt").exists()
