@@ -544,7 +544,7 @@ def inloc_query_camera(dataset_dir: Path, name: str, focal="hloc"):
 
 def localize_inloc(dataset_dir: Path, retrieval: Path, features: Path, matches: Path,
                    results: Path, skip_matches: Optional[int] = 20, focal="hloc",
-                   ransac_thresh: float = 48.0, min_inliers: int = 6):
+                   ransac_thresh: Optional[float] = None, min_inliers: int = 6):
     """InLoc localization like hloc's `localize_inloc`, but never crashing on a hard query.
 
     Per query: 2D-3D matches from every retrieved cutout with at least `skip_matches` matches
@@ -552,7 +552,8 @@ def localize_inloc(dataset_dir: Path, retrieval: Path, features: Path, matches: 
     scan's alignment via hloc's `get_scan_pose`), then LO-RANSAC PnP + refinement. A query with
     no usable cutout, no valid 3D point or a failed PnP is written as not localized (identity
     pose) so the results file still lists every query; their names go to the log and to
-    `<results>_not_localized.txt`. Returns {name: Pose} and the list of failures.
+    `<results>_not_localized.txt`. The PnP threshold defaults to hloc's 48 px scaled by
+    focal / 3136 px. Returns {name: Pose} and the list of failures.
     """
     require_hloc()
     import h5py
@@ -566,7 +567,6 @@ def localize_inloc(dataset_dir: Path, retrieval: Path, features: Path, matches: 
     retrieval_dict = parse_retrieval(retrieval)
     poses, failed, logs = {}, [], {}
     opts = pycolmap.AbsolutePoseEstimationOptions()
-    opts.ransac.max_error = ransac_thresh
     warned = False
     with h5py.File(str(features), "r") as ff, h5py.File(str(matches), "r") as mf:
         for q in tqdm(list(retrieval_dict), desc="localize InLoc"):
@@ -576,6 +576,9 @@ def localize_inloc(dataset_dir: Path, retrieval: Path, features: Path, matches: 
                                "only right for the original images; pass --query-focal if they "
                                "were resized.", q, cam.width, cam.height, INLOC_FOCAL)
                 warned = True
+            # hloc's 48 px is for its 3136 px focal; keep the same angle for other focals.
+            opts.ransac.max_error = (ransac_thresh if ransac_thresh is not None
+                                     else 48.0 * cam.params[0] / INLOC_FOCAL)
             kpq = ff[q]["keypoints"][()].astype(np.float64)
             p2d, p3d, used = [], [], []
             for r in retrieval_dict[q]:

@@ -112,8 +112,9 @@ def main(argv=None):
                    help="query focal: 'hloc' (4032*28/36 px, hloc's constant for the original "
                         "4032x3024 images), 'scaled' (same lens at the actual image size) or "
                         "pixels; default: %(default)s")
-    p.add_argument("--ransac-thresh", type=float, default=48.0,
-                   help="PnP RANSAC threshold in pixels (hloc: 48 for 4032 px images)")
+    p.add_argument("--ransac-thresh", type=float, default=None,
+                   help="PnP RANSAC threshold in pixels; default: hloc's 48 px, scaled by the "
+                        "query focal / 3136 px")
     args = p.parse_args(argv)
     return run(args)
 

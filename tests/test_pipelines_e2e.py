@@ -145,8 +145,7 @@ def test_triangulation_with_no_matches_fails_loudly(aachen_ds):
 
 def inloc_args(root, ckpt, out, *extra):
     return ["--dataset", str(root / "ds"), "--outputs", str(out), "--features", "sift",
-            "--netvlad-weights", str(ckpt), "--query-focal", "scaled", "--ransac-thresh", "8",
-            *extra]
+            "--netvlad-weights", str(ckpt), "--query-focal", "scaled", *extra]
 
 
 def test_inloc_end_to_end(inloc_ds):
