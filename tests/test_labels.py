@@ -63,7 +63,7 @@ def test_logits_heatmap_convention_matches_labels():
     labels = torch.full((2, 3), DUSTBIN)
     labels[1, 2] = 5 * 8 + 3
     logits = torch.nn.functional.one_hot(labels, 65).permute(2, 0, 1)[None].float() * 20
-    heat = logits_to_heatmap(logits)[0, 0]
+    heat = logits_to_heatmap(logits)[0]
     y, x = divmod(int(heat.argmax()), heat.shape[1])
     assert (x, y) == (2 * 8 + 3, 1 * 8 + 5)
     assert label_map_to_keypoints(labels).tolist() == [[x, y]]

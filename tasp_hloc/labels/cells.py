@@ -82,19 +82,3 @@ def label_map_to_keypoints(labels: torch.Tensor) -> torch.Tensor:
     x = j * CELL + offset % CELL
     y = i * CELL + offset // CELL
     return torch.stack([x, y], -1).float()
-
-
-def logits_to_heatmap(logits: torch.Tensor) -> torch.Tensor:
-    """SuperPoint decoding: softmax over 65, drop the dustbin, depth-to-space.
-
-    Same convention as the label map: channel ``dy * 8 + dx`` is pixel (dx, dy) of its cell.
-
-    Args:
-        logits: :math:`(B, 65, H/8, W/8)`.
-
-    Returns:
-        :math:`(B, 1, H, W)` keypoint probabilities.
-    """
-    if logits.dim() != 4 or logits.shape[1] != DUSTBIN + 1:
-        raise ValueError(f"Expected logits of shape (B, 65, H/8, W/8), got {tuple(logits.shape)}.")
-    return torch.nn.functional.pixel_shuffle(logits.softmax(1)[:, :DUSTBIN], CELL)

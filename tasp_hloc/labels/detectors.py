@@ -25,7 +25,8 @@ import kornia
 import torch
 import torch.nn.functional as F
 
-from .cells import CELL, logits_to_heatmap
+from ..keypoints import logits_to_heatmap
+from .cells import CELL
 
 
 def _to_gray(image: torch.Tensor) -> torch.Tensor:
@@ -129,7 +130,7 @@ class ModelDetector(BaseDetector):
             raise TypeError(
                 "The model must return the logits tensor (B, 65, H/8, W/8) or a dict with 'logits'."
             )
-        return logits_to_heatmap(logits.float())[..., :h, :w]
+        return logits_to_heatmap(logits.float())[:, None, :h, :w]  # B x 1 x H x W
 
     def cache_key(self) -> Dict[str, Any]:
         wid = self.conf["weights_id"]
