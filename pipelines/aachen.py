@@ -89,6 +89,10 @@ def run(args):
     results = Path(args.results) if args.results else (
         outputs / f"Aachen-v1.1_{tag}_{loc_pairs.stem.replace('pairs-query-', '')}.txt")
 
+    if args.retrieval == "netvlad" and not loc_pairs.exists():
+        from pipelines.netvlad import check_weights
+
+        check_weights(args.netvlad_weights, outputs)
     # 1. Local features (only the images we use: the sequences are not part of the benchmark).
     features = extract(fconf, images, outputs, db_names + query_names)
     check_features(features, db_names + query_names)
@@ -198,4 +202,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    from pipelines.common import run_cli
+
+    run_cli(main)

@@ -43,6 +43,17 @@ class PipelineError(RuntimeError):
     """A step produced nothing usable; the message says which file and what to do."""
 
 
+def run_cli(main):
+    """Run a pipeline's main(): expected failures end with their message, not a traceback."""
+    import sys
+
+    try:
+        main()
+    except (PipelineError, FileNotFoundError, ImportError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
 def require_hloc():
     try:
         import hloc  # noqa: F401

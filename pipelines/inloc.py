@@ -75,6 +75,10 @@ def run(args):
     results = Path(args.results) if args.results else (
         outputs / f"InLoc_{tag}_{loc_pairs.stem.replace('pairs-query-', '')}.txt")
 
+    if args.retrieval == "netvlad" and not loc_pairs.exists():
+        from pipelines.netvlad import check_weights
+
+        check_weights(args.netvlad_weights, outputs)
     features = extract(fconf, dataset, outputs, queries + cutouts)
     check_features(features, queries + cutouts)
 
@@ -120,4 +124,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    from pipelines.common import run_cli
+
+    run_cli(main)

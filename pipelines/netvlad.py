@@ -88,6 +88,13 @@ class NetVLADNet(nn.Module):
         return desc
 
 
+def check_weights(checkpoint: Optional[Path], export_dir: Path):
+    """Fail before any long work when retrieval will need weights that are not there."""
+    checkpoint = Path(checkpoint or default_checkpoint())
+    if not checkpoint.exists() and not Path(export_dir, OUTPUT_NAME + ".h5").exists():
+        raise FileNotFoundError(missing_weights_message(checkpoint))
+
+
 def load_checkpoint(path: Path, whiten: bool = True) -> NetVLADNet:
     """Build the network from a MATLAB struct checkpoint in hloc's layout."""
     from scipy.io import loadmat

@@ -234,3 +234,15 @@ def test_eth_script(tmp_path):
     assert stats["mean_track_length"] > 2 and stats["mean_reprojection_error"] < 1.5
     assert json.loads((tmp_path / "out/eth_stats_feats-sift.json").read_text()) == stats
 
+
+
+def test_missing_netvlad_weights_fail_before_any_work(aachen_ds, tmp_path):
+    root, _, _, _ = aachen_ds
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "pipelines.aachen", "--dataset", str(root / "ds"),
+                           "--outputs", str(out), "--features", "sift", "--netvlad-weights",
+                           str(tmp_path / "missing.mat")], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 1
+    assert "missing.mat" in proc.stderr and "--netvlad-weights" in proc.stderr
+    assert "Traceback" not in proc.stderr and not list(out.glob("*.h5"))
