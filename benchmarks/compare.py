@@ -36,6 +36,8 @@ DEFAULT_DATA = Path(os.environ.get("TASP_DATA", "/work/shared/data"))
 # Photos that training does not use (training takes photos/tum and rgbd/icl_nuim_livingroom).
 DEFAULT_HOMOGRAPHY_SOURCE = ("photos/piazza_san_marco", "photos/st_pauls_cathedral")
 DEFAULT_POSE_PAIRS = "eval/scannet_pairs"
+DEFAULT_ICL = "rgbd/icl_nuim_livingroom"
+ICL_SET = "icl_nuim (training domain)"
 ALL_METHODS = ("tasp", "sift", "orb", "aliked", "disk", "xfeat")
 EPIPOLAR_THRESHOLD = 5e-4
 
@@ -69,6 +71,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    help="folder with images/ and a SuperGlue *_with_gt.txt pair file "
                         "(relative to --data or absolute)")
     p.add_argument("--pose-limit", type=int, default=None, help="use only the first N pose pairs")
+    p.add_argument("--icl-pairs", type=int, default=0,
+                   help="also N pose pairs of ICL-NUIM; TRAINING DOMAIN (training uses these "
+                        "frames), reported apart and labelled so (default 0 = off)")
+    p.add_argument("--icl-root", default=DEFAULT_ICL,
+                   help="ICL-NUIM folder (relative to --data or absolute)")
     p.add_argument("--ransac-px", type=float, default=1.0,
                    help="essential-matrix RANSAC threshold in pixels (at --max-side)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -116,19 +123,32 @@ def load_homography_pairs(args) -> tuple:
                    f"{', '.join(f.name for f in folders)} (seed {args.seed}, {len(pairs)} pairs)")
 
 
-def load_pose_pairs(args) -> tuple:
+def load_pose_sets(args) -> tuple:
+    """({set name: pairs}, description): the held-out pairs, plus ICL-NUIM when asked."""
+    sets, notes = {}, []
     root = resolve(args.data, args.pose_pairs)
     files = sorted(root.glob("*_with_gt.txt")) if root.is_dir() else []
-    if not files:
-        return [], f"skipped: no *_with_gt.txt pair file in {root} (set --data or --pose-pairs)"
-    pairs = datasets.load_pose_pairs(root, args.max_side, files[0].name, args.pose_limit)
-    return pairs, f"{root.name}/{files[0].name} ({len(pairs)} pairs)"
+    if files:
+        sets[root.name] = datasets.load_pose_pairs(root, args.max_side, files[0].name,
+                                                   args.pose_limit)
+        notes.append(f"{root.name}/{files[0].name} ({len(sets[root.name])} pairs)")
+    else:
+        notes.append(f"skipped: no *_with_gt.txt pair file in {root} (set --data or --pose-pairs)")
+    if args.icl_pairs:
+        icl = resolve(args.data, args.icl_root)
+        if (icl / "trajectory.log").exists():
+            sets[ICL_SET] = datasets.load_rgbd_sequence_pairs(icl, args.max_side, args.icl_pairs)
+            notes.append(f"{ICL_SET}: {len(sets[ICL_SET])} pairs of {icl.name}, gaps 10/20/30 "
+                         f"frames")
+        else:
+            notes.append(f"ICL-NUIM skipped: no trajectory.log in {icl}")
+    return sets, "; ".join(notes)
 
 
-def collect_images(hpairs, ppairs, folder: Path) -> tuple:
-    """Save every distinct image once as .npy; returns (files, index of each pair's images)."""
+def collect_images(sets: Dict[str, list], folder: Path) -> tuple:
+    """Save every distinct image once as .npy; returns (files, {(set, pair, side): file index})."""
     files, ids, index = [], {}, {}
-    for kind, pairs in (("h", hpairs), ("p", ppairs)):
+    for kind, pairs in sets.items():
         for i, pair in enumerate(pairs):
             for side, image in ((0, pair.image0), (1, pair.image1)):
                 if id(image) not in ids:  # image0 is shared by all pairs of one photo
@@ -165,11 +185,11 @@ def evaluate_homographies(pairs, feats: Dict[int, Dict], index) -> Dict:
     return out
 
 
-def evaluate_poses(pairs, feats: Dict[int, Dict], index, ransac_px: float) -> Dict:
+def evaluate_poses(pairs, feats: Dict[int, Dict], index, set_name: str, ransac_px: float) -> Dict:
     """Pose AUC, match/inlier counts and epipolar precision; per-pair details under "pairs"."""
     rows = []
     for i, pair in enumerate(pairs):
-        f0, f1 = feats[index[("p", i, 0)]], feats[index[("p", i, 1)]]
+        f0, f1 = feats[index[(set_name, i, 0)]], feats[index[(set_name, i, 1)]]
         matches, _ = mutual_nn_match(f0["descriptors"], f1["descriptors"])
         k0, k1 = f0["keypoints"][matches[:, 0]], f1["keypoints"][matches[:, 1]]
         epi = symmetric_epipolar_distance(k0, k1, pair.K0, pair.K1, pair.T_0to1)
@@ -236,7 +256,9 @@ def render(report: Dict) -> str:
         if "error" in res:
             failed.append(f"- {label}: not run ({res['error']})")
             continue
-        speed, hom, pose = res["speed"], res.get("homography"), res.get("pose")
+        speed, hom = res["speed"], res.get("homography")
+        poses = res.get("pose", {})
+        pose = next(iter(poses.values()), None)  # the summary shows the first (held-out) set
         summary.append([
             label,
             pct(hom["illumination"]["mma"][3]) if hom and "illumination" in hom else "-",
@@ -251,10 +273,11 @@ def render(report: Dict) -> str:
                 hom_rows.append([label, f"{subset} ({h['n_pairs']})",
                                  *(pct(h["mma"][t]) for t in MMA_THRESHOLDS),
                                  num(h["matches"]), num(h["correct_3px"])])
-        if pose:
-            pose_rows.append([label, *(pct(pose["auc"][t]) for t in AUC_THRESHOLDS),
-                              num(pose["matches"]), num(pose["inliers"]),
-                              pct(pose["epipolar_precision"]), str(pose["failed"])])
+        for set_name, ps in poses.items():
+            pose_rows.append([label, f"{set_name} ({ps['n_pairs']})",
+                              *(pct(ps["auc"][t]) for t in AUC_THRESHOLDS),
+                              num(ps["matches"]), num(ps["inliers"]),
+                              pct(ps["epipolar_precision"]), str(ps["failed"])])
         speed_rows.append([label, num(speed["keypoints_mean"]), str(speed["descriptor_dim"]),
                            num(1000 * speed["time_median_s"]), num(1000 * speed["time_mean_s"]),
                            num(speed["peak_rss_mib"]), num(speed["extract_peak_mib"]),
@@ -268,7 +291,7 @@ def render(report: Dict) -> str:
              "matches/pair", "correct@3px/pair"], hom_rows), ""]
     if pose_rows:
         out += ["### Pose pairs: relative-pose AUC (%), max(angle R, angle t)", "", markdown_table(
-            ["method", *(f"AUC@{t}°" for t in AUC_THRESHOLDS), "matches/pair",
+            ["method", "set (pairs)", *(f"AUC@{t}°" for t in AUC_THRESHOLDS), "matches/pair",
              "RANSAC inliers/pair", "epipolar prec. %", "failed"], pose_rows), ""]
     out += [f"### Extraction at {cfg['max_side']} px ({env['device']})", "", markdown_table(
         ["method", "kpts/img", "dim", "median ms/img", "mean ms/img", "peak RSS MiB",
@@ -320,8 +343,8 @@ def finite_or_none(obj):
 def run(args: argparse.Namespace) -> Dict:
     device = resolve_device(args.device)
     hpairs, hsource = load_homography_pairs(args)
-    ppairs, psource = load_pose_pairs(args)
-    if not hpairs and not ppairs:
+    psets, psource = load_pose_sets(args)
+    if not hpairs and not psets:
         raise SystemExit(f"No evaluation data found.\n  homography: {hsource}\n  pose: {psource}")
     report = {"config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
               "environment": environment(device), "homography_source": hsource,
@@ -329,8 +352,9 @@ def run(args: argparse.Namespace) -> Dict:
     with tempfile.TemporaryDirectory(prefix="tasp-bench-") as tmp:
         work = Path(args.workdir) if args.workdir else Path(tmp)
         (work / "images").mkdir(parents=True, exist_ok=True)
-        files, index = collect_images(hpairs, ppairs, work / "images")
-        print(f"{len(files)} images ({len(hpairs)} homography + {len(ppairs)} pose pairs), "
+        files, index = collect_images({"h": hpairs, **psets}, work / "images")
+        n_pose = sum(map(len, psets.values()))
+        print(f"{len(files)} images ({len(hpairs)} homography + {n_pose} pose pairs), "
               f"device {device}", file=sys.stderr)
         for name in args.methods:
             t0 = time.time()
@@ -347,8 +371,8 @@ def run(args: argparse.Namespace) -> Dict:
             res = {"speed": rec}
             if hpairs:
                 res["homography"] = evaluate_homographies(hpairs, feats, index)
-            if ppairs:
-                res["pose"] = evaluate_poses(ppairs, feats, index, args.ransac_px)
+            res["pose"] = {name: evaluate_poses(pairs, feats, index, name, args.ransac_px)
+                           for name, pairs in psets.items()}
             report["methods"][name] = res
             print(f"  {name}: {rec['time_median_s'] * 1000:.0f} ms/img, "
                   f"{time.time() - t0:.0f} s in all", file=sys.stderr)

@@ -195,3 +195,39 @@ def load_pose_pairs(root: Path, max_side: int, pair_file: str = "scannet_sample_
             K1=scale_intrinsics(values[9:18].reshape(3, 3), s1),
             T_0to1=values[18:].reshape(4, 4)))
     return pairs
+
+
+def read_log_trajectory(path: Path) -> List[np.ndarray]:
+    """Open3D/Redwood ``.log`` trajectory -> list of 4 x 4 camera-to-world matrices."""
+    rows = [ln.split() for ln in Path(path).read_text().splitlines() if ln.strip()]
+    if len(rows) % 5:
+        raise ValueError(f"{path}: expected blocks of 5 lines, got {len(rows)} lines")
+    return [np.array(rows[k + 1:k + 5], dtype=np.float64) for k in range(0, len(rows), 5)]
+
+
+def load_rgbd_sequence_pairs(root: Path, max_side: int, n_pairs: int = 12,
+                             gaps: Sequence[int] = (10, 20, 30)) -> List[PosePair]:
+    """Pose pairs (i, i + gap) from an RGB-D sequence in ICL-NUIM/Open3D layout.
+
+    Layout: ``image/{i:05d}.jpg``, ``trajectory.log`` (camera-to-world), ``camera_*.json``
+    (Open3D intrinsics, column-major). Pair k uses gap ``gaps[k % len(gaps)]`` and a start frame
+    spread evenly over the sequence. T_0to1 = inv(T_j) T_i.
+    NOTE: the bundled ICL-NUIM frames are training data; results on them are training-domain.
+    """
+    import json
+    root = Path(root)
+    poses = read_log_trajectory(root / "trajectory.log")
+    cams = sorted(root.glob("camera_*.json"))
+    if not cams:
+        raise FileNotFoundError(f"no camera_*.json intrinsics in {root}")
+    K = np.array(json.loads(cams[0].read_text())["intrinsic_matrix"], np.float64).reshape(3, 3).T
+    pairs = []
+    for k in range(n_pairs):
+        gap = gaps[k % len(gaps)]
+        i = int(round(k * (len(poses) - 1 - max(gaps)) / max(n_pairs - 1, 1)))
+        j = i + gap
+        img0, s0 = resize_max_side(read_rgb(root / "image" / f"{i:05d}.jpg"), max_side)
+        img1, s1 = resize_max_side(read_rgb(root / "image" / f"{j:05d}.jpg"), max_side)
+        pairs.append(PosePair(f"{i:05d}-{j:05d}", img0, img1, scale_intrinsics(K, s0),
+                              scale_intrinsics(K, s1), np.linalg.inv(poses[j]) @ poses[i]))
+    return pairs

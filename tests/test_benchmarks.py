@@ -246,6 +246,31 @@ def test_pose_pair_loader_scales_intrinsics(tmp_path):
     np.testing.assert_allclose(pair.T_0to1, T)
 
 
+def test_rgbd_sequence_pairs_use_camera_to_world_poses(tmp_path):
+    (tmp_path / "image").mkdir()
+    rng = np.random.default_rng(1)
+    poses = []
+    for i in range(12):
+        T = np.eye(4)
+        T[:3, :3] = _rotation(rng.normal(size=3), rng.uniform(0, 20))
+        T[:3, 3] = rng.normal(size=3)
+        poses.append(T)
+        cv2.imwrite(str(tmp_path / "image" / f"{i:05d}.jpg"), _texture(seed=i)[:, :, ::-1])
+    log = "".join(f"{i} {i} {i + 1}\n" + "\n".join(" ".join(f"{v:.10f}" for v in row)
+                                                  for row in T) + "\n"
+                  for i, T in enumerate(poses))
+    (tmp_path / "trajectory.log").write_text(log)
+    (tmp_path / "camera_x.json").write_text(json.dumps(
+        {"width": 320, "height": 240, "intrinsic_matrix": [300, 0, 0, 0, 310, 0, 159.5, 119.5, 1]}))
+    pairs = datasets.load_rgbd_sequence_pairs(tmp_path, 320, n_pairs=3, gaps=(2, 4))
+    assert [p.name for p in pairs] == ["00000-00002", "00004-00008", "00007-00009"]
+    np.testing.assert_allclose(pairs[1].K0, [[300, 0, 159.5], [0, 310, 119.5], [0, 0, 1]])
+    # A world point seen from camera 4, moved with T_0to1, must equal it seen from camera 8.
+    X_w = np.array([0.3, -0.2, 5.0, 1.0])
+    X_4, X_8 = np.linalg.inv(poses[4]) @ X_w, np.linalg.inv(poses[8]) @ X_w
+    np.testing.assert_allclose(pairs[1].T_0to1 @ X_4, X_8, atol=1e-6)
+
+
 def test_compare_end_to_end_without_peers(tmp_path, capsys):
     _fabricate_data(tmp_path)
     out = tmp_path / "report.json"
@@ -258,7 +283,7 @@ def test_compare_end_to_end_without_peers(tmp_path, capsys):
     sift = report["methods"]["sift"]
     assert sift["homography"]["all"]["n_pairs"] == 8
     assert sift["homography"]["viewpoint"]["mma"]["10"] > 0.5
-    assert sift["pose"]["n_pairs"] == 1
+    assert sift["pose"]["pairs"]["n_pairs"] == 1
     assert sift["speed"]["n_images"] == 2 + 8 + 2
     assert sift["speed"]["time_median_s"] > 0 and sift["speed"]["peak_rss_mib"] > 0
 
