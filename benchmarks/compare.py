@@ -258,7 +258,8 @@ def render(report: Dict) -> str:
             continue
         speed, hom = res["speed"], res.get("homography")
         poses = res.get("pose", {})
-        pose = next(iter(poses.values()), None)  # the summary shows the first (held-out) set
+        # The summary shows the held-out set only, never the training-domain one.
+        pose = next((v for k, v in poses.items() if k != ICL_SET), None)
         summary.append([
             label,
             pct(hom["illumination"]["mma"][3]) if hom and "illumination" in hom else "-",
