@@ -21,7 +21,6 @@ from typing import Callable, Dict, Optional, Tuple
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 MAX_KEYPOINTS = 4096
 
