@@ -11,6 +11,7 @@ from .extract import extract
 from .hloc_format import names_to_pair
 from .image_io import list_images, read_image
 from .match import exhaustive_pairs, match, write_pairs
+from .tasp import TaSP
 
 
 def draw_matches(image0: np.ndarray, image1: np.ndarray, kpts0: np.ndarray, kpts1: np.ndarray,
@@ -49,7 +50,7 @@ def run_demo(conf: Dict, image_dir: Path, output: Path, device: Optional[str] = 
                 _, mask = cv2.findHomography(p0, p1, cv2.USAC_MAGSAC, 3.0)
                 inliers = mask.ravel().astype(bool) if mask is not None else inliers
             png = output / f"matches_{Path(n0).stem}_{Path(n1).stem}.png"
-            weights = conf["model"].get("weights") or "random (untrained)"
+            weights = conf["model"].get("weights", TaSP.default_conf["weights"]) or "random (untrained)"
             title = (f"TaSP [{weights}]: {len(k0)} / {len(k1)} keypoints, {len(p0)} mutual-NN "
                      f"matches, {inliers.sum()} homography inliers")
             draw_matches(read_image(image_dir / n0), read_image(image_dir / n1), p0, p1, inliers, png, title)

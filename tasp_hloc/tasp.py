@@ -41,7 +41,7 @@ class TaSP(nn.Module):
     """
 
     default_conf = {
-        "weights": "tasp_v1",
+        "weights": "tasp_v0",
         "backbone": None,
         "descriptor_dim": None,
         "pretrained_backbone": False,
