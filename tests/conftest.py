@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 import torch
 
+from tasp_hloc.geometry import warp_points
+
 HAS_HLOC = importlib.util.find_spec("hloc") is not None
 requires_hloc = pytest.mark.skipif(
     not HAS_HLOC, reason="hloc is not installed (not on PyPI; see README 'Use it from hloc')"
@@ -49,3 +51,18 @@ def tiny_conf():
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+def texture_error(batch):
+    """Mean |colour(p0) - colour(warp(p0))| over valid grid points, the same for shuffled
+    points (a baseline), and the valid fraction: correspondences must land on the same texture."""
+    b, _, h, w = batch["image0"].shape
+    ys, xs = torch.meshgrid(torch.arange(2, h - 2, 2.0), torch.arange(2, w - 2, 2.0), indexing="ij")
+    kp0 = torch.stack([xs.flatten(), ys.flatten()], -1)[None].expand(b, -1, -1)
+    kp1, valid, _, _ = warp_points(kp0, batch)
+    v0 = batch["image0"][:, :, kp0[0, :, 1].long(), kp0[0, :, 0].long()]
+    grid = kp1 / torch.tensor([w - 1.0, h - 1.0]) * 2 - 1
+    v1 = torch.nn.functional.grid_sample(batch["image1"], grid[:, None], align_corners=True)[:, :, 0]
+    err = (v0 - v1).abs().mean(1)[valid].mean()
+    base = (v0 - v1[..., torch.randperm(v1.shape[-1])]).abs().mean(1)[valid].mean()
+    return float(err), float(base), float(valid.float().mean())

@@ -7,7 +7,8 @@ import torch
 
 from tasp_hloc.data import build_dataset, collate
 from tasp_hloc.data.rgbd import RGBDDataset, read_trajectory_log
-from tasp_hloc.geometry import warp_points
+
+from conftest import texture_error
 
 H, W = 96, 128
 K_TRUE = np.array([[100.0, 0, 63.5], [0, 100.0, 47.5], [0, 0, 1]])
@@ -68,19 +69,6 @@ def write_icl(root, n=5):
 @pytest.fixture
 def icl(tmp_path):
     return write_icl(tmp_path / "icl")
-
-
-def texture_error(batch):
-    b, _, h, w = batch["image0"].shape
-    ys, xs = torch.meshgrid(torch.arange(2, h - 2, 2.0), torch.arange(2, w - 2, 2.0), indexing="ij")
-    kp0 = torch.stack([xs.flatten(), ys.flatten()], -1)[None].expand(b, -1, -1)
-    kp1, valid, _, _ = warp_points(kp0, batch)
-    v0 = batch["image0"][:, :, kp0[0, :, 1].long(), kp0[0, :, 0].long()]
-    grid = kp1 / torch.tensor([w - 1.0, h - 1.0]) * 2 - 1
-    v1 = torch.nn.functional.grid_sample(batch["image1"], grid[:, None], align_corners=True)[:, :, 0]
-    err = (v0 - v1).abs().mean(1)[valid].mean()
-    base = (v0 - v1[..., torch.randperm(v1.shape[-1])]).abs().mean(1)[valid].mean()
-    return float(err), float(base), float(valid.float().mean())
 
 
 def test_icl_format_crop_and_correspondences(icl, tmp_path):

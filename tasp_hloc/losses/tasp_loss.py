@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from .importance import DynamicImportanceWeighting
-from .keypoint import TaskAlignedKeypointLoss, alignment_factor
+from .keypoint import TaskAlignedKeypointLoss
 from .triplet import HardTripletLoss
 
 
