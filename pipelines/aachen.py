@@ -17,7 +17,7 @@ import argparse
 from pathlib import Path
 
 from pipelines.common import (PipelineError, check_features, check_pairs, complete_results,
-                              done, exhaustive_pairs, extract, match, feature_conf, load_model, logger,
+                              done, exhaustive_pairs, extract, match, add_feature_args, feature_conf_from_args, load_model, logger,
                               matcher_conf, read_results, require_hloc, retrieval_pairs,
                               rigid_to_pose, triangulate_known_poses, write_results)
 
@@ -78,8 +78,7 @@ def run(args):
     sift = load_model(sift_sfm, "reference SIFT model")
     db_names = sorted(im.name for im in sift.images.values())
 
-    fconf = feature_conf(args.features, args.resize_max, args.max_keypoints,
-                         weights=args.weights)
+    fconf = feature_conf_from_args(args)
     mconf = matcher_conf(args.matcher)
     tag = f"{fconf['output']}_{mconf['output']}"
     sfm_pairs = outputs / f"pairs-db-covis{args.num_covis}.txt"
@@ -165,14 +164,8 @@ def run(args):
 
 
 def add_common_args(parser, default_features: str, default_k: int):
-    parser.add_argument("--features", default=default_features,
-                        help="hloc feature preset (TaSP presets: tasp_aachen, tasp_inloc; any of "
-                             "hloc.extract_features.confs), default: %(default)s")
-    parser.add_argument("--resize-max", type=int, help="override the preset's resize_max")
-    parser.add_argument("--max-keypoints", type=int, help="override the preset's max_keypoints")
-    parser.add_argument("--weights", help="feature weights (name or path) for the preset, e.g. "
-                                          "trained TaSP weights, or 'random' for an untrained "
-                                          "network (plumbing checks); default: the preset's")
+    """Flags shared by the localization pipelines (Aachen, InLoc)."""
+    add_feature_args(parser, default_features)
     parser.add_argument("--matcher", default="NN-mutual",
                         help="hloc matcher preset, default: %(default)s")
     parser.add_argument("--num-loc", type=int, default=default_k,

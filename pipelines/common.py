@@ -645,3 +645,21 @@ def localize_inloc(dataset_dir: Path, retrieval: Path, features: Path, matches: 
     if failed:
         logger.warning("Not localized (identity pose written): %s", ", ".join(failed))
     return poses, failed
+
+
+def add_feature_args(parser, default_features: str) -> None:
+    """The feature flags every pipeline takes: preset, resize, keypoints, weights."""
+    parser.add_argument("--features", default=default_features,
+                        help="hloc feature preset (TaSP presets: tasp_aachen, tasp_inloc; any of "
+                             "hloc.extract_features.confs), default: %(default)s")
+    parser.add_argument("--resize-max", type=int, help="override the preset's resize_max")
+    parser.add_argument("--max-keypoints", type=int, help="override the preset's max_keypoints")
+    parser.add_argument("--weights", help="feature weights (name or path) for the preset, e.g. "
+                                          "trained TaSP weights, or 'random' for an untrained "
+                                          "network (plumbing checks); default: the preset's")
+
+
+def feature_conf_from_args(args) -> dict:
+    """:func:`feature_conf` from the flags of :func:`add_feature_args`."""
+    return feature_conf(args.features, args.resize_max, args.max_keypoints,
+                        weights=getattr(args, "weights", None))

@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 
 from pipelines.common import (PipelineError, check_features, check_pairs, done, extract,
-                              feature_conf, match,
+                              add_feature_args, feature_conf_from_args, match,
                               logger, read_pairs, require_hloc, write_pairs, write_text_atomic)
 
 ETH_MATCHER = {"output": "matches-NN-mutual-ratio.9",
@@ -47,7 +47,7 @@ def run(args):
         raise FileNotFoundError(f"No images in {image_dir}: the ETH benchmark layout is "
                                 "<dataset>/images/*.jpg.")
     outputs.mkdir(parents=True, exist_ok=True)
-    fconf = feature_conf(args.features, args.resize_max, args.max_keypoints)
+    fconf = feature_conf_from_args(args)
     features = extract(fconf, image_dir, outputs, names)
     check_features(features, names)
 
@@ -89,9 +89,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--dataset", type=Path, required=True, help="folder with images/")
     p.add_argument("--outputs", type=Path, required=True)
-    p.add_argument("--features", default="tasp_aachen", help="hloc feature preset")
-    p.add_argument("--resize-max", type=int, default=None)
-    p.add_argument("--max-keypoints", type=int, default=None)
+    add_feature_args(p, "tasp_aachen")
     p.add_argument("--pairs", type=Path, help="image pairs (default: match_list.txt or all)")
     p.add_argument("--camera-mode", default="AUTO", choices=["AUTO", "SINGLE", "PER_FOLDER",
                                                                "PER_IMAGE"])

@@ -19,7 +19,7 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
-from pipelines.common import (check_features, extract, feature_conf, match, logger, matcher_conf, require_hloc,
+from pipelines.common import (add_feature_args, check_features, extract, feature_conf_from_args, match, logger, matcher_conf, require_hloc,
                               write_pairs, write_text_atomic)
 
 # The D2-Net protocol drops these 8 sequences (their images are much larger than the rest).
@@ -93,7 +93,7 @@ def run(args):
     root, outputs = Path(args.dataset), Path(args.outputs)
     seqs = list_sequences(root, args.exclude)
     outputs.mkdir(parents=True, exist_ok=True)
-    fconf = feature_conf(args.features, args.resize_max, args.max_keypoints)
+    fconf = feature_conf_from_args(args)
     mconf = matcher_conf(args.matcher)
     names = [f"{s}/{k}.ppm" for s in seqs for k in range(1, 7)]
     features = extract(fconf, root, outputs, names)
@@ -131,9 +131,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--dataset", type=Path, required=True, help="hpatches-sequences-release root")
     p.add_argument("--outputs", type=Path, required=True)
-    p.add_argument("--features", default="tasp_aachen", help="hloc feature preset")
-    p.add_argument("--resize-max", type=int, default=None, help="override the preset's resize_max")
-    p.add_argument("--max-keypoints", type=int, default=None)
+    add_feature_args(p, "tasp_aachen")
     p.add_argument("--matcher", default="NN-mutual")
     p.add_argument("--exclude", nargs="*", default=D2NET_EXCLUDED,
                    help="sequences left out (default: the 8 of the D2-Net protocol)")

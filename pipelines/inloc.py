@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pipelines.aachen import add_common_args
 from pipelines.common import (PipelineError, check_features, check_pairs, done,
-                              exhaustive_pairs, extract, match, feature_conf, localize_inloc, matcher_conf,
+                              exhaustive_pairs, extract, match, feature_conf_from_args, localize_inloc, matcher_conf,
                               read_results, require_hloc, retrieval_pairs)
 
 QUERY_GLOB = "query/iphone7/*.JPG"
@@ -66,8 +66,7 @@ def run(args):
     dataset, outputs = Path(args.dataset), Path(args.outputs)
     queries, cutouts = list_images(dataset)
     outputs.mkdir(parents=True, exist_ok=True)
-    fconf = feature_conf(args.features, args.resize_max, args.max_keypoints,
-                         weights=args.weights)
+    fconf = feature_conf_from_args(args)
     mconf = matcher_conf(args.matcher)
     tag = f"{fconf['output']}_{mconf['output']}"
     loc_pairs = outputs / (f"pairs-query-netvlad{args.num_loc}.txt" if args.retrieval == "netvlad"
