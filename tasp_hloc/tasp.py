@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .backbone import ConvBNAct, EfficientNetTrunk, SamePadConv2d, lite0_imagenet_state_dict
-from .keypoints import logits_to_heatmap, nms, remove_borders, sample_descriptors, select_keypoints
+from .keypoints import (logits_to_heatmap, nms, refine_keypoints, remove_borders, sample_descriptors,
+                        select_keypoints)
 from .weights import WeightsError, load_state_dict
 
 AMP_DTYPES = {None: None, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -28,6 +29,8 @@ class TaSP(nn.Module):
             - pretrained_backbone: initialise an efficientnet_lite0 trunk from ImageNet
               (training only; ignored when weights are loaded).
             - detection_threshold, nms_window, remove_borders, max_keypoints (<= 0: all).
+            - subpixel: None, "quadratic" or "softargmax": refine keypoints off the pixel grid
+              from the 3x3 heatmap around them (see ``keypoints.refine_keypoints``).
             - amp: None, "fp16" or "bf16": autocast the network (the outputs stay float32).
             - channels_last: NHWC memory format, ~1.5x faster on CPU.
 
@@ -49,6 +52,7 @@ class TaSP(nn.Module):
         "nms_window": 3,
         "remove_borders": 4,
         "max_keypoints": -1,
+        "subpixel": "softargmax",
         "amp": None,
         "channels_last": True,
     }
@@ -65,6 +69,8 @@ class TaSP(nn.Module):
         self.conf = conf = {**self.default_conf, **(conf or {})}
         if conf["amp"] not in AMP_DTYPES:
             raise ValueError(f"amp must be one of {list(AMP_DTYPES)}, got {conf['amp']!r}.")
+        if conf["subpixel"] not in (None, "quadratic", "softargmax"):
+            raise ValueError(f"subpixel must be None, 'quadratic' or 'softargmax', got {conf['subpixel']!r}.")
 
         state_dict = None
         arch = {"backbone": "efficientnet_b0", "descriptor_dim": 128}
@@ -150,12 +156,14 @@ class TaSP(nn.Module):
         image = data["image"]
         h, w = image.shape[-2:]
         dense = self.forward_dense(image)
-        scores = logits_to_heatmap(dense["logits"])[:, :h, :w]
-        scores = nms(scores, self.conf["nms_window"])
+        heatmap = logits_to_heatmap(dense["logits"])[:, :h, :w]
+        scores = nms(heatmap, self.conf["nms_window"])
         scores = remove_borders(scores, self.conf["remove_borders"])
         keypoints, keypoint_scores, mask = select_keypoints(
             scores, self.conf["detection_threshold"], self.conf["max_keypoints"]
         )
+        if self.conf["subpixel"]:
+            keypoints = refine_keypoints(heatmap, keypoints, self.conf["subpixel"]) * mask[..., None]
         descriptors = sample_descriptors(
             dense["descriptors_dense"], keypoints, self.stride_descriptor
         )

@@ -1,7 +1,9 @@
 import pytest
 import torch
 
-from tasp_hloc.keypoints import logits_to_heatmap, nms, remove_borders, sample_descriptors, select_keypoints
+from tasp_hloc.keypoints import (
+    logits_to_heatmap, nms, refine_keypoints, remove_borders, sample_descriptors, select_keypoints,
+)
 
 
 def test_heatmap_depth_to_space_places_cell_channels():
@@ -75,3 +77,38 @@ def test_sample_descriptors_recovers_analytic_ramp(stride):
     # Outside the outer cell centres: clamped to the border cell.
     corner = sample_descriptors(dmap, torch.tensor([[[0.0, 0.0]]]), stride)
     assert torch.allclose(corner[..., :2] / corner[..., 2:] * big, torch.tensor([[[lo, lo]]]), atol=1e-3)
+
+
+def _gaussian_peak(cx: float, cy: float, h: int = 40, w: int = 30, sigma: float = 1.2):
+    yy, xx = torch.meshgrid(torch.arange(h).float(), torch.arange(w).float(), indexing="ij")
+    return 0.5 * torch.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * sigma**2))[None]
+
+
+def test_refine_quadratic_recovers_gaussian_peak_exactly():
+    heatmap = _gaussian_peak(10.3, 20.7)  # log of a Gaussian is a quadratic: one step is exact
+    refined = refine_keypoints(heatmap, torch.tensor([[[10.0, 21.0]]]), "quadratic")
+    assert torch.allclose(refined, torch.tensor([[[10.3, 20.7]]]), atol=1e-4)
+
+
+def test_refine_softargmax_moves_towards_peak_within_half_pixel():
+    heatmap = _gaussian_peak(10.3, 20.7)
+    refined = refine_keypoints(heatmap, torch.tensor([[[10.0, 21.0]]]), "softargmax")
+    dx, dy = (refined - torch.tensor([[[10.0, 21.0]]]))[0, 0]
+    assert 0 < dx <= 0.3 and -0.3 <= dy < 0  # biased towards the pixel, but the right way
+
+
+def test_refine_keeps_non_maxima_and_clamps_to_half_pixel():
+    flat = torch.full((1, 10, 10), 0.1)
+    kp = torch.tensor([[[4.0, 5.0]]])
+    assert torch.equal(refine_keypoints(flat, kp), kp)  # no curvature: stays on the pixel
+    ramp = _gaussian_peak(7.0, 5.0, 10, 10, sigma=3.0)  # keypoint 3 px from the true peak
+    refined = refine_keypoints(ramp, kp, "quadratic")
+    assert torch.allclose(refined, torch.tensor([[[4.5, 5.0]]]))
+
+
+def test_refine_at_image_border_and_bad_method():
+    heatmap = _gaussian_peak(0.2, 0.0, 8, 8)
+    refined = refine_keypoints(heatmap, torch.tensor([[[0.0, 0.0]]]))
+    assert refined.shape == (1, 1, 2) and torch.isfinite(refined).all()
+    with pytest.raises(ValueError, match="sub-pixel"):
+        refine_keypoints(heatmap, torch.tensor([[[0.0, 0.0]]]), "bicubic")

@@ -48,17 +48,21 @@ def make_rng(seed: Optional[int], *keys: int) -> np.random.Generator:
     return np.random.default_rng([int(seed)] + [int(k) for k in keys])
 
 
-def list_images(folders: Sequence[str]) -> list:
-    """Sorted image files under the given folders (recursive)."""
+def list_images(sources: Sequence[str]) -> list:
+    """Sorted image files under the given folders (recursive), plus any image files named directly."""
     files = []
-    for folder in folders:
-        p = Path(folder)
+    for source in sources:
+        p = Path(source)
+        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS:
+            files.append(p)
+            continue
         if not p.is_dir():
             raise FileNotFoundError(
-                f"Image folder {p} does not exist; set 'image_dirs' to folders of photos."
+                f"Image folder or file {p} does not exist; set 'image_dirs' to folders of photos "
+                "or image files."
             )
         files += [f for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file()]
-    return sorted(files)
+    return sorted(set(files))
 
 
 def read_image(path) -> np.ndarray:

@@ -1,11 +1,25 @@
 """Experiment configs: YAML files that may name a ``base`` file, plus ``key=value`` overrides."""
 
+import importlib
 from pathlib import Path
 from typing import List, Sequence
 
+import omegaconf
 from omegaconf import DictConfig, OmegaConf
 
 CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+def module_dir(name: str) -> str:
+    """``${module_dir:skimage.data}``: the folder of an installed package (its bundled data)."""
+    return str(Path(importlib.import_module(name).__file__).parent)
+
+
+# omegaconf 2.4 renamed register_new_resolver to register_resolver (2.3's register_resolver is
+# an older, different API), so pick by version.
+_NEW_API = tuple(int(x) for x in omegaconf.__version__.split(".")[:2]) >= (2, 4)
+_register = OmegaConf.register_resolver if _NEW_API else OmegaConf.register_new_resolver
+_register("module_dir", module_dir, replace=True)
 
 DEFAULTS = {
     "name": "tasp",

@@ -1,0 +1,106 @@
+"""Training experiments under one budget, compared on the benchmark's homography pairs.
+
+Each arm trains the same number of steps (batch 4 pairs of 256x256, the same seed), is exported
+to ``<root>/weights/<arm>.pth`` and evaluated with ``benchmarks.compare --methods tasp`` on the
+held-out homography pairs. Finished arms are skipped, so an interrupted run resumes::
+
+    python -m benchmarks.ablations --steps 100                  # all arms, ~1 h on 2 CPU cores
+    python -m benchmarks.ablations --arms reference base_loss   # a subset
+
+The arms vary one thing each against ``reference`` (the ``local_v1`` recipe: EfficientNet-Lite0
+from ImageNet, homographic + RGB-D + rendered pairs, the full TaSP loss).
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from . import compare
+
+ARMS: Dict[str, tuple] = {
+    # name: (config, overrides, what it changes)
+    "reference": ("local_v1", [], "Lite0 ImageNet init, homographic + RGB-D + rendered, TaSP loss"),
+    "b0_random": ("local_v1", ["model.backbone=efficientnet_b0", "model.pretrained_backbone=false",
+                               "train.freeze_blocks=0"], "EfficientNet-B0 from random init"),
+    "base_loss": ("local_v1", ["loss.task_aligned=false", "loss.importance_weighting=false",
+                               "loss.window=square"], "base loss: triplet + CE, square window"),
+    "homographic_only": ("ablation/homographic_only", [], "data: homographic pairs only"),
+    "no_rgbd": ("ablation/no_rgbd", [], "data: homographic + rendered, no RGB-D"),
+    "more_photos": ("local_v2", [], "data: + 26 public-domain/CC0/Apache photos (local_v2)"),
+}
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.ablations", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    p.add_argument("--steps", type=int, default=100, help="training steps of every arm")
+    p.add_argument("--root", type=Path, default=Path("runs/ablation"))
+    p.add_argument("--data", type=Path, default=compare.DEFAULT_DATA)
+    p.add_argument("--max-side", type=int, default=1024)
+    return p.parse_args(argv)
+
+
+def train(arm: str, steps: int, root: Path) -> Dict:
+    """Train one arm (resuming) in a child process; returns its wall time and final losses."""
+    config, overrides, _ = ARMS[arm]
+    out = root / arm
+    cmd = [sys.executable, "-m", "tasp_hloc.train", config, *overrides, f"train.steps={steps}",
+           f"name=ablation_{arm}", f"output_dir={out}", "train.checkpoint_every=50"]
+    t0 = time.time()
+    with open(root / f"{arm}.log", "a") as log:
+        subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT)
+    return {"train_wall_s": time.time() - t0, "command": " ".join(cmd[1:])}
+
+
+def evaluate(arm: str, root: Path, data: Path, max_side: int) -> Dict:
+    from tasp_hloc.train.export import export
+
+    weights = export(root / arm, arm, weights_dir=root / "weights")
+    args = compare.parse_args(["--methods", "tasp", "--tasp-weights", str(weights),
+                               "--data", str(data), "--pose-pairs", "none",
+                               "--max-side", str(max_side), "--out", str(root / f"{arm}.bench.json")])
+    report = compare.run(args)
+    return report["methods"]["tasp"]
+
+
+def table(results: Dict[str, Dict]) -> str:
+    rows = []
+    for arm, r in results.items():
+        hom = r["bench"]["homography"]
+        rows.append([arm, ARMS[arm][2], *(compare.pct(hom["all"]["mma"][t]) for t in (1, 3, 5, 10)),
+                     compare.pct(hom["illumination"]["mma"][3]), compare.pct(hom["viewpoint"]["mma"][3]),
+                     compare.num(hom["all"]["matches"]), f"{r['train_wall_s'] / 60:.0f}"])
+    return compare.markdown_table(
+        ["arm", "changes", "MMA@1", "MMA@3", "MMA@5", "MMA@10", "MMA@3 illum.", "MMA@3 viewp.",
+         "matches/pair", "train min"], rows)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    args.root.mkdir(parents=True, exist_ok=True)
+    results: Dict[str, Dict] = {}
+    for arm in args.arms:
+        done = args.root / f"{arm}.json"
+        if done.exists():
+            results[arm] = json.loads(done.read_text())
+            continue
+        print(f"== {arm}: {ARMS[arm][2]} ({args.steps} steps)", file=sys.stderr, flush=True)
+        rec = train(arm, args.steps, args.root)
+        rec["bench"] = compare.finite_or_none(evaluate(arm, args.root, args.data, args.max_side))
+        rec["steps"] = args.steps
+        done.write_text(json.dumps(rec, indent=1, default=compare._json_default))
+        results[arm] = rec
+        print(table(results), file=sys.stderr, flush=True)
+    print(f"Training experiments, {args.steps} steps each (batch 4 x 256^2), TaSP on the held-out "
+          f"homography pairs at {args.max_side} px, mutual NN; MMA in %\n")
+    print(table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
