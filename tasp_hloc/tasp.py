@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .backbone import ConvBNAct, EfficientNetTrunk, SamePadConv2d, lite0_imagenet_state_dict
-from .keypoints import (logits_to_heatmap, nms, refine_keypoints, remove_borders, sample_descriptors,
+from .keypoints import (logits_to_heatmap, nms, refine_corners, refine_keypoints, remove_borders, sample_descriptors,
                         select_keypoints)
 from .weights import WeightsError, load_state_dict
 
@@ -52,7 +52,7 @@ class TaSP(nn.Module):
         "nms_window": 3,
         "remove_borders": 4,
         "max_keypoints": -1,
-        "subpixel": "softargmax",
+        "subpixel": "corner",
         "amp": None,
         "channels_last": True,
     }
@@ -69,8 +69,9 @@ class TaSP(nn.Module):
         self.conf = conf = {**self.default_conf, **(conf or {})}
         if conf["amp"] not in AMP_DTYPES:
             raise ValueError(f"amp must be one of {list(AMP_DTYPES)}, got {conf['amp']!r}.")
-        if conf["subpixel"] not in (None, "quadratic", "softargmax"):
-            raise ValueError(f"subpixel must be None, 'quadratic' or 'softargmax', got {conf['subpixel']!r}.")
+        if conf["subpixel"] not in (None, "quadratic", "softargmax", "corner"):
+            raise ValueError(f"subpixel must be None, 'quadratic', 'softargmax' or 'corner', "
+                             f"got {conf['subpixel']!r}.")
 
         state_dict = None
         arch = {"backbone": "efficientnet_b0", "descriptor_dim": 128}
@@ -162,7 +163,9 @@ class TaSP(nn.Module):
         keypoints, keypoint_scores, mask = select_keypoints(
             scores, self.conf["detection_threshold"], self.conf["max_keypoints"]
         )
-        if self.conf["subpixel"]:
+        if self.conf["subpixel"] == "corner":
+            keypoints = refine_corners(image, keypoints) * mask[..., None]
+        elif self.conf["subpixel"]:
             keypoints = refine_keypoints(heatmap, keypoints, self.conf["subpixel"]) * mask[..., None]
         descriptors = sample_descriptors(
             dense["descriptors_dense"], keypoints, self.stride_descriptor

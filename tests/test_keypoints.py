@@ -1,8 +1,10 @@
+import cv2
+import numpy as np
 import pytest
 import torch
 
 from tasp_hloc.keypoints import (
-    logits_to_heatmap, nms, refine_keypoints, remove_borders, sample_descriptors, select_keypoints,
+    logits_to_heatmap, nms, refine_corners, refine_keypoints, remove_borders, sample_descriptors, select_keypoints,
 )
 
 
@@ -112,3 +114,34 @@ def test_refine_at_image_border_and_bad_method():
     assert refined.shape == (1, 1, 2) and torch.isfinite(refined).all()
     with pytest.raises(ValueError, match="sub-pixel"):
         refine_keypoints(heatmap, torch.tensor([[[0.0, 0.0]]]), "bicubic")
+
+
+def _corner_image(cx: float, cy: float, size: int = 40, blur: float = 0.8) -> torch.Tensor:
+    """A bright quadrant x > cx, y > cy, area-sampled (8x8 per pixel) and blurred: (1, 1, H, W)."""
+    s = 8
+    yy, xx = np.mgrid[0 : size * s, 0 : size * s]
+    xx, yy = (xx + 0.5) / s - 0.5, (yy + 0.5) / s - 0.5
+    image = ((xx > cx) & (yy > cy)).astype(np.float32).reshape(size, s, size, s).mean((1, 3))
+    return torch.from_numpy(cv2.GaussianBlur(image, (0, 0), blur))[None, None]
+
+
+def test_refine_corners_agrees_with_opencv_and_follows_subpixel_shifts():
+    image = _corner_image(20.3, 15.6)
+    kp = torch.tensor([[[21.0, 17.0], [19.0, 15.0]]])
+    refined = refine_corners(image, kp)
+    ref = cv2.cornerSubPix(image[0, 0].numpy().copy(), kp[0].numpy().reshape(-1, 1, 2), (2, 2),
+                           (-1, -1), (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 30, 0.01))
+    assert torch.allclose(refined[0], torch.from_numpy(ref.reshape(-1, 2)), atol=0.15)
+    # both starting points converge to one corner, and it moves with the image
+    moved = refine_corners(_corner_image(20.8, 16.1), kp)
+    assert torch.allclose(moved - refined, torch.full_like(refined, 0.5), atol=0.1)
+
+
+def test_refine_corners_leaves_edges_and_flat_areas():
+    edge = _corner_image(20.3, -5.0)  # a vertical edge: no corner to move to
+    flat = torch.full((1, 3, 30, 30), 0.5)
+    kp = torch.tensor([[[20.0, 12.0]]])
+    assert torch.equal(refine_corners(edge, kp), kp)
+    assert torch.equal(refine_corners(flat, kp), kp)
+    with pytest.raises(ValueError, match="Expected image"):
+        refine_corners(flat[0], kp)
