@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 from . import compare
 
@@ -34,6 +34,9 @@ ARMS: Dict[str, tuple] = {
 }
 
 
+EVAL_KEYS = ("detection_threshold", "nms_window", "remove_borders", "subpixel", "corner_radius")
+
+
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.ablations", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -46,22 +49,28 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 def train(arm: str, steps: int, root: Path) -> Dict:
-    """Train one arm (resuming) in a child process; returns its wall time and final losses."""
+    """Train one arm (resuming) in a child process, once; returns its command and wall time."""
     config, overrides, _ = ARMS[arm]
     out = root / arm
+    record = out / "train.json"
+    if record.exists() and json.loads(record.read_text()).get("steps") == steps:
+        return json.loads(record.read_text())
     cmd = [sys.executable, "-m", "tasp_hloc.train", config, *overrides, f"train.steps={steps}",
            f"name=ablation_{arm}", f"output_dir={out}", "train.checkpoint_every=50"]
     t0 = time.time()
     with open(root / f"{arm}.log", "a") as log:
         subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT)
-    return {"train_wall_s": time.time() - t0, "command": " ".join(cmd[1:])}
+    rec = {"train_wall_s": time.time() - t0, "command": " ".join(cmd[1:]), "steps": steps}
+    record.write_text(json.dumps(rec, indent=1))
+    return rec
 
 
-def evaluate(arm: str, root: Path, data: Path, max_side: int) -> Dict:
+def evaluate(arm: str, root: Path, data: Path, max_side: int, tasp_conf: Dict) -> Dict:
     from tasp_hloc.train.export import export
 
     weights = export(root / arm, arm, weights_dir=root / "weights")
     args = compare.parse_args(["--methods", "tasp", "--tasp-weights", str(weights),
+                               "--tasp-conf", json.dumps(tasp_conf),
                                "--data", str(data), "--pose-pairs", "none",
                                "--max-side", str(max_side), "--out", str(root / f"{arm}.bench.json")])
     report = compare.run(args)
@@ -83,16 +92,23 @@ def table(results: Dict[str, Dict]) -> str:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     args.root.mkdir(parents=True, exist_ok=True)
+    from tasp_hloc.tasp import TaSP
+
+    # every arm is evaluated with the same inference settings (today's defaults, written out)
+    tasp_conf = {k: TaSP.default_conf[k] for k in EVAL_KEYS}
     results: Dict[str, Dict] = {}
     for arm in args.arms:
         done = args.root / f"{arm}.json"
         if done.exists():
-            results[arm] = json.loads(done.read_text())
-            continue
+            rec = json.loads(done.read_text())
+            if rec.get("steps") == args.steps and rec.get("tasp_conf") == tasp_conf:
+                results[arm] = rec
+                continue
         print(f"== {arm}: {ARMS[arm][2]} ({args.steps} steps)", file=sys.stderr, flush=True)
         rec = train(arm, args.steps, args.root)
-        rec["bench"] = compare.finite_or_none(evaluate(arm, args.root, args.data, args.max_side))
-        rec["steps"] = args.steps
+        rec["tasp_conf"] = tasp_conf
+        rec["bench"] = compare.finite_or_none(
+            evaluate(arm, args.root, args.data, args.max_side, tasp_conf))
         done.write_text(json.dumps(rec, indent=1, default=compare._json_default))
         results[arm] = rec
         print(table(results), file=sys.stderr, flush=True)

@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .backbone import ConvBNAct, EfficientNetTrunk, SamePadConv2d, lite0_imagenet_state_dict
-from .keypoints import (logits_to_heatmap, nms, refine_corners, refine_keypoints, remove_borders, sample_descriptors,
-                        select_keypoints)
+from .keypoints import (logits_to_heatmap, nms, refine_corners, refine_keypoints, remove_borders,
+                        sample_descriptors, select_keypoints)
 from .weights import WeightsError, load_state_dict
 
 AMP_DTYPES = {None: None, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -30,7 +30,9 @@ class TaSP(nn.Module):
               (training only; ignored when weights are loaded).
             - detection_threshold, nms_window, remove_borders, max_keypoints (<= 0: all).
             - subpixel: None, "quadratic" or "softargmax": refine keypoints off the pixel grid
-              from the 3x3 heatmap around them (see ``keypoints.refine_keypoints``).
+              from the 3x3 heatmap around them (see ``keypoints.refine_keypoints``), or
+              "corner": to the image corner within ``corner_radius`` pixels
+              (``keypoints.refine_corners``, as cv2.cornerSubPix).
             - amp: None, "fp16" or "bf16": autocast the network (the outputs stay float32).
             - channels_last: NHWC memory format, ~1.5x faster on CPU.
 
@@ -53,6 +55,7 @@ class TaSP(nn.Module):
         "remove_borders": 4,
         "max_keypoints": -1,
         "subpixel": "corner",
+        "corner_radius": 3,
         "amp": None,
         "channels_last": True,
     }
@@ -164,7 +167,7 @@ class TaSP(nn.Module):
             scores, self.conf["detection_threshold"], self.conf["max_keypoints"]
         )
         if self.conf["subpixel"] == "corner":
-            keypoints = refine_corners(image, keypoints) * mask[..., None]
+            keypoints = refine_corners(image, keypoints, self.conf["corner_radius"]) * mask[..., None]
         elif self.conf["subpixel"]:
             keypoints = refine_keypoints(heatmap, keypoints, self.conf["subpixel"]) * mask[..., None]
         descriptors = sample_descriptors(

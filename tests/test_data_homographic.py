@@ -140,3 +140,12 @@ def test_bad_input(tmp_path):
     with pytest.raises(KeyError, match="sizes"):
         HomographicDataset({"image_dirs": [str(tmp_path / "bad")], "sizes": [1, 1]})
     assert get_dataset("homographic") is HomographicDataset
+
+
+def test_image_dirs_mix_folders_and_single_files(photo_dir, tmp_path):
+    single = tmp_path / "single.png"
+    cv2.imwrite(str(single), textured_photo(seed=4))
+    ds = HomographicDataset({"image_dirs": [str(photo_dir / "sub"), str(single), str(single)]})
+    assert sorted(p.name for p in ds.files) == ["b.jpg", "single.png"]  # named twice, listed once
+    with pytest.raises(FileNotFoundError, match="missing.png"):
+        HomographicDataset({"image_dirs": [str(tmp_path / "missing.png")]})

@@ -141,3 +141,22 @@ def test_paper_config_trains_on_a_fabricated_megadepth_tree(tmp_path):
     assert len(rows) == 2 and "nan" not in rows[1]
     # Labels were computed once per source image, not per crop.
     assert len(list((tmp_path / "labels").rglob("*.npz"))) <= 4
+
+
+def test_release_and_ablation_configs_resolve():
+    from benchmarks.ablations import ARMS
+    from tasp_hloc.train.config import load_config
+
+    v2 = load_config("local_v2")
+    files = v2.data.sources[0].image_dirs
+    skimage_dir = importlib.util.find_spec("skimage").submodule_search_locations[0]
+    assert any(f.startswith(skimage_dir) and f.endswith("astronaut.png") for f in files)
+    assert not any("graf" in f or "leuven" in f or "box" in f for f in files)  # HPatches, demo
+    assert load_config("release_v1").model.weights == "tasp_v0"
+    for arm, (config, overrides, _) in ARMS.items():
+        conf = load_config(config, overrides)
+        names = [s.name for s in conf.data.sources]
+        assert conf.train.batch_size == 4 and "homographic" in names
+        assert (conf.model.backbone == "efficientnet_b0") == (arm == "b0_random")
+        assert (conf.loss.window == "square") == (arm == "base_loss")
+        assert (names == ["homographic"]) == (arm == "homographic_only")
