@@ -133,20 +133,20 @@ def refine_keypoints(
 
 
 def refine_corners(
-    image: torch.Tensor, keypoints: torch.Tensor, radius: int = 2, iterations: int = 2
+    image: torch.Tensor, keypoints: torch.Tensor, radius: int = 3, iterations: int = 2
 ) -> torch.Tensor:
     """Move keypoints to the sub-pixel corner of the image around them (as cv2.cornerSubPix).
 
     In a (2r+1)^2 window, every gradient g_i at pixel p_i is orthogonal to (p_i - q) when q
-    is the corner, so q solves (sum g g^T) q = sum g g^T p_i. The sums are box filters over the
-    whole image, sampled at the keypoints; a keypoint whose solution leaves its window (an edge
-    or a flat area) stays where it was.
+    is the corner, so q solves (sum g g^T) q = sum g g^T p_i. Each iteration re-centres the
+    window on the nearest pixel of the estimate; a keypoint whose solution is ill-conditioned
+    (an edge or a flat area) or leaves its window stays where it was.
 
     Args:
         image: :math:`(B, C, H, W)` in [0, 1]; C = 1 or 3 (averaged to gray).
         keypoints: :math:`(B, N, 2)` x-y pixels.
         radius: half-size of the window in pixels.
-        iterations: re-centre the window on the new estimate this many times.
+        iterations: number of re-centred solves.
 
     Returns:
         :math:`(B, N, 2)` refined x-y keypoints.
@@ -154,30 +154,32 @@ def refine_corners(
     if image.dim() != 4 or keypoints.dim() != 3 or keypoints.shape[-1] != 2:
         raise ValueError(f"Expected image (B, C, H, W) and keypoints (B, N, 2), got "
                          f"{tuple(image.shape)} and {tuple(keypoints.shape)}.")
-    b, _, h, w = image.shape
-    gray = image.double().mean(1, keepdim=True)
-    gx = F.conv2d(F.pad(gray, (1, 1, 0, 0), mode="replicate"),
-                  gray.new_tensor([[[[-0.5, 0.0, 0.5]]]]))
-    gy = F.conv2d(F.pad(gray, (0, 0, 1, 1), mode="replicate"),
-                  gray.new_tensor([[[[-0.5], [0.0], [0.5]]]]))
-    ys, xs = torch.meshgrid(torch.arange(h, dtype=gray.dtype, device=gray.device),
-                            torch.arange(w, dtype=gray.dtype, device=gray.device), indexing="ij")
-    gxx, gxy, gyy = gx * gx, gx * gy, gy * gy
-    maps = torch.cat([gxx, gxy, gyy, gxx * xs + gxy * ys, gxy * xs + gyy * ys], 1)
-    size = 2 * radius + 1
-    sums = F.avg_pool2d(maps, size, stride=1, padding=radius, count_include_pad=False) * size**2
-    start = keypoints.double()
+    b, c, h, w = image.shape
+    pad = radius + 1
+    flat = image.float().reshape(b, c, -1)
+    steps = torch.arange(-pad, pad + 1, device=image.device)
+    dy, dx = torch.meshgrid(steps, steps, indexing="ij")  # (2r+3)^2 offsets
+    ox, oy = dx[1:-1, 1:-1].float(), dy[1:-1, 1:-1].float()
+    start = keypoints.float()
     current = start
     for _ in range(iterations):
-        grid = (current + 0.5) / current.new_tensor([w, h]) * 2 - 1
-        a11, a12, a22, b1, b2 = F.grid_sample(sums, grid[:, None], mode="bilinear",
-                                              padding_mode="border", align_corners=False)[:, :, 0].unbind(1)
-        det = a11 * a22 - a12 * a12
-        trace = a11 + a22
+        centre = current.round()
+        # clamping the pixel indices replicates the border (no padded copy of the image)
+        x = (centre[..., 0, None, None].long() + dx).clamp(0, w - 1)
+        y = (centre[..., 1, None, None].long() + dy).clamp(0, h - 1)
+        index = (y * w + x).reshape(b, 1, -1).expand(-1, c, -1)
+        patch = flat.gather(2, index).mean(1).reshape(b, -1, 2 * pad + 1, 2 * pad + 1)
+        gx = (patch[..., 1:-1, 2:] - patch[..., 1:-1, :-2]) / 2
+        gy = (patch[..., 2:, 1:-1] - patch[..., :-2, 1:-1]) / 2
+        gxx, gxy, gyy = (gx * gx).sum((-1, -2)), (gx * gy).sum((-1, -2)), (gy * gy).sum((-1, -2))
+        bx = (gx * gx * ox + gx * gy * oy).sum((-1, -2))
+        by = (gx * gy * ox + gy * gy * oy).sum((-1, -2))
+        det = gxx * gyy - gxy * gxy
+        trace = gxx + gyy
         # well conditioned: both eigenvalues of the structure tensor comparable (a corner)
         ok = det > 1e-3 * trace * trace + 1e-12
         det = torch.where(ok, det, torch.ones_like(det))
-        q = torch.stack([(a22 * b1 - a12 * b2) / det, (a11 * b2 - a12 * b1) / det], -1)
+        q = centre + torch.stack([(gyy * bx - gxy * by) / det, (gxx * by - gxy * bx) / det], -1)
         inside = ok & ((q - start).abs() <= radius).all(-1)
         current = torch.where(inside[..., None], q, current)
     return current.to(keypoints.dtype)
