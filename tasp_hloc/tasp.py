@@ -46,7 +46,7 @@ class TaSP(nn.Module):
     """
 
     default_conf = {
-        "weights": "tasp_v0",
+        "weights": "tasp_v1",
         "backbone": None,
         "descriptor_dim": None,
         "pretrained_backbone": False,
@@ -166,10 +166,17 @@ class TaSP(nn.Module):
         keypoints, keypoint_scores, mask = select_keypoints(
             scores, self.conf["detection_threshold"], self.conf["max_keypoints"]
         )
-        if self.conf["subpixel"] == "corner":
-            keypoints = refine_corners(image, keypoints, self.conf["corner_radius"]) * mask[..., None]
-        elif self.conf["subpixel"]:
-            keypoints = refine_keypoints(heatmap, keypoints, self.conf["subpixel"]) * mask[..., None]
+        if self.conf["subpixel"]:
+            if self.conf["subpixel"] == "corner":
+                rgb = image.expand(-1, 3, -1, -1) if image.shape[1] == 1 else image  # as the network
+                refined = refine_corners(rgb, keypoints, self.conf["corner_radius"])
+            else:
+                refined = refine_keypoints(heatmap, keypoints, self.conf["subpixel"])
+            # a refined keypoint must still respect remove_borders, else it stays put
+            border = max(self.conf["remove_borders"], 0)
+            upper = keypoints.new_tensor([w - 1 - border, h - 1 - border])
+            keep = ((refined >= border) & (refined <= upper)).all(-1, keepdim=True)
+            keypoints = torch.where(keep, refined, keypoints) * mask[..., None]
         descriptors = sample_descriptors(
             dense["descriptors_dense"], keypoints, self.stride_descriptor
         )
