@@ -14,7 +14,7 @@ from .tasp import TaSP
 
 logger = logging.getLogger(__name__)
 
-# Keypoints sit on integer pixels of the resized image: about a pixel of localisation noise.
+# About a pixel of localisation noise (as hloc assumes for SuperPoint), refinement or not.
 DETECTION_NOISE = 1.0
 
 
