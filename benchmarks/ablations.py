@@ -81,8 +81,8 @@ def table(results: Dict[str, Dict]) -> str:
     rows = []
     for arm, r in results.items():
         hom = r["bench"]["homography"]
-        rows.append([arm, ARMS[arm][2], *(compare.pct(hom["all"]["mma"][t]) for t in (1, 3, 5, 10)),
-                     compare.pct(hom["illumination"]["mma"][3]), compare.pct(hom["viewpoint"]["mma"][3]),
+        rows.append([arm, ARMS[arm][2], *(compare.pct(hom["all"]["mma"][t]) for t in ("1", "3", "5", "10")),
+                     compare.pct(hom["illumination"]["mma"]["3"]), compare.pct(hom["viewpoint"]["mma"]["3"]),
                      compare.num(hom["all"]["matches"]), f"{r['train_wall_s'] / 60:.0f}"])
     return compare.markdown_table(
         ["arm", "changes", "MMA@1", "MMA@3", "MMA@5", "MMA@10", "MMA@3 illum.", "MMA@3 viewp.",
@@ -109,8 +109,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         rec["tasp_conf"] = tasp_conf
         rec["bench"] = compare.finite_or_none(
             evaluate(arm, args.root, args.data, args.max_side, tasp_conf))
-        done.write_text(json.dumps(rec, indent=1, default=compare._json_default))
-        results[arm] = rec
+        text = json.dumps(rec, indent=1, default=compare._json_default)
+        done.write_text(text)
+        results[arm] = json.loads(text)  # the same (string) keys as an arm read back from disk
         print(table(results), file=sys.stderr, flush=True)
     print(f"Training experiments, {args.steps} steps each (batch 4 x 256^2), TaSP on the held-out "
           f"homography pairs at {args.max_side} px, mutual NN; MMA in %\n")

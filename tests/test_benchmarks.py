@@ -304,3 +304,15 @@ def test_extract_speed_runs_on_synthetic_images(tmp_path, capsys):
     records = json.loads(out.read_text())["records"]
     assert [(r["method"], r["max_side"]) for r in records] == [
         ("sift", 256), ("orb", 256), ("sift", 320), ("orb", 320)]
+
+
+def test_ablation_table_reads_results_as_stored():
+    from benchmarks.ablations import ARMS, table
+
+    mma = {"1": 0.2, "3": 0.5, "5": 0.7, "10": 0.75}
+    hom = {"all": {"mma": mma, "matches": 1000.0}, "illumination": {"mma": mma},
+           "viewpoint": {"mma": {**mma, "3": 0.25}}}
+    text = table({"reference": {"bench": {"homography": hom}, "train_wall_s": 600.0}})
+    row = text.splitlines()[-1]
+    assert row.startswith("| reference | " + ARMS["reference"][2])
+    assert "| 20.0 | 50.0 | 70.0 | 75.0 | 50.0 | 25.0 | 1000 | 10 |" in row
