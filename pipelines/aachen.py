@@ -16,10 +16,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipelines.common import (PipelineError, check_features, check_pairs, complete_results,
-                              done, exhaustive_pairs, extract, match, add_feature_args, feature_conf_from_args, load_model, logger,
-                              matcher_conf, read_results, require_hloc, retrieval_pairs,
-                              rigid_to_pose, triangulate_known_poses, write_results)
+from pipelines.common import (PipelineError, add_feature_args, check_features, check_pairs,
+                              complete_results, done, extract, feature_conf_from_args, load_model,
+                              localization_paths, logger, match, matcher_conf, query_pairs,
+                              read_results, require_hloc, rigid_to_pose, triangulate_known_poses,
+                              write_results)
 
 SIFT_MODEL = "3D-models/aachen_v_1_1"
 QUERY_LISTS = "queries/*_time_queries_with_intrinsics.txt"
@@ -83,15 +84,7 @@ def run(args):
     tag = f"{fconf['output']}_{mconf['output']}"
     sfm_pairs = outputs / f"pairs-db-covis{args.num_covis}.txt"
     reference_sfm = outputs / f"sfm_{tag}"
-    loc_pairs = outputs / (f"pairs-query-netvlad{args.num_loc}.txt" if args.retrieval == "netvlad"
-                           else "pairs-query-exhaustive.txt")
-    results = Path(args.results) if args.results else (
-        outputs / f"Aachen-v1.1_{tag}_{loc_pairs.stem.replace('pairs-query-', '')}.txt")
-
-    if args.retrieval == "netvlad" and not loc_pairs.exists():
-        from pipelines.netvlad import check_weights
-
-        check_weights(args.netvlad_weights, outputs)
+    loc_pairs, results = localization_paths(args, outputs, tag, "Aachen-v1.1")
     # 1. Local features (only the images we use: the sequences are not part of the benchmark).
     features = extract(fconf, images, outputs, db_names + query_names)
     check_features(features, db_names + query_names)
@@ -109,15 +102,7 @@ def run(args):
                                         sfm_matches)
 
     # 4. Retrieval.
-    if not done(loc_pairs, "retrieval"):
-        if args.retrieval == "netvlad":
-            from pipelines import netvlad
-
-            desc = netvlad.extract(images, outputs, db_names + query_names, args.netvlad_weights)
-            retrieval_pairs(desc, loc_pairs, args.num_loc, query_names, db_names)
-        else:
-            exhaustive_pairs(query_names, db_names, loc_pairs)
-    check_pairs(loc_pairs, "retrieval")
+    query_pairs(args, images, outputs, loc_pairs, query_names, db_names)
 
     # 5. Matching and localization.
     loc_matches = match(mconf, loc_pairs, fconf, outputs)

@@ -409,6 +409,36 @@ def exhaustive_pairs(query_names: Sequence[str], db_names: Sequence[str], output
     write_pairs([(q, d) for q in query_names for d in db_names], output)
 
 
+def localization_paths(args, outputs: Path, tag: str, dataset_name: str) -> Tuple[Path, Path]:
+    """(query pairs file, results file), named after the retrieval; checks NetVLAD's weights
+    before any work when they will be needed."""
+    loc_pairs = outputs / (f"pairs-query-netvlad{args.num_loc}.txt" if args.retrieval == "netvlad"
+                           else "pairs-query-exhaustive.txt")
+    results = Path(args.results) if args.results else (
+        outputs / f"{dataset_name}_{tag}_{loc_pairs.stem.replace('pairs-query-', '')}.txt")
+    if args.retrieval == "netvlad" and not loc_pairs.exists():
+        from pipelines.netvlad import check_weights
+
+        check_weights(args.netvlad_weights, outputs)
+    return loc_pairs, results
+
+
+def query_pairs(args, image_dir: Path, outputs: Path, loc_pairs: Path,
+                query_names: Sequence[str], db_names: Sequence[str]) -> Path:
+    """The query-to-database pairs: NetVLAD top-k or exhaustive, computed once."""
+    if not done(loc_pairs, "retrieval"):
+        if args.retrieval == "netvlad":
+            from pipelines import netvlad
+
+            desc = netvlad.extract(image_dir, outputs, list(db_names) + list(query_names),
+                                   args.netvlad_weights)
+            retrieval_pairs(desc, loc_pairs, args.num_loc, query_names, db_names)
+        else:
+            exhaustive_pairs(query_names, db_names, loc_pairs)
+    check_pairs(loc_pairs, "retrieval")
+    return loc_pairs
+
+
 # --------------------------------------------------------------------------- triangulation
 
 

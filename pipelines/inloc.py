@@ -17,9 +17,9 @@ import argparse
 from pathlib import Path
 
 from pipelines.aachen import add_common_args
-from pipelines.common import (PipelineError, check_features, check_pairs, done,
-                              exhaustive_pairs, extract, match, feature_conf_from_args, localize_inloc, matcher_conf,
-                              read_results, require_hloc, retrieval_pairs)
+from pipelines.common import (PipelineError, check_features, done, extract, feature_conf_from_args,
+                              localization_paths, localize_inloc, match, matcher_conf, query_pairs,
+                              read_results, require_hloc)
 
 QUERY_GLOB = "query/iphone7/*.JPG"
 CUTOUT_GLOB = "database/cutouts/*/*/*.jpg"
@@ -69,27 +69,11 @@ def run(args):
     fconf = feature_conf_from_args(args)
     mconf = matcher_conf(args.matcher)
     tag = f"{fconf['output']}_{mconf['output']}"
-    loc_pairs = outputs / (f"pairs-query-netvlad{args.num_loc}.txt" if args.retrieval == "netvlad"
-                           else "pairs-query-exhaustive.txt")
-    results = Path(args.results) if args.results else (
-        outputs / f"InLoc_{tag}_{loc_pairs.stem.replace('pairs-query-', '')}.txt")
-
-    if args.retrieval == "netvlad" and not loc_pairs.exists():
-        from pipelines.netvlad import check_weights
-
-        check_weights(args.netvlad_weights, outputs)
+    loc_pairs, results = localization_paths(args, outputs, tag, "InLoc")
     features = extract(fconf, dataset, outputs, queries + cutouts)
     check_features(features, queries + cutouts)
 
-    if not done(loc_pairs, "retrieval"):
-        if args.retrieval == "netvlad":
-            from pipelines import netvlad
-
-            desc = netvlad.extract(dataset, outputs, queries + cutouts, args.netvlad_weights)
-            retrieval_pairs(desc, loc_pairs, args.num_loc, queries, cutouts)
-        else:
-            exhaustive_pairs(queries, cutouts, loc_pairs)
-    check_pairs(loc_pairs, "retrieval")
+    query_pairs(args, dataset, outputs, loc_pairs, queries, cutouts)
 
     loc_matches = match(mconf, loc_pairs, fconf, outputs)
     if done(results, "localization"):
