@@ -1,13 +1,15 @@
 """Compare TaSP with its peers on the same images: one command, one run, one table.
 
-    python -m benchmarks.compare [--data /work/shared/data] [--methods tasp sift ...]
+    python -m benchmarks.compare [--data DATA] [--methods tasp sift ...]
         [--max-side 1024] [--tasp-weights NAME_OR_PATH] [--out results.json] [--quick]
 
 Every method sees the same decoded, resized images (longer side = --max-side), keeps at most
 --max-keypoints features and is matched with the same mutual-nearest-neighbour matcher
 (``metrics.mutual_nn_match``). Reported (see benchmarks/README.md for the definitions):
 * homography pairs: MMA at 1/3/5/10 px, illumination and viewpoint subsets apart;
-* pose pairs (ScanNet sample): relative-pose AUC at 5/10/20 degrees, matches and RANSAC inliers;
+* pose sets (the Strecha scenes of eval/strecha_dev, pairs below 60 degrees of rotation, and the
+  ScanNet sample): relative-pose AUC at 5/10/20 degrees of max(angle R, angle t) from an essential
+  matrix (RANSAC at 1 px), matches and RANSAC inliers;
 * extraction time per image (median) and peak memory, each method in its own subprocess.
 """
 from __future__ import annotations
@@ -32,10 +34,11 @@ from .metrics import (AUC_THRESHOLDS, MMA_THRESHOLDS, estimate_relative_pose,
                       pose_auc, relative_pose_error, symmetric_epipolar_distance)
 from .runner import load_features, run_method
 
-DEFAULT_DATA = Path(os.environ.get("TASP_DATA", "/work/shared/data"))
+DEFAULT_DATA = datasets.default_data_root()
 # Photos that training does not use (training takes photos/tum and rgbd/icl_nuim_livingroom).
 DEFAULT_HOMOGRAPHY_SOURCE = ("photos/piazza_san_marco", "photos/st_pauls_cathedral")
-DEFAULT_POSE_PAIRS = "eval/scannet_pairs"
+# The first pose set is the one of the summary table.
+DEFAULT_POSE_SETS = ("eval/strecha_dev", "eval/scannet_pairs")
 DEFAULT_ICL = "rgbd/icl_nuim_livingroom"
 ICL_SET = "icl_nuim (training domain)"
 ALL_METHODS = ("tasp", "sift", "orb", "aliked", "disk", "xfeat")
@@ -46,7 +49,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.compare", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, default=DEFAULT_DATA,
-                   help="root of the offline data (default: $TASP_DATA or /work/shared/data)")
+                   help="root of the offline data (default: $TASP_DATA, else the shared/data "
+                        "folder beside the checkout)")
     p.add_argument("--methods", nargs="+", default=list(ALL_METHODS), choices=list(METHODS))
     p.add_argument("--max-side", type=int, default=1024, help="longer image side in pixels")
     p.add_argument("--max-keypoints", type=int, default=4096)
@@ -67,10 +71,14 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         "(default: %(default)s)")
     p.add_argument("--homography-images", type=int, default=5,
                    help="photos used for generated pairs, 2 viewpoint + 2 illumination each")
-    p.add_argument("--pose-pairs", default=DEFAULT_POSE_PAIRS,
-                   help="folder with images/ and a SuperGlue *_with_gt.txt pair file "
-                        "(relative to --data or absolute)")
-    p.add_argument("--pose-limit", type=int, default=None, help="use only the first N pose pairs")
+    p.add_argument("--pose-sets", "--pose-pairs", default=",".join(DEFAULT_POSE_SETS),
+                   help="comma-separated folders (relative to --data or absolute), each either "
+                        "images/ + a SuperGlue *_with_gt.txt pair file, or <scene>/cameras.json "
+                        "+ <scene>/images/ (the first set is the summary's; default: %(default)s)")
+    p.add_argument("--max-rotation", type=float, default=60.0,
+                   help="pairs of multi-view scenes: relative rotation below this, in degrees")
+    p.add_argument("--pose-limit", type=int, default=None,
+                   help="use only the first N pairs of each pose set")
     p.add_argument("--icl-pairs", type=int, default=0,
                    help="also N pose pairs of ICL-NUIM; TRAINING DOMAIN (training uses these "
                         "frames), reported apart and labelled so (default 0 = off)")
@@ -124,16 +132,23 @@ def load_homography_pairs(args) -> tuple:
 
 
 def load_pose_sets(args) -> tuple:
-    """({set name: pairs}, description): the held-out pairs, plus ICL-NUIM when asked."""
+    """({set name: pairs}, description): the held-out pose sets, plus ICL-NUIM when asked."""
     sets, notes = {}, []
-    root = resolve(args.data, args.pose_pairs)
-    files = sorted(root.glob("*_with_gt.txt")) if root.is_dir() else []
-    if files:
-        sets[root.name] = datasets.load_pose_pairs(root, args.max_side, files[0].name,
-                                                   args.pose_limit)
-        notes.append(f"{root.name}/{files[0].name} ({len(sets[root.name])} pairs)")
-    else:
-        notes.append(f"skipped: no *_with_gt.txt pair file in {root} (set --data or --pose-pairs)")
+    for folder in (f for f in args.pose_sets.split(",") if f):
+        root = resolve(args.data, folder)
+        files = sorted(root.glob("*_with_gt.txt")) if root.is_dir() else []
+        if files:
+            sets[root.name] = datasets.load_pose_pairs(root, args.max_side, files[0].name,
+                                                       args.pose_limit)
+            notes.append(f"{root.name}/{files[0].name} ({len(sets[root.name])} pairs)")
+        elif root.is_dir() and any(root.glob("*/cameras.json")):
+            sets[root.name] = datasets.load_multiview_pairs(root, args.max_side,
+                                                            args.max_rotation, args.pose_limit)
+            notes.append(f"{root.name} ({len(sets[root.name])} pairs below "
+                         f"{args.max_rotation:g} deg of rotation)")
+        else:
+            notes.append(f"skipped: {root} has neither a *_with_gt.txt pair file nor "
+                         f"<scene>/cameras.json (set --data or --pose-sets)")
     if args.icl_pairs:
         icl = resolve(args.data, args.icl_root)
         if (icl / "trajectory.log").exists():
@@ -251,6 +266,7 @@ def render(report: Dict) -> str:
            f"- homography pairs: {report['homography_source']}",
            f"- pose pairs: {report['pose_source']}", ""]
     summary, hom_rows, pose_rows, speed_rows, failed = [], [], [], [], []
+    summary_pose = next((k for k in report.get("pose_sets", []) if k != ICL_SET), "pose")
     for name, res in report["methods"].items():
         label = method_label(name, report)
         if "error" in res:
@@ -262,6 +278,7 @@ def render(report: Dict) -> str:
         pose = next((v for k, v in poses.items() if k != ICL_SET), None)
         summary.append([
             label,
+            *(pct(hom["all"]["mma"][t]) if hom and "all" in hom else "-" for t in (1, 3)),
             pct(hom["illumination"]["mma"][3]) if hom and "illumination" in hom else "-",
             pct(hom["viewpoint"]["mma"][3]) if hom and "viewpoint" in hom else "-",
             *(pct(pose["auc"][t]) if pose else "-" for t in AUC_THRESHOLDS),
@@ -284,7 +301,8 @@ def render(report: Dict) -> str:
                            num(speed["peak_rss_mib"]), num(speed["extract_peak_mib"]),
                            num(speed["cuda_peak_allocated_mib"]), speed["descriptor_note"]])
     out += ["### Summary", "", markdown_table(
-        ["method", "MMA@3 illum. %", "MMA@3 viewp. %", *(f"AUC@{t} %" for t in AUC_THRESHOLDS),
+        ["method", "MMA@1 %", "MMA@3 %", "MMA@3 illum. %", "MMA@3 viewp. %",
+         *(f"{summary_pose} AUC@{t} %" for t in AUC_THRESHOLDS),
          "matches/pair", "inliers/pair", "kpts/img", "ms/img", "peak RSS MiB"], summary), ""]
     if hom_rows:
         out += ["### Homography pairs: mean matching accuracy (%)", "", markdown_table(
@@ -343,13 +361,15 @@ def finite_or_none(obj):
 
 def run(args: argparse.Namespace) -> Dict:
     device = resolve_device(args.device)
+    if args.hpatches is None:
+        datasets.require_data_root(args.data)
     hpairs, hsource = load_homography_pairs(args)
     psets, psource = load_pose_sets(args)
     if not hpairs and not psets:
         raise SystemExit(f"No evaluation data found.\n  homography: {hsource}\n  pose: {psource}")
     report = {"config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
               "environment": environment(device), "homography_source": hsource,
-              "pose_source": psource, "methods": {}}
+              "pose_source": psource, "pose_sets": list(psets), "methods": {}}
     with tempfile.TemporaryDirectory(prefix="tasp-bench-") as tmp:
         work = Path(args.workdir) if args.workdir else Path(tmp)
         (work / "images").mkdir(parents=True, exist_ok=True)

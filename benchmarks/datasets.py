@@ -9,10 +9,13 @@ the geometry (H, K) is adjusted with the pixel-centre convention (top-left centr
   that training does not use: per photo, viewpoint pairs (random rotation, scale, perspective,
   mild photometric change) and illumination pairs (almost no motion, strong photometric change).
 * ``load_pose_pairs``: SuperGlue's pair-file format (``name0 name1 rot0 rot1 K0 K1 T_0to1``).
+* ``load_multiview_pairs``: every pair below a relative rotation of scenes with one
+  ``cameras.json`` each (the Strecha scenes of ``eval/strecha_dev``).
 """
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import List, Optional, Sequence
 
@@ -20,7 +23,7 @@ import cv2
 import numpy as np
 
 from .features import resize_max_side
-from .metrics import scale_homography, scale_intrinsics
+from .metrics import angle_between_rotations, scale_homography, scale_intrinsics
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp")
 
@@ -42,6 +45,22 @@ class PosePair:
     K0: np.ndarray         # 3 x 3, for the resized image0
     K1: np.ndarray
     T_0to1: np.ndarray     # 4 x 4, X1 = R X0 + t
+
+
+def default_data_root() -> Path:
+    """``$TASP_DATA``, else the ``shared/data`` folder beside the checkout (may not exist)."""
+    env = os.environ.get("TASP_DATA")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def require_data_root(root: Path) -> Path:
+    """``root`` if it is a folder, else an error that says how to point at the data."""
+    if not Path(root).is_dir():
+        raise SystemExit(f"No evaluation data at {root}: set TASP_DATA or pass --data to the "
+                         f"folder that holds photos/ and eval/.")
+    return Path(root)
 
 
 def read_rgb(path: Path) -> np.ndarray:
@@ -195,6 +214,41 @@ def load_pose_pairs(root: Path, max_side: int, pair_file: str = "scannet_sample_
             K1=scale_intrinsics(values[9:18].reshape(3, 3), s1),
             T_0to1=values[18:].reshape(4, 4)))
     return pairs
+
+
+def load_multiview_pairs(root: Path, max_side: int, max_rotation_deg: float = 60.0,
+                         limit: Optional[int] = None) -> List[PosePair]:
+    """Pairs (i < j) with relative rotation below ``max_rotation_deg`` of calibrated scenes.
+
+    Layout: ``root/<scene>/cameras.json`` with ``images[k] = {name, K, R_w2c, t_w2c, ...}``
+    (world to camera, ``x = R X + t``; K of the stored image, pixel-centre convention) and
+    ``root/<scene>/images/<name>``. The pose of image j relative to image i is
+    ``R = R_j R_i^T``, ``t = t_j - R t_i``. Each image is decoded once and shared by its pairs.
+    """
+    import json
+    pairs = []
+    scenes = sorted(p for p in Path(root).iterdir() if (p / "cameras.json").is_file())
+    if not scenes:
+        raise FileNotFoundError(f"no <scene>/cameras.json under {root}")
+    for scene in scenes:
+        cams = json.loads((scene / "cameras.json").read_text())["images"]
+        images, Ks, poses = [], [], []
+        for cam in cams:
+            image, s = resize_max_side(read_rgb(scene / "images" / cam["name"]), max_side)
+            images.append(image)
+            Ks.append(scale_intrinsics(np.array(cam["K"], np.float64), s))
+            T = np.eye(4)
+            T[:3, :3], T[:3, 3] = np.array(cam["R_w2c"]), np.array(cam["t_w2c"])
+            poses.append(T)
+        for i in range(len(cams)):
+            for j in range(i + 1, len(cams)):
+                T_0to1 = poses[j] @ np.linalg.inv(poses[i])
+                if angle_between_rotations(np.eye(3), T_0to1[:3, :3]) >= max_rotation_deg:
+                    continue
+                pairs.append(PosePair(
+                    f"{scene.name}/{Path(cams[i]['name']).stem}-{Path(cams[j]['name']).stem}",
+                    images[i], images[j], Ks[i], Ks[j], T_0to1))
+    return pairs[:limit]
 
 
 def read_log_trajectory(path: Path) -> List[np.ndarray]:

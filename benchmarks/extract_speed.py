@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -22,11 +21,11 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 from .compare import environment, markdown_table, num, resolve_device
-from .datasets import IMAGE_SUFFIXES, read_rgb
+from .datasets import IMAGE_SUFFIXES, default_data_root, read_rgb
 from .features import METHODS, resize_max_side
 from .runner import run_method
 
-DEFAULT_IMAGES = Path(os.environ.get("TASP_DATA", "/work/shared/data")) / "eval/scannet_pairs/images"
+DEFAULT_IMAGES = default_data_root() / "eval/scannet_pairs/images"
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:

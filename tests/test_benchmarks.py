@@ -271,20 +271,55 @@ def test_rgbd_sequence_pairs_use_camera_to_world_poses(tmp_path):
     np.testing.assert_allclose(pairs[1].T_0to1 @ X_4, X_8, atol=1e-6)
 
 
+def _fabricate_multiview_scene(root, rotations_deg=(0, 20, 75)):
+    """One scene of cameras.json (world to camera) + images, cameras turning about y."""
+    (root / "images").mkdir(parents=True)
+    K = [[400.0, 0, 159.5], [0, 410.0, 119.5], [0, 0, 1]]
+    cams, poses = [], []
+    for i, deg in enumerate(rotations_deg):
+        R = _rotation([0, 1, 0], deg)
+        t = np.array([0.1 * i, -0.05 * i, 0.2])
+        cv2.imwrite(str(root / "images" / f"{i:04d}.jpg"), _texture(seed=20 + i)[:, :, ::-1])
+        cams.append({"name": f"{i:04d}.jpg", "K": K, "R_w2c": R.tolist(), "t_w2c": t.tolist()})
+        poses.append((R, t))
+    (root / "cameras.json").write_text(json.dumps({"scene": root.name, "images": cams}))
+    return np.array(K), poses
+
+
+def test_multiview_pairs_keep_small_rotations_and_map_camera_i_to_j(tmp_path):
+    K, poses = _fabricate_multiview_scene(tmp_path / "scene")
+    pairs = datasets.load_multiview_pairs(tmp_path, 160, max_rotation_deg=60)
+    # 0-1 (20 deg) and 1-2 (55 deg) stay; 0-2 (75 deg) is dropped.
+    assert [p.name for p in pairs] == ["scene/0000-0001", "scene/0001-0002"]
+    assert pairs[0].image0.shape == (120, 160, 3)
+    np.testing.assert_allclose(pairs[0].K0, scale_intrinsics(K, (0.5, 0.5)))
+    assert pairs[0].image1 is pairs[1].image0  # one decoded image shared by its pairs
+    X_w = np.array([0.3, -0.2, 5.0])
+    (R1, t1), (R2, t2) = poses[1], poses[2]
+    X_1 = np.append(R1 @ X_w + t1, 1.0)
+    np.testing.assert_allclose(pairs[1].T_0to1 @ X_1, np.append(R2 @ X_w + t2, 1.0), atol=1e-9)
+    with pytest.raises(FileNotFoundError, match="cameras.json"):
+        datasets.load_multiview_pairs(tmp_path / "scene" / "images", 160)
+
+
 def test_compare_end_to_end_without_peers(tmp_path, capsys):
     _fabricate_data(tmp_path)
+    _fabricate_multiview_scene(tmp_path / "eval" / "multiview" / "scene")
     out = tmp_path / "report.json"
     compare.main(["--data", str(tmp_path), "--methods", "sift", "orb", "--max-side", "320",
                   "--homography-source", "photos/held_out", "--homography-images", "2",
-                  "--pose-pairs", "eval/pairs", "--out", str(out), "--device", "cpu"])
+                  "--pose-sets", "eval/multiview,eval/pairs", "--out", str(out),
+                  "--device", "cpu"])
     text = capsys.readouterr().out
+    assert "multiview AUC@5 %" in text  # the first pose set is the summary's
     assert "RootSIFT (OpenCV)" in text and "ORB (OpenCV)" in text and "MMA@3px" in text
     report = json.loads(out.read_text())
     sift = report["methods"]["sift"]
     assert sift["homography"]["all"]["n_pairs"] == 8
     assert sift["homography"]["viewpoint"]["mma"]["10"] > 0.5
     assert sift["pose"]["pairs"]["n_pairs"] == 1
-    assert sift["speed"]["n_images"] == 2 + 8 + 2
+    assert sift["pose"]["multiview"]["n_pairs"] == 2
+    assert sift["speed"]["n_images"] == 2 + 8 + 2 + 3
     assert sift["speed"]["time_median_s"] > 0 and sift["speed"]["peak_rss_mib"] > 0
 
 
@@ -316,3 +351,25 @@ def test_ablation_table_reads_results_as_stored():
     row = text.splitlines()[-1]
     assert row.startswith("| reference | " + ARMS["reference"][2])
     assert "| 20.0 | 50.0 | 70.0 | 75.0 | 50.0 | 25.0 | 1000 | 10 |" in row
+
+
+def test_learning_curve_exports_checkpoints_and_reads_reports(tmp_path):
+    from benchmarks import learning_curve
+    model = {"w": torch.arange(3.0)}
+    torch.save({"model": model, "step": 400, "config": {"name": "run_a"},
+                "rng": {"numpy": np.random.get_state()}}, tmp_path / "ckpt.pth")
+    out, step, run = learning_curve.export_checkpoint(tmp_path / "ckpt.pth", tmp_path / "lc")
+    assert (step, run, out.name) == (400, "run_a", "run_a_step400.pth")
+    assert torch.equal(torch.load(out, weights_only=True)["w"], model["w"])
+    torch.save(model, tmp_path / "plain.pth")
+    with pytest.raises(ValueError, match="not a training checkpoint"):
+        learning_curve.export_checkpoint(tmp_path / "plain.pth", tmp_path / "lc")
+    mma = {"1": 0.25, "3": 0.5, "5": 0.625, "10": 0.75}
+    report = {"pose_sets": ["strecha_dev", "scannet_pairs"], "methods": {"tasp": {
+        "homography": {"all": {"mma": mma}, "illumination": {"mma": {"3": 0.6}},
+                       "viewpoint": {"mma": {"3": 0.4}}},
+        "pose": {"scannet_pairs": {"auc": {"5": 0, "10": 0, "20": 0}, "matches": 1},
+                 "strecha_dev": {"auc": {"5": 0.1, "10": 0.2, "20": 0.3}, "matches": 812}}}}}
+    assert learning_curve.row("run_a", "400", report) == [
+        "run_a", "400", "25.0", "50.0", "62.5", "75.0", "60.0", "40.0", "10.0", "20.0", "30.0",
+        "812"]
