@@ -46,7 +46,7 @@ class TaSP(nn.Module):
     """
 
     default_conf = {
-        "weights": "tasp_v1",
+        "weights": "tasp_v2",
         "backbone": None,
         "descriptor_dim": None,
         "pretrained_backbone": False,

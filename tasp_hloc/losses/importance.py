@@ -73,6 +73,13 @@ class MovingHistogram(nn.Module):
 
     Buffers (saved in checkpoints, moved by ``.to``): ``pdf`` (bins,) summing to 1 once
     initialised, and ``initialized`` (bool scalar).
+
+    Several processes (DistributedDataParallel): set ``sync_group`` to a ``torch.distributed``
+    process group (e.g. ``torch.distributed.group.WORLD``); ``update`` then sums the batch's bin
+    counts over the group before normalising, so every process adds the same pdf, that of the
+    union of all processes' values (what one process with the whole batch would add), and all
+    hold identical histograms. Every process of the group must then call ``update`` for every
+    batch, also with no values (a collective call).
     """
 
     def __init__(
@@ -87,6 +94,7 @@ class MovingHistogram(nn.Module):
         self.bins, self.vmin, self.vmax, self.momentum = bins, vmin, vmax, momentum
         self.register_buffer("pdf", torch.zeros(bins))
         self.register_buffer("initialized", torch.tensor(False))
+        self.sync_group = None  # a torch.distributed process group to sum counts over
 
     def bin_index(self, values: torch.Tensor) -> torch.Tensor:
         """Bin of each value; bin k covers [vmin + k d, vmin + (k + 1) d), clipped to the ends."""
@@ -95,16 +103,35 @@ class MovingHistogram(nn.Module):
 
     def batch_pdf(self, values: torch.Tensor) -> torch.Tensor:
         """Normalised histogram (bins,) of a 1D set of values."""
-        counts = torch.bincount(self.bin_index(values), minlength=self.bins).to(self.pdf.dtype)
+        return self._normalise(self._counts(values))
+
+    def _counts(self, values: torch.Tensor) -> torch.Tensor:
+        return torch.bincount(self.bin_index(values.reshape(-1)), minlength=self.bins).to(self.pdf.dtype)
+
+    @staticmethod
+    def _normalise(counts: torch.Tensor) -> torch.Tensor:
         return counts / counts.sum().clamp(min=1)
 
     @torch.no_grad()
     def update(self, values: torch.Tensor):
-        """Add a batch of values (any shape); an empty batch changes nothing."""
+        """Add a batch of values (any shape); an empty batch changes nothing.
+
+        With ``sync_group`` set, the batch is the union of all processes' values (a collective
+        call: every process of the group must make it).
+        """
         values = values.reshape(-1)
-        if values.numel() == 0:
+        if self.sync_group is not None:
+            import torch.distributed as dist
+
+            counts = self._counts(values)  # integers, exact in float32 up to 2**24 per bin
+            dist.all_reduce(counts, group=self.sync_group)
+            if not bool(counts.sum() > 0):
+                return
+            new = self._normalise(counts)
+        elif values.numel() == 0:
             return
-        new = self.batch_pdf(values)
+        else:
+            new = self.batch_pdf(values)
         if bool(self.initialized):
             self.pdf.mul_(1 - self.momentum).add_(self.momentum * new)
         else:

@@ -9,8 +9,15 @@ from ..labels import label_map_to_keypoints
 
 
 def build_anchors(batch: Dict, max_grid: int = 256, spacing: int = 4,
-                  generator: Optional[torch.Generator] = None, stride: int = 4) -> Dict:
+                  generator: Optional[torch.Generator] = None, stride: int = 4,
+                  global_batch: Optional[int] = None, offset: int = 0) -> Dict:
     """Anchors in image 0, their correspondences in image 1 and the 3D maps the loss needs.
+
+    ``global_batch``, ``offset``: the batch is rows ``offset:offset + B`` of a global batch of
+    ``global_batch`` samples split across processes; the random grids are drawn for the whole
+    global batch and this slice is kept, so every process draws the same numbers from
+    ``generator`` (which stays identical across processes) and the anchors equal those of one
+    process with the global batch.
 
     Returns a dict to merge into the batch: ``kpts0``, ``kpts1`` (B x N x 2), ``valid``,
     ``is_label`` (B x N bool), ``xyz_kpts0``, ``xyz_kpts1`` (B x N x 3), ``xyz0``, ``xyz1``
@@ -20,7 +27,11 @@ def build_anchors(batch: Dict, max_grid: int = 256, spacing: int = 4,
     image0 = batch["image0"]
     b, _, h, w = image0.shape
     device = image0.device
-    grid = grid_points(h, w, spacing, max_grid, generator=generator, batch_size=b).to(device)
+    total = b if global_batch is None else global_batch
+    if not 0 <= offset <= total - b:
+        raise ValueError(f"Rows {offset}:{offset + b} are not inside a global batch of {total}.")
+    grid = grid_points(h, w, spacing, max_grid, generator=generator, batch_size=total)
+    grid = grid[offset:offset + b].to(device)
     per_sample, labelled = [], []
     for i in range(b):  # label counts differ per image: build, then pad
         kp = label_map_to_keypoints(batch["labels0"][i]).to(device)

@@ -48,6 +48,9 @@ DEFAULTS = {
         "log_every": 10,
         "checkpoint_every": 200,
         "resume": True,
+        # Several processes (torchrun): DDP's find_unused_parameters, for a network with
+        # trainable parameters that get no gradient (frozen blocks are not such parameters).
+        "find_unused_parameters": False,
     },
 }
 

@@ -1,6 +1,15 @@
-"""The TaSP training loop: Adam, linear decay to 0, checkpoints that resume, CSV + PNG logs."""
+"""The TaSP training loop: Adam, linear decay to 0, checkpoints that resume, CSV + PNG logs.
+
+One process, or several under ``torchrun`` (DistributedDataParallel, see ``distributed.py``):
+the config's batch size is the global one, split evenly across the processes; rank r takes
+rows ``r*b:(r+1)*b`` (b = batch / processes) of every global batch, draws the anchors of the
+whole global batch (and keeps its rows), synchronises batch norm and the DIW histogram, so a
+step is the step one process would take with the whole batch (up to float rounding). Only
+rank 0 writes (config, metrics, curves, checkpoints).
+"""
 
 import csv
+import hashlib
 import logging
 import math
 import os
@@ -12,6 +21,7 @@ from typing import Dict, Iterator, Optional
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
@@ -19,6 +29,7 @@ from tqdm import tqdm
 from ..data import build_dataset, collate
 from ..losses import TaSPLoss
 from ..tasp import TaSP
+from . import distributed
 from .anchors import build_anchors
 from .labeled import LabeledPairs
 
@@ -30,16 +41,36 @@ LOGGED = ["total", "desc", "kpt", "d_pos", "d_neg", "triplet", "w", "s", "active
 
 
 class EpochSampler(Sampler):
-    """A seeded permutation per epoch that can start mid-epoch (for resuming)."""
+    """A seeded permutation per epoch that can start mid-epoch (for resuming).
 
-    def __init__(self, n: int, seed: int, epoch: int = 0, start: int = 0):
+    Several processes: with ``batch_size`` (the global batch B) and ``world_size`` N > 1, the
+    permutation (from ``start`` on) is cut into global batches of B and process ``rank`` gets
+    rows ``rank*B/N:(rank+1)*B/N`` of each whole one, so the union over processes of their
+    k-th batches of B/N is the k-th global batch of one process.
+    """
+
+    def __init__(self, n: int, seed: int, epoch: int = 0, start: int = 0,
+                 batch_size: Optional[int] = None, rank: int = 0, world_size: int = 1):
+        if world_size > 1 and (batch_size is None or batch_size % world_size):
+            raise ValueError(
+                f"A global batch of {batch_size} does not split over {world_size} processes.")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in [0, {world_size}).")
         self.n, self.seed, self.epoch, self.start = n, seed, epoch, start
+        self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
 
     def __iter__(self) -> Iterator[int]:
         g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
-        return iter(torch.randperm(self.n, generator=g)[self.start:].tolist())
+        order = torch.randperm(self.n, generator=g)[self.start:]
+        if self.world_size > 1:
+            B, b = self.batch_size, self.batch_size // self.world_size
+            k = len(order) // B
+            order = order[: k * B].view(k, B)[:, self.rank * b:(self.rank + 1) * b].reshape(-1)
+        return iter(order.tolist())
 
     def __len__(self):
+        if self.world_size > 1:
+            return (self.n - self.start) // self.batch_size * (self.batch_size // self.world_size)
         return self.n - self.start
 
 
@@ -55,6 +86,41 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _rank_seed(seed: int, rank: int, step: int = 0) -> int:
+    """A seed for the global random streams of process ``rank`` (> 0) of a run."""
+    return int(np.random.SeedSequence([seed, rank, step]).generate_state(1)[0])
+
+
+def _rng_state() -> Dict:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+
+
+def _set_rng_state(state: Dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+
+
+class _Dense(torch.nn.Module):
+    """``model.forward_dense`` as ``forward``, for DistributedDataParallel (which hooks forward)."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor) -> Dict[str, torch.Tensor]:
+        return self.model.forward_dense(image)
+
+
+def state_digest(model_state: Dict[str, torch.Tensor], pdf: torch.Tensor) -> str:
+    """SHA-1 of a network's state dict and a DIW histogram, bit for bit."""
+    digest = hashlib.sha1()
+    for name, t in sorted(model_state.items()) + [("pdf", pdf)]:
+        digest.update(name.encode())
+        digest.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def _atomic_save(obj, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
@@ -66,12 +132,22 @@ class Trainer:
 
     def __init__(self, conf: DictConfig):
         self.conf = conf
-        self.out = Path(conf.output_dir)
-        self.out.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(conf, self.out / "config.yaml", resolve=True)
-        seed_everything(conf.seed)
-        self.device = resolve_device(conf.train.device)
         tc = conf.train
+        # Several processes: torchrun's WORLD_SIZE > 1 (or a process group already joined).
+        self.rank, self.world_size, self.device, self._owns_group = distributed.setup(
+            resolve_device(tc.device))
+        self.distributed = self.world_size > 1
+        self.is_main = self.rank == 0
+        if self.distributed and tc.batch_size % self.world_size:
+            raise ValueError(
+                f"train.batch_size={tc.batch_size} is the global batch and must split evenly "
+                f"over the {self.world_size} processes.")
+        self.local_batch_size = tc.batch_size // self.world_size
+        self.out = Path(conf.output_dir)
+        if self.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            OmegaConf.save(conf, self.out / "config.yaml", resolve=True)
+        seed_everything(conf.seed)  # the same initial network on every process
 
         model_conf = OmegaConf.to_container(conf.model, resolve=True)
         model_conf.setdefault("weights", None)
@@ -79,7 +155,19 @@ class Trainer:
             model_conf["amp"] = tc.amp
         self.model = TaSP(model_conf).to(self.device).train()
         self.loss_fn = TaSPLoss(OmegaConf.to_container(conf.loss, resolve=True)).to(self.device)
+        self.net = _Dense(self.model)  # what train_step calls: itself, or its DDP wrapper
+        if self.distributed:
+            # Batch norm with the statistics of the global batch, like one process. On CPU the
+            # statistics travel on a group of their own, away from DDP's gradient buckets.
+            bn_group = dist.new_group(backend="gloo") if self.device.type == "cpu" else None
+            distributed.convert_sync_batchnorm(self.model, self.device, bn_group)
+            self.loss_fn.importance.histogram.sync_group = dist.group.WORLD
         self.optimizer = torch.optim.Adam(self._param_groups(), lr=tc.lr)
+        if self.distributed:
+            # After _param_groups: frozen blocks (requires_grad False) are left out of DDP.
+            self.net = torch.nn.parallel.DistributedDataParallel(
+                self.net, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=bool(tc.get("find_unused_parameters", False)))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: max(0.0, 1.0 - step / tc.steps)
         )
@@ -94,9 +182,10 @@ class Trainer:
                 f"{tc.batch_size}: add data or lower train.batch_size."
             )
         self.step = 0
-        self.anchor_generator = torch.Generator().manual_seed(conf.seed)
-        if tc.resume and (self.out / CHECKPOINT).exists():
-            self._load(self.out / CHECKPOINT)
+        self.anchor_generator = torch.Generator().manual_seed(conf.seed)  # the same on all ranks
+        if self.rank > 0:  # the global random streams differ between processes
+            seed_everything(_rank_seed(conf.seed, self.rank))
+        self._resume()
 
     def _param_groups(self):
         """Frozen early blocks (budget) and a separate learning rate for the backbone."""
@@ -114,41 +203,99 @@ class Trainer:
         for module in self._frozen:  # frozen blocks keep their ImageNet BN statistics
             module.eval()
 
-    def _state(self) -> Dict:
-        return {
+    def _state(self, rng_ranks=None) -> Dict:
+        state = {
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "loss": self.loss_fn.state_dict(),
             "step": self.step, "anchor_generator": self.anchor_generator.get_state(),
-            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-                    "python": random.getstate()},
+            "rng": _rng_state(),  # this process's (rank 0's)
             "config": OmegaConf.to_container(self.conf, resolve=True),
         }
+        if rng_ranks is not None:  # several processes: every rank's random streams
+            state["world_size"], state["rng_ranks"] = len(rng_ranks), rng_ranks
+        return state
+
+    def _resume(self) -> None:
+        """Load the checkpoint if resuming. Several processes: rank 0 reads it and sends it to
+        the others (so output_dir need not be shared between machines)."""
+        path = self.out / CHECKPOINT
+        state = None
+        if self.is_main and self.conf.train.resume and path.exists():
+            state = torch.load(path, map_location="cpu", weights_only=False)
+        if self.distributed:
+            box = [state]
+            dist.broadcast_object_list(box, src=0, device=self._collective_device())
+            state = box[0]
+        if state is not None:
+            self._load_state(state)
+            logger.info("Resumed from %s at step %d.", path, self.step)
 
     def _load(self, path: Path) -> None:
-        state = torch.load(path, map_location=self.device, weights_only=False)
+        self._load_state(torch.load(path, map_location="cpu", weights_only=False))
+        logger.info("Resumed from %s at step %d.", path, self.step)
+
+    def _load_state(self, state: Dict) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.loss_fn.load_state_dict(state["loss"])
         self.step = state["step"]
         self.anchor_generator.set_state(state["anchor_generator"])
-        torch.set_rng_state(state["rng"]["torch"])
-        np.random.set_state(state["rng"]["numpy"])
-        random.setstate(state["rng"]["python"])
-        logger.info("Resumed from %s at step %d.", path, self.step)
+        ranks = state.get("rng_ranks")
+        if ranks is not None and len(ranks) == self.world_size:
+            _set_rng_state(ranks[self.rank])
+        elif self.rank == 0:
+            _set_rng_state(state["rng"])
+        else:  # a checkpoint of another number of processes: fresh streams for this rank
+            seed_everything(_rank_seed(self.conf.seed, self.rank, self.step))
 
-    def save(self) -> Path:
+    def _collective_device(self) -> torch.device:
+        return self.device if self.device.type == "cuda" else torch.device("cpu")
+
+    def _check_ranks_agree(self) -> str:
+        """Raise if the processes hold different networks or DIW histograms (they must not);
+        returns the digest they share (see :func:`state_digest`)."""
+        mine = state_digest(self.model.state_dict(), self.loss_fn.importance.histogram.pdf)
+        digests = [None] * self.world_size
+        dist.all_gather_object(digests, mine)
+        if len(set(digests)) > 1:
+            raise RuntimeError(f"The {self.world_size} processes hold different networks or DIW "
+                               f"histograms at step {self.step}: {digests}.")
+        return mine
+
+    def save(self, collective: bool = True) -> Optional[Path]:
+        """Write the checkpoint (rank 0). Several processes: a collective call (every rank's
+        random states are gathered and the ranks are checked to agree), unless ``collective``
+        is False (after an error: rank 0 writes what it holds, without the other ranks' states)."""
         path = self.out / CHECKPOINT
-        _atomic_save(self._state(), path)
-        return path
+        rng_ranks = digest = None
+        if self.distributed and collective:
+            digest = self._check_ranks_agree()
+            rng_ranks = [None] * self.world_size
+            dist.all_gather_object(rng_ranks, _rng_state())
+        if self.is_main:
+            state = self._state(rng_ranks)
+            if digest is not None:  # every process held exactly this network and histogram
+                state["ranks_digest"] = digest
+            _atomic_save(state, path)
+        if self.distributed and collective:
+            dist.barrier()
+        return path if self.is_main else None
+
+    def close(self) -> None:
+        """Leave the process group if this trainer joined it."""
+        if self._owns_group:
+            distributed.cleanup()
+            self._owns_group = False
 
     def _loader(self) -> DataLoader:
         epoch, offset = divmod(self.step, self.steps_per_epoch)
         self.dataset.set_epoch(epoch)
         sampler = EpochSampler(len(self.dataset), self.conf.seed, epoch,
-                               offset * self.conf.train.batch_size)
+                               offset * self.conf.train.batch_size, self.conf.train.batch_size,
+                               self.rank, self.world_size)
         workers = self.conf.train.num_workers
-        return DataLoader(self.dataset, batch_size=self.conf.train.batch_size, sampler=sampler,
+        return DataLoader(self.dataset, batch_size=self.local_batch_size, sampler=sampler,
                           num_workers=workers, collate_fn=collate, drop_last=True,
                           persistent_workers=False, pin_memory=self.device.type == "cuda",
                           prefetch_factor=2 if workers > 0 else None)
@@ -158,13 +305,14 @@ class Trainer:
                  for k, v in batch.items()}
         b = batch["image0"].shape[0]
         batch.update(build_anchors(batch, self.conf.train.grid_anchors,
-                                   generator=self.anchor_generator))
-        dense = self.model.forward_dense(torch.cat([batch["image0"], batch["image1"]]))
+                                   generator=self.anchor_generator,
+                                   global_batch=b * self.world_size, offset=b * self.rank))
+        dense = self.net(torch.cat([batch["image0"], batch["image1"]]))
         pred0 = {k: v[:b] for k, v in dense.items()}
         pred1 = {k: v[b:] for k, v in dense.items()}
         losses = self.loss_fn(pred0, pred1, batch)
-        loss = losses["total"].mean()
-        if not torch.isfinite(loss):
+        loss = losses["total"].mean()  # several processes: DDP averages the ranks' gradients
+        if not torch.isfinite(loss):  # the global batch mean, as the samples are equally many
             raise FloatingPointError(f"Non-finite loss at step {self.step}: {losses}")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -173,6 +321,18 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         return {k: float(losses[k].detach().float().mean()) for k in LOGGED if k in losses}
+
+    def _reduce(self, stats: Dict[str, float], stop: bool):
+        """Several processes: the global batch's means of the logged statistics (every rank has
+        as many samples), and whether any process was asked to stop (so all stop together)."""
+        if not self.distributed:
+            return stats, stop
+        keys = list(stats)
+        t = torch.tensor([stats[k] for k in keys] + [float(stop)], dtype=torch.float64,
+                         device=self._collective_device())
+        dist.all_reduce(t)
+        means = (t[:-1] / self.world_size).tolist()
+        return dict(zip(keys, means)), bool(t[-1] > 0)
 
     def _log(self, row: Dict) -> None:
         path = self.out / "metrics.csv"
@@ -183,41 +343,54 @@ class Trainer:
                 writer.writeheader()
             writer.writerow(row)
 
-    def fit(self) -> Path:
+    def fit(self, stop_at: Optional[int] = None) -> Path:
+        """Train to ``train.steps``, or stop cleanly at step ``stop_at`` (checkpoint saved, the
+        schedule unchanged: a later ``fit`` continues as if never stopped)."""
         tc = self.conf.train
-        stop = {"now": False}
+        end = tc.steps if stop_at is None else min(tc.steps, stop_at)
+        stop = {"now": False, "agreed": False}
 
         def on_sigterm(signum, frame):  # finish the step, save, exit cleanly
             stop["now"] = True
 
+        def halt() -> bool:  # several processes: only when all know (so all stop together)
+            return stop["agreed"] if self.distributed else stop["now"]
+
         previous = signal.signal(signal.SIGTERM, on_sigterm)
-        bar = tqdm(total=tc.steps, initial=self.step, desc=f"train {self.conf.name}", unit="step")
+        bar = tqdm(total=tc.steps, initial=self.step, desc=f"train {self.conf.name}", unit="step",
+                   disable=not self.is_main)
+        clean = False
         try:
-            while self.step < tc.steps and not stop["now"]:
+            while self.step < end and not halt():
                 self._set_train_mode()
                 t0 = time.time()
                 for batch in self._loader():
                     stats = self.train_step(batch)
                     self.step += 1
+                    # Several processes: a SIGTERM seen by any stops all, at the same step.
+                    stats, stop["agreed"] = self._reduce(stats, stop["now"])
                     bar.update(1)
                     bar.set_postfix(loss=f"{stats['total']:.4f}", desc=f"{stats['desc']:.4f}")
-                    if self.step % tc.log_every == 0 or self.step == tc.steps:
+                    if self.is_main and (self.step % tc.log_every == 0 or self.step == tc.steps):
                         self._log({"step": self.step, "epoch": self.step // self.steps_per_epoch,
                                    "lr": self.scheduler.get_last_lr()[-1],
                                    "sec_per_step": (time.time() - t0) / tc.log_every, **stats})
                         t0 = time.time()
                     if self.step % tc.checkpoint_every == 0:
                         self.save()
-                    if self.step >= tc.steps or stop["now"]:
+                    if self.step >= end or halt():
                         break
+            clean = True
         except KeyboardInterrupt:
             logger.warning("Interrupted: saving a checkpoint at step %d.", self.step)
             raise
         finally:
             bar.close()
             signal.signal(signal.SIGTERM, previous)
-            self.save()
-            plot_curves(self.out / "metrics.csv", self.out / "curves.png")
+            # After an error the other processes may be gone: no collective call then.
+            self.save(collective=clean)
+            if self.is_main:
+                plot_curves(self.out / "metrics.csv", self.out / "curves.png")
         return self.out / CHECKPOINT
 
 
