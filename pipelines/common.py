@@ -23,6 +23,9 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+# lookup3 and clear_h5_write_flag (hloc's killed writers) are shared with tasp_hloc's own files.
+from tasp_hloc.h5_journal import clear_h5_write_flag, lookup3, open_append, recover  # noqa: F401
+
 logger = logging.getLogger("pipelines")
 if not logger.handlers:
     _h = logging.StreamHandler()
@@ -178,84 +181,23 @@ def rigid_to_pose(rigid) -> Pose:
 
 
 # --------------------------------------------------------------------------- crash-safe h5 files
-
-_M32 = 0xFFFFFFFF
-
-
-def _rot(x, k):
-    return ((x << k) | (x >> (32 - k))) & _M32
-
-
-def lookup3(data: bytes, initval: int = 0) -> int:
-    """Bob Jenkins' lookup3 `hashlittle`, the checksum of HDF5 superblocks v2/v3."""
-    n = len(data)
-    a = b = c = (0xDEADBEEF + n + initval) & _M32
-    i = 0
-    while n > 12:
-        a = (a + int.from_bytes(data[i:i + 4], "little")) & _M32
-        b = (b + int.from_bytes(data[i + 4:i + 8], "little")) & _M32
-        c = (c + int.from_bytes(data[i + 8:i + 12], "little")) & _M32
-        a = (a - c) & _M32; a ^= _rot(c, 4); c = (c + b) & _M32  # noqa: E702
-        b = (b - a) & _M32; b ^= _rot(a, 6); a = (a + c) & _M32  # noqa: E702
-        c = (c - b) & _M32; c ^= _rot(b, 8); b = (b + a) & _M32  # noqa: E702
-        a = (a - c) & _M32; a ^= _rot(c, 16); c = (c + b) & _M32  # noqa: E702
-        b = (b - a) & _M32; b ^= _rot(a, 19); a = (a + c) & _M32  # noqa: E702
-        c = (c - b) & _M32; c ^= _rot(b, 4); b = (b + a) & _M32  # noqa: E702
-        n -= 12
-        i += 12
-    if n == 0:
-        return c
-    tail = data[i:i + n] + bytes(12 - n)
-    a = (a + int.from_bytes(tail[0:4], "little")) & _M32
-    b = (b + int.from_bytes(tail[4:8], "little")) & _M32
-    c = (c + int.from_bytes(tail[8:12], "little")) & _M32
-    c ^= b; c = (c - _rot(b, 14)) & _M32  # noqa: E702
-    a ^= c; a = (a - _rot(c, 11)) & _M32  # noqa: E702
-    b ^= a; b = (b - _rot(a, 25)) & _M32  # noqa: E702
-    c ^= b; c = (c - _rot(b, 16)) & _M32  # noqa: E702
-    a ^= c; a = (a - _rot(c, 4)) & _M32  # noqa: E702
-    b ^= a; b = (b - _rot(a, 14)) & _M32  # noqa: E702
-    c ^= b; c = (c - _rot(b, 24)) & _M32  # noqa: E702
-    return c
-
-
-def clear_h5_write_flag(path: Path) -> bool:
-    """What `h5clear -s` does: reset the 'open for write' flag a killed writer leaves behind.
-
-    hloc opens its .h5 files with libver="latest" (superblock v3), whose status flag stays set
-    when the process dies; HDF5 then refuses to open the file at all. Returns True if cleared.
-    """
-    with open(path, "r+b") as fd:
-        head = bytearray(fd.read(64))
-        if head[:8] != b"\x89HDF\r\n\x1a\n" or head[8] not in (2, 3):
-            return False
-        end = 12 + 4 * head[9]  # signature, version, sizes, flags, 4 addresses
-        if int.from_bytes(head[end:end + 4], "little") != lookup3(bytes(head[:end])):
-            return False  # not the layout we know: leave it alone
-        if head[11] == 0:
-            return False
-        head[11] = 0
-        fd.seek(0)
-        fd.write(bytes(head[:end]) + lookup3(bytes(head[:end])).to_bytes(4, "little"))
-    return True
+# hloc's extract/match steps write their files themselves (reopened per image or pair): a kill
+# loses the item in flight or, mid-flush, the file's structure; `repair_h5` resumes from either.
 
 
 def repair_h5(path: Path, required: Sequence[str]) -> None:
     """Make an .h5 left by a killed run usable again, so the step resumes instead of failing.
 
-    Clears the stale write flag, then deletes groups whose datasets are incomplete (the one that
-    was being written); hloc recomputes exactly those. An unreadable file is moved aside.
+    First what `tasp_hloc` applies to its own files (undo an interrupted journaled write; clear
+    the write flag that a killed hloc writer leaves on libver="latest" files), then deletes
+    groups whose datasets are incomplete (the one hloc was writing); hloc recomputes exactly
+    those. The deletions are journaled too. An unreadable file is moved aside.
     """
     import h5py
 
     path = Path(path)
     if not path.exists():
         return
-    try:
-        h5py.File(str(path), "r").close()
-    except OSError:
-        if clear_h5_write_flag(path):
-            logger.warning("Cleared the write flag a killed run left on %s.", path)
     broken = []
 
     def visit(name, obj):
@@ -265,12 +207,13 @@ def repair_h5(path: Path, required: Sequence[str]) -> None:
                 broken.append(name)
 
     try:
+        recover(path)
         with h5py.File(str(path), "r") as fd:  # read-only: a healthy file is left untouched
             fd.visititems(visit)
         if broken:
-            with h5py.File(str(path), "a", libver="latest") as fd:
+            with open_append(path) as out:
                 for name in broken:
-                    del fd[name]
+                    del out.h5[name]
             logger.warning("Removed %d incomplete entries from %s; they will be recomputed.",
                            len(broken), path)
     except OSError as e:

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from .confs import PRESETS, get_preset
+from .h5_journal import FileBusyError
 from .weights import WeightsError
 
 DEMO_DIR = Path(__file__).parent / "assets" / "demo"
@@ -33,6 +34,12 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
 
 
+def _add_commit_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--commit-every", dest="commit_every", type=float, default=1.0,
+                   metavar="SECONDS", help="commit the output at most this often; a kill -9 "
+                   "loses at most the work since (0: commit after every item; default: 1)")
+
+
 def _conf(args) -> dict:
     conf = get_preset(args.preset, **_model_overrides(args))
     if args.resize_max is not None:
@@ -48,22 +55,22 @@ def cmd_extract(args) -> int:
     _, failures = extract(
         _conf(args), args.images, args.output, names=names, as_half=not args.no_half,
         overwrite=args.overwrite, device=args.device, num_workers=args.workers,
-        fail_fast=args.fail_fast,
+        fail_fast=args.fail_fast, commit_every=args.commit_every,
     )
     return 1 if failures else 0
 
 
 def cmd_match(args) -> int:
-    from .hloc_format import list_h5_names
+    from .hloc_format import feature_names
     from .match import exhaustive_pairs, match, write_pairs
 
     pairs = args.pairs
     if pairs is None:
-        pairs = write_pairs(exhaustive_pairs(list_h5_names(args.features)),
+        pairs = write_pairs(exhaustive_pairs(feature_names(args.features)),
                             Path(args.output).with_suffix(".pairs.txt"))
         print(f"No --pairs given: matching all pairs, listed in {pairs}")
     match(pairs, args.features, args.output, device=args.device,
-          batch_size=args.batch_size, overwrite=args.overwrite)
+          batch_size=args.batch_size, overwrite=args.overwrite, commit_every=args.commit_every)
     return 0
 
 
@@ -88,6 +95,7 @@ def main(argv=None) -> int:
     p.add_argument("--fail-fast", dest="fail_fast", action="store_true",
                    help="stop at the first unreadable image instead of skipping it")
     p.add_argument("--workers", type=int, default=2, help="image decoding processes")
+    _add_commit_arg(p)
     p.set_defaults(func=cmd_extract)
 
     p = sub.add_parser("match", help="pairs + feature file -> hloc match file (mutual NN)")
@@ -97,6 +105,7 @@ def main(argv=None) -> int:
     p.add_argument("--device")
     p.add_argument("--batch-size", dest="batch_size", type=int, default=16)
     p.add_argument("--overwrite", action="store_true")
+    _add_commit_arg(p)
     p.set_defaults(func=cmd_match)
 
     p = sub.add_parser("demo", help="extract + match the bundled image pair, draw the matches")
@@ -108,7 +117,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
-    except (WeightsError, FileNotFoundError, KeyError, ValueError) as e:
+    except (WeightsError, FileBusyError, OSError, KeyError, ValueError) as e:  # OSError: files
         message = e.args[0] if isinstance(e, KeyError) and e.args else e  # no repr quotes
         print(f"error: {message}", file=sys.stderr)
         return 2

@@ -8,7 +8,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .hloc_format import open_for_append, resume_names, rescale_prediction, to_hloc_prediction, write_features
+from .hloc_format import (open_for_append, rescale_prediction, stored_names, to_hloc_prediction,
+                          write_features)
 from .image_io import ImageDataset, ImageReadError
 from .tasp import TaSP
 
@@ -43,6 +44,7 @@ def extract(
     num_workers: int = 2,
     fail_fast: bool = False,
     model: Optional[TaSP] = None,
+    commit_every: float = 1.0,
 ) -> Tuple[Path, List[Tuple[str, str]]]:
     """Write features of every image of ``image_dir`` (or ``names``) to ``feature_path``.
 
@@ -52,18 +54,21 @@ def extract(
         overwrite: re-extract images already in the file (else they are skipped, so an
             interrupted run resumes where it stopped).
         fail_fast: raise on the first unreadable image instead of skipping it.
+        commit_every: seconds between commits of the file (0: after every image); a SIGKILL
+            loses at most the images finished since the last commit (see ``open_for_append``).
 
     Returns:
         ``(feature_path, failures)``: failures lists ``(name, reason)`` of skipped images.
     """
     feature_path = Path(feature_path)
     dataset = ImageDataset(image_dir, conf.get("preprocessing", {}), names)
-    if not overwrite:
-        done = resume_names(feature_path)
-        dataset.names = [n for n in dataset.names if n not in done]
+    done = set() if overwrite else stored_names(feature_path, dataset.names)
+    dataset.names = [n for n in dataset.names if n not in done]
     if not dataset.names:
         logger.info("All images are already in %s; nothing to extract.", feature_path)
         return feature_path, []
+    logger.info("Extracting %d images into %s (%d already there).", len(dataset.names),
+                feature_path, len(done))
 
     device = device or default_device()
     model = model if model is not None else build_model(conf["model"], device)
@@ -72,8 +77,9 @@ def extract(
         pin_memory=device.startswith("cuda"),
     )
     failures = []
-    with open_for_append(feature_path) as fd:
-        for item in tqdm(loader, desc="extract", unit="img"):
+    batches = iter(loader)  # forks the decoding workers before the output is opened (locked)
+    with open_for_append(feature_path, commit_every) as out:
+        for item in tqdm(batches, total=len(dataset), desc="extract", unit="img"):
             if "error" in item:
                 if fail_fast:
                     raise ImageReadError(item["error"])
@@ -87,7 +93,8 @@ def extract(
             pred, uncertainty = rescale_prediction(
                 pred, resized_size, item["original_size"], DETECTION_NOISE, as_half
             )
-            write_features(fd, item["name"], pred, uncertainty)
+            with out.item(item["name"]) as fd:
+                write_features(fd, item["name"], pred, uncertainty)
     if failures:
         logger.warning(
             "Skipped %d unreadable images (fix or remove them and run again to add them):\n%s",

@@ -10,7 +10,8 @@ import torch
 from tqdm import tqdm
 
 from .extract import default_device
-from .hloc_format import list_h5_names, names_to_pair, open_for_append, read_pairs, resume_names, write_matches
+from .hloc_format import (feature_names, names_to_pair, open_for_append, read_pairs, stored_names,
+                          write_matches)
 
 logger = logging.getLogger(__name__)
 
@@ -100,26 +101,34 @@ def match(
     device: Optional[str] = None,
     batch_size: int = 16,
     overwrite: bool = False,
+    commit_every: float = 1.0,
 ) -> Path:
     """Match every pair of ``pairs_path`` and write hloc's match file ``match_path``.
 
-    Pairs already in the file are skipped (a killed run resumes); pairs that name images
-    missing from the feature file are reported up front, before any work is done.
+    Pairs already in the file are skipped (a killed run resumes; a SIGKILL loses at most the
+    pairs matched in the last ``commit_every`` seconds); pairs that name images missing from
+    the feature file are reported up front, before any work is done.
     """
     pairs = read_pairs(pairs_path)
-    known = list_h5_names(feature_path)
-    unknown = sorted({n for p in pairs for n in p if n not in known})
+    images = {n for p in pairs for n in p}
+    unknown = sorted(images - feature_names(feature_path, images))
     if unknown:
         raise KeyError(
             f"{len(unknown)} images named in {pairs_path} have no features in {feature_path}, "
             f"e.g. {unknown[:3]}: extract them first or fix the pairs file."
         )
-    todo = pairs_to_match(pairs, set() if overwrite else resume_names(match_path))
+    either_order = [names_to_pair(a, b) for n0, n1 in pairs for a, b in ((n0, n1), (n1, n0))]
+    done = set() if overwrite else stored_names(match_path, either_order)
+    todo = pairs_to_match(pairs, done)
     if not todo:
         logger.info("All pairs are already matched in %s.", match_path)
         return match_path
+    unique = len(pairs_to_match(pairs, set()))
+    logger.info("Matching %d pairs into %s (%d already there).", len(todo), match_path,
+                unique - len(todo))
     device = device or default_device()
-    with h5py.File(str(feature_path), "r", libver="latest") as ffd, open_for_append(match_path) as mfd:
+    with h5py.File(str(feature_path), "r", libver="latest") as ffd, \
+            open_for_append(match_path, commit_every) as out:
         cache = _DescriptorCache(ffd, device)
         for start in tqdm(range(0, len(todo), batch_size), desc="match", unit="batch"):
             batch = todo[start: start + batch_size]
@@ -127,9 +136,10 @@ def match(
             desc1, mask1 = _pad([cache[n1] for _, n1 in batch])
             matches0, scores0 = mutual_nearest_neighbor(desc0, desc1, mask0, mask1)
             for i, (n0, n1) in enumerate(batch):
-                n = int(mask0[i].sum())
-                write_matches(mfd, names_to_pair(n0, n1), matches0[i, :n].cpu().numpy(),
-                              scores0[i, :n].cpu().numpy())
+                n, pair = int(mask0[i].sum()), names_to_pair(n0, n1)
+                with out.item(pair) as fd:
+                    write_matches(fd, pair, matches0[i, :n].cpu().numpy(),
+                                  scores0[i, :n].cpu().numpy())
     return match_path
 
 

@@ -1,16 +1,24 @@
+import os
+import signal
 import subprocess
 import sys
 
+import cv2
 import h5py
 import numpy as np
 import pytest
 import torch
 
 from tasp_hloc import extract as extract_module
+from tasp_hloc import match as match_module
+from tasp_hloc.confs import get_preset
 from tasp_hloc.extract import extract
+from tasp_hloc.h5_journal import KILL_ENV, journal_path
 from tasp_hloc.hloc_format import list_h5_names, names_to_pair, rescale_prediction
 from tasp_hloc.image_io import ImageReadError
-from tasp_hloc.match import match, mutual_nearest_neighbor, write_pairs
+from tasp_hloc.match import exhaustive_pairs, match, mutual_nearest_neighbor, write_pairs
+
+from conftest import render_scene
 
 
 def test_keypoint_rescale_round_trip():
@@ -67,7 +75,7 @@ def test_extract_resumes_and_survives_interruption(image_dir, tiny_conf, tmp_pat
         extract(tiny_conf, image_dir, out, num_workers=0, model=counting)
     # Work done before the interruption is committed; the file is complete and readable.
     assert list_h5_names(out) == {"a.png", "b.jpg"}
-    assert not out.with_name("f.h5.tmp").exists()
+    assert not journal_path(out).exists()
     calls.clear()
     extract(tiny_conf, image_dir, out, num_workers=0, model=counting)
     assert len(calls) == 1 and list_h5_names(out) == {"a.png", "b.jpg", "sub/c.png"}
@@ -75,13 +83,86 @@ def test_extract_resumes_and_survives_interruption(image_dir, tiny_conf, tmp_pat
         assert np.array_equal(fd["a.png"]["keypoints"][()], first)
 
 
-def test_leftover_tmp_of_a_killed_run(image_dir, tiny_conf, tmp_path):
+def _groups(path):
+    """{name: {dataset: array, dataset + "@" + attribute: value}} of a feature or match file."""
+    out = {}
+    with h5py.File(path, "r") as fd:
+        def visit(name, obj):
+            if isinstance(obj, h5py.Dataset):
+                group = out.setdefault(obj.parent.name.strip("/"), {})
+                group[obj.name.rsplit("/", 1)[1]] = obj[()]
+                group.update({f"{obj.name}@{k}": v for k, v in obj.attrs.items()})
+        fd.visititems(visit)
+    return out
+
+
+def _assert_same_groups(a, b):
+    assert sorted(a) == sorted(b)
+    for name in a:
+        assert sorted(a[name]) == sorted(b[name]), name
+        for key, value in a[name].items():
+            assert np.array_equal(value, b[name][key]), (name, key)
+            assert np.asarray(value).dtype == np.asarray(b[name][key]).dtype, (name, key)
+
+
+def _killed_cli(*args, kill):
+    """Run ``python -m tasp_hloc`` until the test hook SIGKILLs it (see h5_journal.H5Appender)."""
+    env = {**os.environ, KILL_ENV: kill}
+    r = subprocess.run([sys.executable, "-m", "tasp_hloc", *args, "--commit-every", "0"],
+                       env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == -signal.SIGKILL, r.stderr
+
+
+@pytest.mark.parametrize("kill, committed", [("after:2", 2), ("during:3", 2)])
+def test_extract_killed_by_sigkill_resumes_with_only_the_missing_images(
+        tmp_path, tiny_conf, kill, committed):
+    """SIGKILL after image k, or in the middle of writing image k (file torn on disk): the
+    rerun extracts only the images not committed and ends equal to an uninterrupted run."""
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(6):
+        cv2.imwrite(str(images / f"{i}.png"), render_scene(60 + 7 * i, 80, i))
+    weights = tmp_path / "w.pth"
+    torch.save(extract_module.build_model(tiny_conf["model"], "cpu").state_dict(), weights)
+    conf = get_preset("tasp_aachen", weights=str(weights), max_keypoints=32)
+    conf["preprocessing"]["resize_max"] = 80
     out = tmp_path / "f.h5"
-    extract(tiny_conf, image_dir, out, names=["a.png"], num_workers=0)
-    tmp = out.with_name("f.h5.tmp")
-    tmp.write_bytes(b"\x89HDF garbage from a SIGKILL")  # unreadable partial file
-    extract(tiny_conf, image_dir, out, num_workers=0)
-    assert list_h5_names(out) == {"a.png", "b.jpg", "sub/c.png"} and not tmp.exists()
+    _killed_cli("extract", "--images", str(images), "--output", str(out), "--weights",
+                str(weights), "--max-keypoints", "32", "--resize-max", "80", "--workers", "0",
+                kill=kill)
+    assert journal_path(out).exists() == kill.startswith("during")  # "during": file torn
+
+    model = extract_module.build_model(conf["model"], "cpu")
+    calls = []
+    counting = lambda data: calls.append(1) or model(data)  # noqa: E731
+    extract(conf, images, out, num_workers=0, model=counting)
+    assert len(calls) == 6 - committed
+    extract(conf, images, tmp_path / "ref.h5", num_workers=0, model=model)
+    _assert_same_groups(_groups(out), _groups(tmp_path / "ref.h5"))
+    assert not journal_path(out).exists()
+
+
+@pytest.mark.parametrize("kill, committed", [("after:4", 4), ("during:7", 6)])
+def test_match_killed_by_sigkill_resumes_with_only_the_missing_pairs(
+        tmp_path, monkeypatch, kill, committed):
+    feats = tmp_path / "f.h5"
+    _write_random_features(feats, {f"db/{i}.jpg": 20 + 3 * i for i in range(5)})
+    pair_list = exhaustive_pairs([f"db/{i}.jpg" for i in range(5)])
+    pairs = write_pairs(pair_list, tmp_path / "p.txt")
+    out = tmp_path / "m.h5"
+    _killed_cli("match", "--features", str(feats), "--pairs", str(pairs), "--output", str(out),
+                "--batch-size", "3", "--device", "cpu", kill=kill)
+    assert journal_path(out).exists() == kill.startswith("during")
+
+    written = []
+    real = match_module.write_matches
+    monkeypatch.setattr(match_module, "write_matches",
+                        lambda fd, pair, *a: written.append(pair) or real(fd, pair, *a))
+    match(pairs, feats, out, device="cpu")
+    assert written == [names_to_pair(*p) for p in pair_list[committed:]]
+    monkeypatch.undo()
+    match(pairs, feats, tmp_path / "ref.h5", device="cpu")
+    _assert_same_groups(_groups(out), _groups(tmp_path / "ref.h5"))
 
 
 def test_unreadable_image_is_skipped_and_listed_or_fails_fast(image_dir, tiny_conf, tmp_path):

@@ -1,0 +1,420 @@
+"""Crash-safe in-place appends to HDF5 files: an undo journal under h5py's file-object driver.
+
+HDF5 rewrites its metadata (superblock, group headers, heaps, B-trees) in place, so a process
+killed mid-flush can leave a file that no longer opens, old groups included; copying the file
+before each run costs gigabytes per resume. Instead h5py writes through :class:`_UndoFile`,
+which saves every byte of the last committed state to ``<file>.journal`` before it changes
+(SQLite's rollback journal). A commit is ``H5Fflush``, then deleting the journal. After a kill
+at any moment, :func:`recover` puts the saved bytes back and cuts the file to its committed
+size: the file is exactly as at the last commit.
+
+Scope: the process dying (SIGKILL, OOM killer, crash), whose writes the kernel keeps. Nothing
+is fsync'ed, so a power cut or OS crash is not covered.
+"""
+
+import fcntl
+import logging
+import os
+import signal
+import struct
+import threading
+import time
+import zlib
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Optional
+
+logger = logging.getLogger(__name__)
+
+PAGE = 4096  # granularity of the saved originals
+_HEADER = struct.Struct("<8sQI")  # magic, committed size, crc32 of the two
+_RECORD = struct.Struct("<QII")  # offset, length, crc32 of the bytes that follow
+_MAGIC = b"TASPUND1"
+LOCK_WAIT = 10.0  # s; forked DataLoader workers of a killed run may hold the lock that long
+KILL_ENV = "TASP_TEST_KILL"  # test hook, see H5Appender
+
+
+class FileBusyError(RuntimeError):
+    """Another process has the file open (not an OSError: the file itself is fine)."""
+
+
+def journal_path(path: Path) -> Path:
+    return Path(path).with_name(Path(path).name + ".journal")
+
+
+# --------------------------------------------------------------------------- HDF5 write flag
+
+_M32 = 0xFFFFFFFF
+
+
+def _rot(x, k):
+    return ((x << k) | (x >> (32 - k))) & _M32
+
+
+def lookup3(data: bytes, initval: int = 0) -> int:
+    """Bob Jenkins' lookup3 `hashlittle`, the checksum of HDF5 superblocks v2/v3."""
+    n = len(data)
+    a = b = c = (0xDEADBEEF + n + initval) & _M32
+    i = 0
+    while n > 12:
+        a = (a + int.from_bytes(data[i:i + 4], "little")) & _M32
+        b = (b + int.from_bytes(data[i + 4:i + 8], "little")) & _M32
+        c = (c + int.from_bytes(data[i + 8:i + 12], "little")) & _M32
+        a = (a - c) & _M32; a ^= _rot(c, 4); c = (c + b) & _M32  # noqa: E702
+        b = (b - a) & _M32; b ^= _rot(a, 6); a = (a + c) & _M32  # noqa: E702
+        c = (c - b) & _M32; c ^= _rot(b, 8); b = (b + a) & _M32  # noqa: E702
+        a = (a - c) & _M32; a ^= _rot(c, 16); c = (c + b) & _M32  # noqa: E702
+        b = (b - a) & _M32; b ^= _rot(a, 19); a = (a + c) & _M32  # noqa: E702
+        c = (c - b) & _M32; c ^= _rot(b, 4); b = (b + a) & _M32  # noqa: E702
+        n -= 12
+        i += 12
+    if n == 0:
+        return c
+    tail = data[i:i + n] + bytes(12 - n)
+    a = (a + int.from_bytes(tail[0:4], "little")) & _M32
+    b = (b + int.from_bytes(tail[4:8], "little")) & _M32
+    c = (c + int.from_bytes(tail[8:12], "little")) & _M32
+    c ^= b; c = (c - _rot(b, 14)) & _M32  # noqa: E702
+    a ^= c; a = (a - _rot(c, 11)) & _M32  # noqa: E702
+    b ^= a; b = (b - _rot(a, 25)) & _M32  # noqa: E702
+    c ^= b; c = (c - _rot(b, 16)) & _M32  # noqa: E702
+    a ^= c; a = (a - _rot(c, 4)) & _M32  # noqa: E702
+    b ^= a; b = (b - _rot(a, 14)) & _M32  # noqa: E702
+    c ^= b; c = (c - _rot(b, 24)) & _M32  # noqa: E702
+    return c
+
+
+def clear_h5_write_flag(path: Path) -> bool:
+    """What `h5clear -s` does: reset the 'open for write' flag a killed writer leaves behind.
+
+    Files opened with libver="latest" (superblock v3, as hloc and this package write them) keep
+    this flag set when the process dies; HDF5 then refuses to open them at all. Returns True if
+    cleared. Only call it when no live process has the file open for writing.
+    """
+    with open(path, "r+b") as fd:
+        head = bytearray(fd.read(64))
+        if head[:8] != b"\x89HDF\r\n\x1a\n" or head[8] not in (2, 3):
+            return False
+        end = 12 + 4 * head[9]  # signature, version, sizes, flags, 4 addresses
+        if int.from_bytes(head[end:end + 4], "little") != lookup3(bytes(head[:end])):
+            return False  # not the layout we know: leave it alone
+        if head[11] == 0:
+            return False
+        head[11] = 0
+        fd.seek(0)
+        fd.write(bytes(head[:end]) + lookup3(bytes(head[:end])).to_bytes(4, "little"))
+    return True
+
+
+# --------------------------------------------------------------------------- journal
+
+
+def _write_all(fd: int, data, offset: Optional[int] = None) -> None:
+    data = memoryview(data).cast("B")
+    while len(data):
+        n = os.write(fd, data) if offset is None else os.pwrite(fd, data, offset)
+        data = data[n:]
+        offset = None if offset is None else offset + n
+
+
+def _read_journal(path: Path):
+    """``(committed size, [(offset, bytes)])``, or None if the header is not there (the data
+    file was not touched yet). A record cut short by the kill is ignored: its overwrite had
+    not started."""
+    data = path.read_bytes()
+    if len(data) < _HEADER.size:
+        return None
+    magic, size, crc = _HEADER.unpack_from(data)
+    if magic != _MAGIC or crc != zlib.crc32(data[:_HEADER.size - 4]):
+        raise OSError(f"{path} is not a journal written by tasp_hloc; move it away if the "
+                      f"data file next to it is known to be good.")
+    records, at = [], _HEADER.size
+    while at + _RECORD.size <= len(data):
+        offset, length, crc = _RECORD.unpack_from(data, at)
+        chunk = data[at + _RECORD.size: at + _RECORD.size + length]
+        if len(chunk) < length or zlib.crc32(chunk) != crc:
+            break
+        records.append((offset, chunk))
+        at += _RECORD.size + length
+    return size, records
+
+
+@contextmanager
+def locked(path: Path) -> Iterator[int]:
+    """An exclusive ``flock`` on ``path`` (also what HDF5 takes): one writer per file."""
+    fd = os.open(path, os.O_RDWR)
+    deadline = time.monotonic() + LOCK_WAIT
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise FileBusyError(
+                        f"{path} is open in another process (a run writing it, or a reader): "
+                        "wait for it to finish or stop it, then run again.") from None
+                time.sleep(0.2)
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _recover_locked(path: Path) -> bool:
+    jpath, undone = journal_path(path), False
+    if jpath.exists():
+        journal = _read_journal(jpath)
+        if journal is not None:
+            size, records = journal
+            with open(path, "r+b") as fd:
+                for offset, chunk in records:
+                    fd.seek(offset)
+                    fd.write(chunk)
+                fd.truncate(size)
+            undone = True
+        jpath.unlink()  # last: a kill during the restore restores again
+    flag = clear_h5_write_flag(path)
+    if undone:
+        logger.warning("%s: undid the uncommitted writes of an interrupted run.", path)
+    elif flag:
+        logger.warning("%s: cleared the write flag a killed writer left.", path)
+    return undone or flag
+
+
+def _left_by_a_killed_writer(path: Path) -> bool:
+    with open(path, "rb") as fd:
+        head = fd.read(12)  # signature, superblock version, sizes, status flags
+    return journal_path(path).exists() or (head[:8] == b"\x89HDF\r\n\x1a\n"
+                                           and head[8] in (2, 3) and head[11] != 0)
+
+
+def recover(path: Path) -> bool:
+    """Bring ``path`` back to its last commit if its writer was killed; True if it changed.
+    Waits for (then excludes) a live writer, so it is safe to call at any time; a file
+    that needs nothing is only read (it may be read-only)."""
+    path = Path(path)
+    if not path.exists() or not _left_by_a_killed_writer(path):
+        return False
+    with locked(path):
+        return _recover_locked(path)
+
+
+class _UndoFile:
+    """The file object h5py's "fileobj" driver writes through (seek/tell/readinto/write/
+    truncate/flush). Bytes below ``self.committed`` are journaled before they change."""
+
+    def __init__(self, fd: int, path: Path):
+        self.fd, self.path, self.jpath = fd, path, journal_path(path)
+        self.pos = 0
+        self.size = self.committed = os.fstat(fd).st_size
+        self.saved = set()  # pages of the committed state already in the journal
+        self.journal: Optional[int] = None
+        self.failed = False  # a write failed: HDF5's state is suspect, never commit it
+        self.kill_on_overwrite = False  # test hook, see H5Appender
+
+    def _save(self, start: int, end: int) -> None:
+        if self.journal is None:  # the header goes first: it carries the size to cut back to
+            self.journal = os.open(self.jpath, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            head = _HEADER.pack(_MAGIC, self.committed, 0)[:-4]
+            _write_all(self.journal, head + zlib.crc32(head).to_bytes(4, "little"))
+        out = []
+        for page in range(start // PAGE, (min(end, self.committed) - 1) // PAGE + 1):
+            if page in self.saved:
+                continue
+            offset = page * PAGE
+            chunk = os.pread(self.fd, min(PAGE, self.committed - offset), offset)
+            out += [_RECORD.pack(offset, len(chunk), zlib.crc32(chunk)), chunk]
+            self.saved.add(page)
+        if out:
+            _write_all(self.journal, b"".join(out))  # before the overwrite it protects
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        self.pos = {os.SEEK_SET: 0, os.SEEK_CUR: self.pos, os.SEEK_END: self.size}[whence] + offset
+        return self.pos
+
+    def tell(self) -> int:
+        return self.pos
+
+    def read(self, n: int = -1) -> bytes:  # h5py looks for it; HDF5 calls readinto
+        data = os.pread(self.fd, self.size - self.pos if n < 0 else n, self.pos)
+        self.pos += len(data)
+        return data
+
+    def readinto(self, buf) -> int:
+        n = os.preadv(self.fd, [buf], self.pos)
+        self.pos += n
+        return n
+
+    def write(self, data) -> int:
+        n = memoryview(data).nbytes
+        try:
+            self._save(self.pos, self.pos + n)  # also opens the journal for a pure append
+            _write_all(self.fd, data, self.pos)
+        except BaseException:
+            self.failed = True
+            raise
+        if self.kill_on_overwrite and self.pos < self.committed:
+            os.kill(os.getpid(), signal.SIGKILL)
+        self.pos += n
+        self.size = max(self.size, self.pos)
+        return n
+
+    def truncate(self, size: int) -> int:
+        if size != self.size:
+            try:
+                self._save(size, self.committed)
+                os.ftruncate(self.fd, size)
+            except BaseException:
+                self.failed = True
+                raise
+            self.size = size
+        return size
+
+    def flush(self) -> None:
+        pass  # written with pwrite: the kernel has it, which is what survives a kill
+
+    def commit(self) -> None:
+        """Call after ``H5Fflush``: the file as it is now becomes the state to come back to."""
+        if self.journal is not None:
+            os.close(self.journal)
+            self.journal = None
+            os.unlink(self.jpath)
+        self.committed = self.size
+        self.saved.clear()
+
+    def rollback(self) -> None:
+        """Back to the last commit, now (the caller still holds the lock)."""
+        if self.journal is not None:
+            os.close(self.journal)
+            self.journal = None
+        _recover_locked(self.path)
+
+
+# --------------------------------------------------------------------------- sessions
+
+
+class H5Appender:
+    """An HDF5 file open for appending; work is committed between items, at most every
+    ``commit_every`` seconds (0: after every item). Write each item inside ``item(name)``.
+
+    Ctrl-C and SIGTERM raise KeyboardInterrupt, so the work done is committed, but never
+    inside HDF5 (an exception in the middle of a flush would corrupt its state): they are held
+    until the item or the commit ends.
+
+    Test hook: ``TASP_TEST_KILL=after:K`` SIGKILLs the process right after the K-th item of the
+    session (and its commit, if one was due); ``during:K`` SIGKILLs it right after the first
+    write from item K on that changes committed bytes (HDF5 rewriting a group's header or the
+    superblock in place): the file on disk is then half-updated, unreadable without the undo.
+    """
+
+    def __init__(self, h5, raw: _UndoFile, commit_every: float):
+        self.h5, self.raw, self.commit_every = h5, raw, commit_every
+        self.items, self.clean, self.last_commit = 0, True, time.monotonic()
+        self.busy, self.pending = False, None
+        when, _, k = os.environ.get(KILL_ENV, "").partition(":")
+        self._kill = (when, int(k)) if k else None
+
+    def _signal(self, signum, frame):
+        if self.busy:
+            self.pending = signum
+        else:
+            raise KeyboardInterrupt(f"signal {signum}")
+
+    @contextmanager
+    def _hold_signals(self):
+        self.busy = True
+        try:
+            yield
+        finally:
+            self.busy = False
+        if self.pending:
+            signum, self.pending = self.pending, None
+            raise KeyboardInterrupt(f"signal {signum}")
+
+    @contextmanager
+    def item(self, name: str):
+        self.items += 1
+        if self._kill == ("during", self.items):
+            self.raw.kill_on_overwrite = True
+        with self._hold_signals():
+            self.clean = False
+            try:
+                yield self.h5
+            except BaseException:
+                # Failed mid-item: drop the half-written group so that what came before can
+                # still be committed (else close() rolls back to the last commit).
+                try:
+                    if not self.raw.failed and name in self.h5:
+                        del self.h5[name]
+                    self.clean = not self.raw.failed
+                except Exception:
+                    pass
+                raise
+            self.clean = True
+            if time.monotonic() - self.last_commit >= self.commit_every:
+                self.commit()
+        if self._kill == ("after", self.items):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def commit(self) -> None:
+        self.h5.flush()
+        self.raw.commit()
+        self.last_commit = time.monotonic()
+
+    def close(self, commit: bool) -> None:
+        self.busy = True  # no KeyboardInterrupt inside HDF5 from here on
+        if not commit or self.raw.failed:
+            try:
+                self.h5.close()
+            finally:
+                self.raw.rollback()
+            return
+        self.commit()
+        self.h5.close()  # rewrites the superblock without the write flag: journaled too
+        self.raw.commit()
+
+
+@contextmanager
+def _interrupt_handlers(handler):
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+@contextmanager
+def open_append(path: Path, commit_every: float = 1.0) -> Iterator[H5Appender]:
+    """Open ``path`` (created if missing) for crash-safe appending in place, after undoing what
+    a killed run left uncommitted. Everything written is committed when the block ends, also
+    on an exception or signal between items; a SIGKILL loses the items since the last commit."""
+    import h5py
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():  # an empty file, atomically: the journal needs a valid start
+        new = path.with_name(path.name + ".new")
+        h5py.File(str(new), "w", libver="latest").close()
+        os.replace(new, path)
+    with locked(path) as fd:
+        _recover_locked(path)
+        raw = _UndoFile(fd, path)
+        try:
+            h5 = h5py.File(raw, "r+", libver="latest")
+        except OSError as e:
+            raise OSError(f"{path} is not a readable HDF5 file ({e}); move it away or delete "
+                          "it to start over.") from None
+        out = H5Appender(h5, raw, commit_every)
+        with _interrupt_handlers(out._signal):
+            try:
+                yield out
+            except BaseException:
+                out.close(commit=out.clean)
+                raise
+            out.close(commit=True)
+            if out.pending:  # a signal held during the last commit
+                raise KeyboardInterrupt(f"signal {out.pending}")
