@@ -6,7 +6,9 @@ Steps (each skipped when its output exists, so a rerun after a crash resumes):
  1. local features of the database (SIFT model) and query images;
  2. covisibility pairs (top --num-covis) from the provided SIFT model; mutual-NN matching;
  3. triangulation with the known poses (fixed for pycolmap 4.x, fails loudly on 0 points);
- 4. NetVLAD global descriptors and top --num-loc retrieval (or --retrieval exhaustive);
+ 4. NetVLAD global descriptors and top --num-loc retrieval (or --retrieval exhaustive), for
+    the queries that --query-pairs does not cover (the paper's protocol: night queries against
+    the official list of database images, day queries with NetVLAD top-20; see the README);
  5. query matching, localization (hloc's localize_sfm), and a results file in the format of
     visuallocalization.net (`name qw qx qy qz tx ty tz`, world-to-camera, file names only).
 """
@@ -19,8 +21,8 @@ from pathlib import Path
 from pipelines.common import (PipelineError, add_feature_args, check_features, check_pairs,
                               complete_results, done, extract, feature_conf_from_args, load_model,
                               localization_paths, logger, match, matcher_conf, query_pairs,
-                              read_results, require_hloc, rigid_to_pose, triangulate_known_poses,
-                              write_results)
+                              read_given_pairs, read_results, require_hloc, rigid_to_pose,
+                              triangulate_known_poses, write_results)
 
 SIFT_MODEL = "3D-models/aachen_v_1_1"
 QUERY_LISTS = "queries/*_time_queries_with_intrinsics.txt"
@@ -84,7 +86,9 @@ def run(args):
     tag = f"{fconf['output']}_{mconf['output']}"
     sfm_pairs = outputs / f"pairs-db-covis{args.num_covis}.txt"
     reference_sfm = outputs / f"sfm_{tag}"
-    loc_pairs, results = localization_paths(args, outputs, tag, "Aachen-v1.1")
+    given = read_given_pairs(args.query_pairs, query_names, db_names) if args.query_pairs else {}
+    loc_pairs, results = localization_paths(args, outputs, tag, "Aachen-v1.1",
+                                            retrieval_needed=len(given) < len(query_names))
     # 1. Local features (only the images we use: the sequences are not part of the benchmark).
     features = extract(fconf, images, outputs, db_names + query_names)
     check_features(features, db_names + query_names)
@@ -101,8 +105,8 @@ def run(args):
     reference = triangulate_known_poses(reference_sfm, sift_sfm, images, sfm_pairs, features,
                                         sfm_matches)
 
-    # 4. Retrieval.
-    query_pairs(args, images, outputs, loc_pairs, query_names, db_names)
+    # 4. Retrieval (for the queries without given pairs).
+    query_pairs(args, images, outputs, loc_pairs, query_names, db_names, given)
 
     # 5. Matching and localization.
     loc_matches = match(mconf, loc_pairs, fconf, outputs)
@@ -138,7 +142,7 @@ def run(args):
         if db:
             fallback[name] = rigid_to_pose(reference.images[db[0]].cam_from_world())
     complete_results(poses, query_names, fallback)
-    write_results(poses, results)
+    write_results(poses, results, order=query_names)
     Path(f"{results}_not_localized.txt").write_text("".join(f"{q}\n" for q in failed))
     logger.info("Localized %d / %d queries; results in %s", len(query_names) - len(failed),
                 len(query_names), results)
@@ -161,6 +165,11 @@ def add_common_args(parser, default_features: str, default_k: int):
                              "small datasets only), default: %(default)s")
     parser.add_argument("--netvlad-weights", type=Path,
                         help="local Pitts30K_struct.mat; default: hloc's torch hub cache path")
+    parser.add_argument("--query-pairs", type=Path, action="append", metavar="FILE",
+                        help="given query-database pairs (`query db` per line, names relative "
+                             "to the image folder) for some or all queries, e.g. the official "
+                             "list for Aachen's night queries; database-database lines are "
+                             "skipped; the other queries use --retrieval. Repeatable.")
     parser.add_argument("--results", type=Path, help="results file (default: under --outputs)")
 
 

@@ -76,26 +76,43 @@ def results_name(name: str, prepend_camera_name: bool = False) -> str:
     return "/".join(parts[-2:]) if prepend_camera_name else parts[-1]
 
 
-def write_results(poses: Mapping[str, Pose], path: Path, prepend_camera_name: bool = False):
-    """Write `name qw qx qy qz tx ty tz` lines (cam_from_world), atomically.
+def format_pose(name: str, q, t) -> str:
+    """One results line as visuallocalization.net takes it: `name qw qx qy qz tx ty tz`, the
+    quaternion unit-norm with qw >= 0, every number in fixed-point with 10 decimals (no
+    exponent), fields separated by one space."""
+    q = np.asarray(q, float).reshape(4)
+    t = np.asarray(t, float).reshape(3)
+    if not (np.all(np.isfinite(q)) and np.all(np.isfinite(t))) or np.linalg.norm(q) == 0:
+        raise ValueError(f"Pose of {name} is not finite: q={q}, t={t}")
+    q = q / np.linalg.norm(q)
+    q = -q if q[0] < 0 else q
+    numbers = (f"{x:.10f}" for x in (*q, *t))
+    return " ".join([name, *(n if n.strip("-0.") else n.lstrip("-") for n in numbers)])
 
-    `poses` maps image names (any path prefix) to (qvec wxyz, tvec). Quaternions are normalised
-    and given a non-negative w so equal rotations print equally.
+
+def write_results(poses: Mapping[str, Pose], path: Path, prepend_camera_name: bool = False,
+                  order: Optional[Sequence[str]] = None):
+    """Write `name qw qx qy qz tx ty tz` lines (cam_from_world), atomically: the submission file
+    of visuallocalization.net for Aachen v1.1 and InLoc (see :func:`format_pose`).
+
+    `poses` maps image names (any path prefix) to (qvec wxyz, tvec); the file names only (as
+    hloc writes them, or camera/file with `prepend_camera_name`) are written, in the order of
+    `order` (e.g. the query list) if given, else in the order of `poses`.
     """
+    names = list(order) if order is not None else list(poses)
+    missing = [n for n in names if n not in poses]
+    if missing:
+        raise ValueError(f"No pose for {len(missing)} queries, e.g. {missing[:3]}; fill them in "
+                         "first (complete_results).")
+    names += [n for n in poses if n not in set(names)]
     lines, seen = [], set()
-    for name, (q, t) in poses.items():
-        q = np.asarray(q, float).reshape(4)
-        t = np.asarray(t, float).reshape(3)
-        if not (np.all(np.isfinite(q)) and np.all(np.isfinite(t))) or np.linalg.norm(q) == 0:
-            raise ValueError(f"Pose of {name} is not finite: q={q}, t={t}")
-        q = q / np.linalg.norm(q)
-        q = -q if q[0] < 0 else q
+    for name in names:
         out = results_name(name, prepend_camera_name)
         if out in seen:
             raise ValueError(f"Two queries map to the same results name {out!r}; "
                              "use prepend_camera_name to disambiguate.")
         seen.add(out)
-        lines.append(" ".join([out, *(f"{x:.10g}" for x in q), *(f"{x:.10g}" for x in t)]))
+        lines.append(format_pose(out, *poses[name]))
     write_text_atomic(Path(path), "\n".join(lines) + ("\n" if lines else ""))
 
 
@@ -352,14 +369,78 @@ def exhaustive_pairs(query_names: Sequence[str], db_names: Sequence[str], output
     write_pairs([(q, d) for q in query_names for d in db_names], output)
 
 
-def localization_paths(args, outputs: Path, tag: str, dataset_name: str) -> Tuple[Path, Path]:
-    """(query pairs file, results file), named after the retrieval; checks NetVLAD's weights
-    before any work when they will be needed."""
-    loc_pairs = outputs / (f"pairs-query-netvlad{args.num_loc}.txt" if args.retrieval == "netvlad"
-                           else "pairs-query-exhaustive.txt")
+def read_given_pairs(files: Sequence[Path], query_names: Sequence[str],
+                     db_names: Sequence[str]) -> Dict[str, List[str]]:
+    """{query: [database images]} from given pairs files (`name0 name1` per line, either order).
+
+    Made for lists such as the official one of the Aachen v1.1 local-feature evaluation
+    (`image_pairs_to_match_v1_1.txt`): its database-database lines are skipped (triangulation
+    has its own pairs), every query-database line is kept. A name that is neither a query of the
+    dataset nor a database image, or a line pairing two queries, stops with the file and line.
+    """
+    queries, dbs = set(query_names), set(db_names)
+    given: Dict[str, List[str]] = {}
+    skipped = 0
+    for f in files:
+        f = Path(f)
+        if not f.is_file():
+            raise FileNotFoundError(f"Query pairs file {f} does not exist.")
+        for i, line in enumerate(f.read_text().splitlines(), 1):
+            cols = line.split()
+            if not cols or cols[0].startswith("#"):
+                continue
+            if len(cols) < 2:
+                raise ValueError(f"{f}:{i}: expected `query_name database_name`, got {line!r}.")
+            a, b = cols[:2]
+            if a in queries and b in dbs:
+                q, d = a, b
+            elif b in queries and a in dbs:
+                q, d = b, a
+            elif a in dbs and b in dbs:
+                skipped += 1
+                continue
+            elif a in queries and b in queries:
+                raise ValueError(f"{f}:{i}: pairs two query images ({a}, {b}); each line needs "
+                                 "a query and a database image.")
+            else:
+                raise ValueError(_unknown_name_message(f, i, [n for n in (a, b) if n not in
+                                                              queries | dbs][0], query_names,
+                                                       db_names))
+            if d not in given.setdefault(q, []):
+                given[q].append(d)
+    if skipped:
+        logger.info("Skipped %d database-database pairs of %s (triangulation uses its own).",
+                    skipped, ", ".join(map(str, files)))
+    if not given:
+        raise ValueError(f"{', '.join(map(str, files))}: no line pairs a query with a database "
+                         "image.")
+    return given
+
+
+def _unknown_name_message(path, line, name, query_names, db_names) -> str:
+    base = name.split("/")[-1]
+    close = [n for n in list(query_names) + list(db_names) if n.split("/")[-1] == base]
+    hint = f" Did you mean {close[0]!r}?" if len(close) == 1 else ""
+    examples = ", ".join(repr(n) for n in (list(query_names)[:1] + list(db_names)[:1]))
+    return (f"{path}:{line}: {name!r} is neither a query of the dataset's query list nor a "
+            f"database image.{hint} Names are relative to the image folder, e.g. {examples}.")
+
+
+def localization_paths(args, outputs: Path, tag: str, dataset_name: str,
+                       retrieval_needed: bool = True) -> Tuple[Path, Path]:
+    """(query pairs file, results file), named after the retrieval (and the given pairs files,
+    `--query-pairs`); checks NetVLAD's weights before any work when they will be needed."""
+    retrieval = f"netvlad{args.num_loc}" if args.retrieval == "netvlad" else "exhaustive"
+    given = getattr(args, "query_pairs", None) or []
+    if given:
+        stem = "+".join(Path(f).stem for f in given)
+        method = f"{stem}+{retrieval}" if retrieval_needed else stem
+    else:
+        method = retrieval
+    loc_pairs = outputs / f"pairs-query-{method}.txt"
     results = Path(args.results) if args.results else (
-        outputs / f"{dataset_name}_{tag}_{loc_pairs.stem.replace('pairs-query-', '')}.txt")
-    if args.retrieval == "netvlad" and not loc_pairs.exists():
+        outputs / f"{dataset_name}_{tag}_{method}.txt")
+    if retrieval_needed and args.retrieval == "netvlad" and not loc_pairs.exists():
         from pipelines.netvlad import check_weights
 
         check_weights(args.netvlad_weights, outputs)
@@ -367,19 +448,51 @@ def localization_paths(args, outputs: Path, tag: str, dataset_name: str) -> Tupl
 
 
 def query_pairs(args, image_dir: Path, outputs: Path, loc_pairs: Path,
-                query_names: Sequence[str], db_names: Sequence[str]) -> Path:
-    """The query-to-database pairs: NetVLAD top-k or exhaustive, computed once."""
-    if not done(loc_pairs, "retrieval"):
-        if args.retrieval == "netvlad":
-            from pipelines import netvlad
+                query_names: Sequence[str], db_names: Sequence[str],
+                given: Optional[Mapping[str, Sequence[str]]] = None) -> Path:
+    """The query-to-database pairs: NetVLAD top-k or exhaustive, computed once.
 
-            desc = netvlad.extract(image_dir, outputs, list(db_names) + list(query_names),
-                                   args.netvlad_weights)
-            retrieval_pairs(desc, loc_pairs, args.num_loc, query_names, db_names)
-        else:
-            exhaustive_pairs(query_names, db_names, loc_pairs)
-    check_pairs(loc_pairs, "retrieval")
+    With `given` ({query: [database images]}, from `--query-pairs`), those queries keep their
+    given images and only the others are retrieved; the file lists the queries in the order of
+    `query_names`.
+    """
+    given = dict(given or {})
+    if not given:
+        _retrieve(args, image_dir, outputs, loc_pairs, query_names, db_names)
+        check_pairs(loc_pairs, "retrieval")
+        return loc_pairs
+    rest = [q for q in query_names if q not in given]
+    retrieved: Dict[str, List[str]] = {}
+    if rest:
+        method = f"netvlad{args.num_loc}" if args.retrieval == "netvlad" else "exhaustive"
+        given_part = loc_pairs.stem.replace("pairs-query-", "", 1)
+        rest_pairs = loc_pairs.with_name(f"pairs-query-{method}-rest-of-{given_part}.txt")
+        if rest_pairs.exists() and {q for q, _ in read_pairs(rest_pairs)} != set(rest):
+            logger.info("%s was made for other queries; retrieving again.", rest_pairs)
+            rest_pairs.unlink()
+        _retrieve(args, image_dir, outputs, rest_pairs, rest, db_names)
+        for q, d in read_pairs(rest_pairs):
+            retrieved.setdefault(q, []).append(d)
+    pairs = [(q, d) for q in query_names for d in (given.get(q) or retrieved.get(q, []))]
+    if not loc_pairs.exists() or read_pairs(loc_pairs) != pairs:
+        write_pairs(pairs, loc_pairs)
+    logger.info("Query pairs: %d queries from %s, %d retrieved (%s).", len(given),
+                ", ".join(map(str, args.query_pairs)), len(rest), args.retrieval)
+    check_pairs(loc_pairs, "query pairs")
     return loc_pairs
+
+
+def _retrieve(args, image_dir, outputs, output, query_names, db_names):
+    if done(output, "retrieval"):
+        return
+    if args.retrieval == "netvlad":
+        from pipelines import netvlad
+
+        desc = netvlad.extract(image_dir, outputs, list(db_names) + list(query_names),
+                               args.netvlad_weights)
+        retrieval_pairs(desc, output, args.num_loc, query_names, db_names)
+    else:
+        exhaustive_pairs(query_names, db_names, output)
 
 
 # --------------------------------------------------------------------------- triangulation
@@ -609,7 +722,7 @@ def localize_inloc(dataset_dir: Path, retrieval: Path, features: Path, matches: 
             logs[q] = {"db": used, "num_matches": n, "num_inliers": int(ret["num_inliers"]),
                        "localized": True}
     complete_results(poses, list(retrieval_dict))
-    write_results(poses, results)
+    write_results(poses, results, order=list(retrieval_dict))
     write_text_atomic(Path(f"{results}_not_localized.txt"), "".join(f"{q}\n" for q in failed))
     with open(f"{results}_logs.pkl", "wb") as fd:
         pickle.dump(logs, fd)

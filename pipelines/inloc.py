@@ -19,7 +19,7 @@ from pathlib import Path
 from pipelines.aachen import add_common_args
 from pipelines.common import (PipelineError, check_features, done, extract, feature_conf_from_args,
                               localization_paths, localize_inloc, match, matcher_conf, query_pairs,
-                              read_results, require_hloc)
+                              read_given_pairs, read_results, require_hloc)
 
 QUERY_GLOB = "query/iphone7/*.JPG"
 CUTOUT_GLOB = "database/cutouts/*/*/*.jpg"
@@ -69,11 +69,13 @@ def run(args):
     fconf = feature_conf_from_args(args)
     mconf = matcher_conf(args.matcher)
     tag = f"{fconf['output']}_{mconf['output']}"
-    loc_pairs, results = localization_paths(args, outputs, tag, "InLoc")
+    given = read_given_pairs(args.query_pairs, queries, cutouts) if args.query_pairs else {}
+    loc_pairs, results = localization_paths(args, outputs, tag, "InLoc",
+                                            retrieval_needed=len(given) < len(queries))
     features = extract(fconf, dataset, outputs, queries + cutouts)
     check_features(features, queries + cutouts)
 
-    query_pairs(args, dataset, outputs, loc_pairs, queries, cutouts)
+    query_pairs(args, dataset, outputs, loc_pairs, queries, cutouts, given)
 
     loc_matches = match(mconf, loc_pairs, fconf, outputs)
     if done(results, "localization"):

@@ -1,3 +1,47 @@
-"""TaSP (Task-aligned SuperPoint) local features for hloc."""
+"""TaSP (Task-aligned SuperPoint) local features for hloc.
+
+    from tasp_hloc import TaSP, load_image, match_pair
+
+    extractor = TaSP({"max_keypoints": 2048}).eval()  # the released weights (tasp_v2)
+    feats0 = extractor.extract(load_image("a.jpg"), resize=1024)
+    feats1 = extractor.extract(load_image("b.jpg"), resize=1024)
+    matches = match_pair(feats0, feats1)["matches"][0]  # (K, 2) indices into the keypoints
+
+Folders of images and hloc's files: ``extract_features`` (images -> feature .h5) and
+``match_features`` (pairs + features -> match .h5), the functions behind
+``python -m tasp_hloc extract/match``. hloc: ``register`` (also automatic once installed).
+
+The names are loaded on first use (PEP 562), so ``import tasp_hloc`` imports neither torch nor
+hloc: the hloc hook that runs at interpreter start (``tasp_hloc._autoregister``) stays free.
+"""
 
 __version__ = "0.1.0"
+
+# public name -> (module, attribute)
+_LAZY = {
+    "TaSP": ("tasp_hloc.tasp", "TaSP"),
+    "load_image": ("tasp_hloc.api", "load_image"),
+    "match_pair": ("tasp_hloc.api", "match_pair"),
+    "extract_features": ("tasp_hloc.extract", "extract"),
+    "match_features": ("tasp_hloc.match", "match"),
+    "get_preset": ("tasp_hloc.confs", "get_preset"),
+    "PRESETS": ("tasp_hloc.confs", "PRESETS"),
+    "register": ("tasp_hloc.hloc_plugin", "register"),
+    "WeightsError": ("tasp_hloc.weights", "WeightsError"),
+}
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name):
+    target = _LAZY.get(name)
+    if target is None:
+        raise AttributeError(f"module 'tasp_hloc' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(target[0]), target[1])
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

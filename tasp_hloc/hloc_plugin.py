@@ -1,5 +1,9 @@
 """The hloc adapter: the only module of tasp_hloc that imports hloc.
 
+Installed with pip, tasp-hloc registers itself the first time hloc is imported (see
+:mod:`tasp_hloc._autoregister`; ``TASP_HLOC_AUTOREGISTER=0`` switches that off), so hloc scripts
+select ``tasp`` by name alone. Explicitly, e.g. to set the presets' weights:
+
     from tasp_hloc.hloc_plugin import register
     register()  # "tasp" is now an hloc extractor, "tasp_aachen" / "tasp_inloc" hloc confs
     from hloc import extract_features
@@ -68,6 +72,14 @@ def _make_extractor_class(BaseModel):
     return TaSPExtractor
 
 
+def fill_extractor_module(module: types.ModuleType) -> types.ModuleType:
+    """Put the TaSP extractor class in ``module`` (``hloc.extractors.tasp``)."""
+    _, BaseModel = _import_hloc()
+    module.__doc__ = __doc__
+    module.TaSP = _make_extractor_class(BaseModel)
+    return module
+
+
 def register(weights=None) -> types.ModuleType:
     """Make ``tasp`` loadable by hloc and add the ``tasp_*`` presets to hloc's confs.
 
@@ -76,13 +88,12 @@ def register(weights=None) -> types.ModuleType:
 
     Idempotent; returns the ``hloc.extractors.tasp`` module.
     """
-    hloc, BaseModel = _import_hloc()
-    module = sys.modules.get(MODULE_NAME)
+    hloc, _ = _import_hloc()
+    module = sys.modules.get(MODULE_NAME)  # also made by the automatic registration
     if module is None:
-        module = types.ModuleType(MODULE_NAME, __doc__)
-        module.TaSP = _make_extractor_class(BaseModel)
+        module = fill_extractor_module(types.ModuleType(MODULE_NAME))
         sys.modules[MODULE_NAME] = module
-        hloc.extractors.tasp = module
+    hloc.extractors.tasp = module
     for name, preset in PRESETS.items():
         conf = copy.deepcopy(preset)
         if weights is not None:

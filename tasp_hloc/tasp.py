@@ -4,7 +4,7 @@ The model knows nothing of hloc or of training: dict in, dict out, like LightGlu
 """
 
 import contextlib
-from typing import Dict
+from typing import Dict, Optional
 
 import torch
 import torch.nn.functional as F
@@ -122,6 +122,36 @@ class TaSP(nn.Module):
         if dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=device.type, dtype=dtype)
+
+    def extract(self, image: torch.Tensor, resize: Optional[int] = None) -> Dict[str, torch.Tensor]:
+        """Features of one image, like LightGlue's extractors (call ``.eval()`` first).
+
+        Args:
+            image: :math:`(C, H, W)` or :math:`(B, C, H, W)` float in [0, 1] (``load_image``),
+                on any device: it is moved to the model's.
+            resize: if given, a larger image is shrunk for the network so that its longest
+                side is ``resize`` (area interpolation, as hloc's ``resize_max``); keypoints
+                are returned in the pixels of the input image either way.
+
+        Returns:
+            ``forward``'s dict (with the batch dimension), plus ``image_size`` :math:`(B, 2)`
+            (W, H of the input).
+        """
+        if image.dim() == 3:
+            image = image[None]
+        image = image.to(next(self.parameters()).device, torch.float32)
+        h, w = image.shape[-2:]
+        resized = image
+        if resize is not None and max(h, w) > resize:
+            scale = resize / max(h, w)
+            size = (max(1, round(h * scale)), max(1, round(w * scale)))
+            resized = F.interpolate(image, size=size, mode="area")
+        pred = self.forward({"image": resized})
+        if resized is not image:
+            factor = pred["keypoints"].new_tensor([w / resized.shape[-1], h / resized.shape[-2]])
+            pred["keypoints"] = ((pred["keypoints"] + 0.5) * factor - 0.5) * pred["keypoint_mask"][..., None]
+        pred["image_size"] = pred["keypoints"].new_tensor([[w, h]]).expand(len(image), -1)
+        return pred
 
     def forward_dense(self, image: torch.Tensor) -> Dict[str, torch.Tensor]:
         """Dense outputs, for training and for ``forward``.

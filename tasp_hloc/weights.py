@@ -1,5 +1,9 @@
 """Released TaSP weights: plain state_dicts in ``weights/`` described by ``weights/manifest.json``.
 
+``weights/`` at the top of the repository is where the files live; an editable install reads it
+there, and ``pip install .``, wheels and sdists install it as ``tasp_hloc/_weights/`` (see
+setup.py). ``TASP_WEIGHTS_DIR`` overrides both.
+
 The manifest maps a name to ``{"file", "sha256", "backbone", "descriptor_dim", "recipe",
 "results", ...}``. Weights are loaded by name (from the manifest) or by path (any state_dict
 exported by ``tasp_hloc.train``). Every failure says what to do next.
@@ -13,10 +17,24 @@ from typing import Dict, Optional, Tuple, Union
 
 import torch
 
-WEIGHTS_DIR = Path(
-    os.environ.get("TASP_WEIGHTS_DIR", Path(__file__).resolve().parents[1] / "weights")
-)
 MANIFEST_NAME = "manifest.json"
+_PACKAGE = Path(__file__).resolve().parent
+# Installed copy first, so a stray ``weights/`` next to site-packages' packages is never read.
+SEARCH_DIRS = (_PACKAGE / "_weights", _PACKAGE.parent / "weights")
+
+
+def default_weights_dir() -> Path:
+    """``TASP_WEIGHTS_DIR``, else the first of :data:`SEARCH_DIRS` holding a manifest."""
+    env = os.environ.get("TASP_WEIGHTS_DIR")
+    if env:
+        return Path(env)
+    for folder in SEARCH_DIRS:
+        if (folder / MANIFEST_NAME).is_file():
+            return folder
+    return SEARCH_DIRS[-1]
+
+
+WEIGHTS_DIR = default_weights_dir()
 
 
 class WeightsError(RuntimeError):
@@ -62,10 +80,15 @@ def resolve(name_or_path: Union[str, Path], weights_dir: Path = WEIGHTS_DIR) -> 
             raise WeightsError(f"Weights file {path} does not exist; check the path.")
         return path, None
     known = ", ".join(sorted(manifest["weights"])) or "none yet"
+    hint = ""
+    if not (Path(weights_dir) / MANIFEST_NAME).is_file():
+        hint = (f" No {MANIFEST_NAME} was found in {weights_dir}: this installation lacks the "
+                f"released weights; reinstall tasp-hloc (pip install . or the wheel), or set "
+                f"TASP_WEIGHTS_DIR to a folder holding them.")
     raise WeightsError(
         f"Unknown weights '{name_or_path}': it is neither a released name (released: {known}) "
         f"nor a .pth file. Pass a path to a checkpoint exported by tasp_hloc.train, or "
-        f"weights=None for a randomly initialised network (for tests only)."
+        f"weights=None for a randomly initialised network (for tests only).{hint}"
     )
 
 

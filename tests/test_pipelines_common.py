@@ -1,5 +1,6 @@
 """Pipeline pieces that need no hloc: results files, pose errors, recall, NetVLAD, layouts, errors."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -89,6 +90,119 @@ def test_complete_results_fills_every_query():
     missing = common.complete_results(poses, ["a", "b", "c"], fb)
     assert missing == ["b", "c"] and set(poses) == {"a", "b", "c"}
     assert np.allclose(poses["b"][0], [1, 0, 0, 0]) and np.allclose(poses["c"][0], [0, 1, 0, 0])
+
+
+# The submission files of visuallocalization.net: one line per query, `name qw qx qy qz tx ty tz`
+# (the file name as in the query list without its folders; the rotation as a unit quaternion and
+# the translation of the world-to-camera pose), fields separated by single spaces.
+SUBMISSION_LINE = re.compile(r"^(?P<name>[^ /]+)(?: -?\d+\.\d{10}){7}$")
+SUBMISSIONS = {
+    "aachen_v1.1": ["query/day/nexus5x/IMG_20161227_160713.jpg",
+                    "query/night/nexus5x/IMG_20161227_172616.jpg",
+                    "query/day/milestone/2010-10-30_17-47-25_73.jpg",
+                    "query/night/nexus5x_additional_night/IMG_20170702_003514.jpg"],
+    "inloc": ["query/iphone7/IMG_0731.JPG", "query/iphone7/IMG_0732.JPG",
+              "query/iphone7/IMG_1001.JPG"],
+}
+
+
+@pytest.mark.parametrize("benchmark", sorted(SUBMISSIONS))
+def test_submission_file_as_visuallocalization_expects(benchmark, tmp_path):
+    rng = np.random.default_rng(2)
+    names = SUBMISSIONS[benchmark]
+    poses = {n: (rng.normal(size=4), rng.normal(size=3) * 100) for n in reversed(names)}
+    poses[names[0]] = (np.array([-0.5, 0.5, -0.5, 0.5]), np.array([1e-12, -0.0, 250.0]))
+    out = tmp_path / "submission.txt"
+    common.write_results(poses, out, order=names)
+    text = out.read_text()
+    assert text.endswith("\n") and "\r" not in text and "\t" not in text
+    lines = text.splitlines()
+    assert [SUBMISSION_LINE.match(l)["name"] for l in lines] == [n.split("/")[-1] for n in names]
+    first = lines[0].split(" ")
+    assert first[1:] == ["0.5000000000", "-0.5000000000", "0.5000000000", "-0.5000000000",
+                         "0.0000000000", "0.0000000000", "250.0000000000"]  # qw >= 0, no "-0"
+    back = common.read_results(out)
+    assert list(back) == [n.split("/")[-1] for n in names]
+    for name in names[1:]:
+        q, t = poses[name]
+        qb, tb = back[name.split("/")[-1]]
+        assert qb[0] >= 0 and np.allclose(qb, q / np.linalg.norm(q) * np.sign(q[0]), atol=1e-9)
+        assert np.allclose(tb, t, atol=1e-9)
+    with pytest.raises(ValueError, match="No pose for 1 queries"):
+        common.write_results(poses, out, order=names + ["query/day/x/missing.jpg"])
+
+
+# --------------------------------------------------------------------------- given query pairs
+
+
+def _names():
+    queries = ["query/day/nexus5x/IMG_1.jpg", "query/night/nexus5x/IMG_2.jpg",
+               "query/night/nexus5x/IMG_3.jpg"]
+    dbs = ["db/1.jpg", "db/2.jpg", "db/3.jpg", "sequences/s1/0001.png"]
+    return queries, dbs
+
+
+def test_given_pairs_either_order_and_database_pairs_skipped(tmp_path):
+    queries, dbs = _names()
+    f = tmp_path / "image_pairs_to_match_v1_1.txt"
+    f.write_text("db/1.jpg db/2.jpg\nsequences/s1/0001.png db/3.jpg\n# comment\n\n"
+                 "query/night/nexus5x/IMG_2.jpg db/3.jpg\n"
+                 "db/1.jpg query/night/nexus5x/IMG_2.jpg\n"
+                 "query/night/nexus5x/IMG_2.jpg db/3.jpg\n"
+                 "query/night/nexus5x/IMG_3.jpg sequences/s1/0001.png\n")
+    given = common.read_given_pairs([f], queries, dbs)
+    assert given == {"query/night/nexus5x/IMG_2.jpg": ["db/3.jpg", "db/1.jpg"],
+                     "query/night/nexus5x/IMG_3.jpg": ["sequences/s1/0001.png"]}
+
+
+@pytest.mark.parametrize("line,msg", [
+    ("IMG_2.jpg db/1.jpg", r"pairs.txt:2: 'IMG_2.jpg' is neither a query.*Did you mean "
+                           r"'query/night/nexus5x/IMG_2.jpg'"),
+    ("query/night/nexus5x/IMG_2.jpg db/99.jpg", r"pairs.txt:2: 'db/99.jpg' is neither"),
+    ("query/night/nexus5x/IMG_2.jpg query/night/nexus5x/IMG_3.jpg", "two query images"),
+    ("query/night/nexus5x/IMG_2.jpg", "expected `query_name database_name`"),
+])
+def test_given_pairs_errors_name_file_line_and_fix(tmp_path, line, msg):
+    queries, dbs = _names()
+    f = tmp_path / "pairs.txt"
+    f.write_text(f"db/1.jpg db/2.jpg\n{line}\n")
+    with pytest.raises(ValueError, match=msg):
+        common.read_given_pairs([f], queries, dbs)
+    f.write_text("db/1.jpg db/2.jpg\n")
+    with pytest.raises(ValueError, match="no line pairs a query"):
+        common.read_given_pairs([f], queries, dbs)
+    with pytest.raises(FileNotFoundError, match="nope.txt"):
+        common.read_given_pairs([tmp_path / "nope.txt"], queries, dbs)
+
+
+def test_given_pairs_for_some_queries_retrieval_for_the_rest(tmp_path):
+    import argparse
+
+    queries, dbs = _names()
+    f = tmp_path / "night.txt"
+    f.write_text("query/night/nexus5x/IMG_2.jpg db/3.jpg\nquery/night/nexus5x/IMG_3.jpg db/1.jpg\n")
+    args = argparse.Namespace(query_pairs=[f], retrieval="exhaustive", num_loc=20, results=None,
+                              netvlad_weights=None)
+    given = common.read_given_pairs(args.query_pairs, queries, dbs)
+    out = tmp_path / "out"
+    out.mkdir()
+    loc_pairs, results = common.localization_paths(args, out, "feats_NN", "Aachen-v1.1")
+    assert loc_pairs.name == "pairs-query-night+exhaustive.txt"
+    assert results.name == "Aachen-v1.1_feats_NN_night+exhaustive.txt"
+    common.query_pairs(args, tmp_path, out, loc_pairs, queries, dbs, given)
+    pairs = common.read_pairs(loc_pairs)
+    assert pairs == [(queries[0], d) for d in dbs] + [
+        ("query/night/nexus5x/IMG_2.jpg", "db/3.jpg"), ("query/night/nexus5x/IMG_3.jpg", "db/1.jpg")]
+    rest = out / "pairs-query-exhaustive-rest-of-night+exhaustive.txt"
+    assert {q for q, _ in common.read_pairs(rest)} == {queries[0]}
+    # All queries given: no retrieval at all (and no NetVLAD weights needed).
+    args.retrieval = "netvlad"
+    all_given = {q: ["db/2.jpg"] for q in queries}
+    loc_all, res_all = common.localization_paths(args, out, "feats_NN", "InLoc",
+                                                 retrieval_needed=False)
+    assert loc_all.name == "pairs-query-night.txt" and res_all.name == "InLoc_feats_NN_night.txt"
+    common.query_pairs(args, tmp_path, out, loc_all, queries, dbs, all_given)
+    assert common.read_pairs(loc_all) == [(q, "db/2.jpg") for q in queries]
 
 
 # --------------------------------------------------------------------------- evaluation

@@ -87,6 +87,35 @@ def test_aachen_end_to_end(aachen_ds, capsys):
     assert "night" in capsys.readouterr().out
 
 
+def test_aachen_given_pairs_for_night_queries(aachen_ds):
+    """The paper's protocol: night queries against a given list, the others retrieved."""
+    root, queries, ckpt, blank = aachen_ds
+    out = root / "out"  # reuse the features, database matches and model of the end-to-end run
+    import pycolmap
+
+    dbs = sorted(im.name for im in pycolmap.Reconstruction(
+        str(root / "ds/3D-models/aachen_v_1_1")).images.values())
+    night = [q.name for q in queries if q.name.startswith("query/night")] + [blank]
+    given = root / "night_pairs.txt"
+    given.write_text(f"{dbs[0]} {dbs[1]}\n" + "".join(f"{q} {d}\n" for q in night
+                                                      for d in dbs[:10]))
+    results = aachen.main(aachen_args(root, ckpt, out, "--query-pairs", str(given)))
+    assert results.name == "Aachen-v1.1_feats-sift_matches-NN-mutual_night_pairs+netvlad20.txt"
+    check_complete(results, [q.name for q in queries] + [blank])
+    pairs = common.read_pairs(out / "pairs-query-night_pairs+netvlad20.txt")
+    by_query = {}
+    for q, d in pairs:
+        by_query.setdefault(q, []).append(d)
+    assert all(by_query[q] == dbs[:10] for q in night)
+    assert all(len(by_query[q.name]) == 16 for q in queries if q.name not in night)
+    stats = evaluate.evaluate("aachen", results, root / "gt.txt")
+    assert stats["night"][1][2] >= 0.5 and stats["day"][1][2] >= 0.5, stats
+    bad = root / "bad_pairs.txt"
+    bad.write_text(f"{night[0].split('/')[-1]} {dbs[0]}\n")
+    with pytest.raises(ValueError, match=r"bad_pairs.txt:1: .* Did you mean"):
+        aachen.main(aachen_args(root, ckpt, out, "--query-pairs", str(bad)))
+
+
 def _run_and_kill(cmd, ready):
     """Start `cmd`, SIGKILL it as soon as `ready()` holds (mid-way through some step)."""
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
