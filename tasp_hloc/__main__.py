@@ -2,6 +2,7 @@
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -48,29 +49,32 @@ def _conf(args) -> dict:
 
 
 def cmd_extract(args) -> int:
-    from .extract import extract
     from .image_io import read_image_list
+    from .sharding import extract_sharded
 
     names = read_image_list(args.image_list) if args.image_list else None
-    _, failures = extract(
+    _, failures = extract_sharded(  # one process, or shards under torchrun
         _conf(args), args.images, args.output, names=names, as_half=not args.no_half,
         overwrite=args.overwrite, device=args.device, num_workers=args.workers,
-        fail_fast=args.fail_fast, commit_every=args.commit_every,
+        fail_fast=args.fail_fast, commit_every=args.commit_every, batch_size=args.batch_size,
     )
     return 1 if failures else 0
 
 
 def cmd_match(args) -> int:
     from .hloc_format import feature_names
-    from .match import exhaustive_pairs, match, write_pairs
+    from .match import exhaustive_pairs, write_pairs
+    from .sharding import match_sharded
 
     pairs = args.pairs
     if pairs is None:
-        pairs = write_pairs(exhaustive_pairs(feature_names(args.features)),
-                            Path(args.output).with_suffix(".pairs.txt"))
-        print(f"No --pairs given: matching all pairs, listed in {pairs}")
-    match(pairs, args.features, args.output, device=args.device,
-          batch_size=args.batch_size, overwrite=args.overwrite, commit_every=args.commit_every)
+        pairs = Path(args.output).with_suffix(".pairs.txt")
+        if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reads the pairs
+            write_pairs(exhaustive_pairs(feature_names(args.features)), pairs)
+            print(f"No --pairs given: matching all pairs, listed in {pairs}")
+    match_sharded(pairs, args.features, args.output, device=args.device,
+                  batch_size=args.batch_size, overwrite=args.overwrite,
+                  commit_every=args.commit_every)
     return 0
 
 
@@ -95,6 +99,8 @@ def main(argv=None) -> int:
     p.add_argument("--fail-fast", dest="fail_fast", action="store_true",
                    help="stop at the first unreadable image instead of skipping it")
     p.add_argument("--workers", type=int, default=2, help="image decoding processes")
+    p.add_argument("--batch-size", dest="batch_size", type=int, default=1,
+                   help="images of one size per network call (for GPUs; default 1)")
     _add_commit_arg(p)
     p.set_defaults(func=cmd_extract)
 

@@ -38,6 +38,12 @@ BN_EPS = 1e-3  # the TF reference value; ImageNet weights were trained with it
 BN_MOMENTUM = 0.01
 
 
+def same_padding(size: int, kernel: int, stride: int):
+    """TensorFlow "SAME" padding of one axis: (before, after), the odd pixel after."""
+    total = max((math.ceil(size / stride) - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
 class SamePadConv2d(nn.Conv2d):
     """Conv2d with TensorFlow "SAME" padding, which the ImageNet weights were trained with.
 
@@ -55,11 +61,8 @@ class SamePadConv2d(nn.Conv2d):
         if self.static_padding is not None:
             p = self.static_padding
             return F.conv2d(x, self.weight, self.bias, 1, p, 1, self.groups)
-        pads = []
-        for size, k, s in zip(x.shape[-2:], self.kernel_size, self.stride):
-            total = max((math.ceil(size / s) - 1) * s + k - size, 0)
-            pads.append((total // 2, total - total // 2))
-        (top, bottom), (left, right) = pads
+        (top, bottom), (left, right) = (same_padding(size, k, s) for size, k, s in
+                                        zip(x.shape[-2:], self.kernel_size, self.stride))
         x = F.pad(x, (left, right, top, bottom))
         return F.conv2d(x, self.weight, self.bias, self.stride, 0, 1, self.groups)
 

@@ -299,7 +299,8 @@ class H5Appender:
 
     Ctrl-C and SIGTERM raise KeyboardInterrupt, so the work done is committed, but never
     inside HDF5 (an exception in the middle of a flush would corrupt its state): they are held
-    until the item or the commit ends.
+    until the item or the commit ends. Items may be written from one other thread (the main
+    thread then never enters HDF5 before ``close``, which it calls after that thread ends).
 
     Test hook: ``TASP_TEST_KILL=after:K`` SIGKILLs the process right after the K-th item of the
     session (and its commit, if one was due); ``during:K`` SIGKILLs it right after the first
@@ -322,6 +323,9 @@ class H5Appender:
 
     @contextmanager
     def _hold_signals(self):
+        if threading.current_thread() is not threading.main_thread():
+            yield  # a writer thread: the main thread is not inside HDF5 and may be interrupted
+            return
         self.busy = True
         try:
             yield

@@ -93,7 +93,6 @@ def pairs_to_match(pairs: Sequence[Tuple[str, str]], done: set) -> List[Tuple[st
     return todo
 
 
-@torch.no_grad()
 def match(
     pairs_path: Path,
     feature_path: Path,
@@ -109,6 +108,16 @@ def match(
     pairs matched in the last ``commit_every`` seconds); pairs that name images missing from
     the feature file are reported up front, before any work is done.
     """
+    todo = pairs_left_to_match(pairs_path, feature_path, match_path, overwrite)
+    if todo:
+        match_pairs(todo, feature_path, match_path, device, batch_size, commit_every)
+    return match_path
+
+
+def pairs_left_to_match(pairs_path: Path, feature_path: Path, match_path: Path,
+                        overwrite: bool = False) -> List[Tuple[str, str]]:
+    """The unique pairs of ``pairs_path`` not yet in ``match_path`` (all with ``overwrite``),
+    after checking that the feature file has every image they name."""
     pairs = read_pairs(pairs_path)
     images = {n for p in pairs for n in p}
     unknown = sorted(images - feature_names(feature_path, images))
@@ -120,18 +129,26 @@ def match(
     either_order = [names_to_pair(a, b) for n0, n1 in pairs for a, b in ((n0, n1), (n1, n0))]
     done = set() if overwrite else stored_names(match_path, either_order)
     todo = pairs_to_match(pairs, done)
+    unique = len(pairs_to_match(pairs, set()))
     if not todo:
         logger.info("All pairs are already matched in %s.", match_path)
-        return match_path
-    unique = len(pairs_to_match(pairs, set()))
-    logger.info("Matching %d pairs into %s (%d already there).", len(todo), match_path,
-                unique - len(todo))
+    else:
+        logger.info("Matching %d pairs into %s (%d already there).", len(todo), match_path,
+                    unique - len(todo))
+    return todo
+
+
+@torch.no_grad()
+def match_pairs(pairs: Sequence[Tuple[str, str]], feature_path: Path, match_path: Path,
+                device: Optional[str] = None, batch_size: int = 16,
+                commit_every: float = 1.0) -> Path:
+    """Match ``pairs`` (checked: see ``pairs_left_to_match``) into ``match_path``."""
     device = device or default_device()
     with h5py.File(str(feature_path), "r", libver="latest") as ffd, \
             open_for_append(match_path, commit_every) as out:
         cache = _DescriptorCache(ffd, device)
-        for start in tqdm(range(0, len(todo), batch_size), desc="match", unit="batch"):
-            batch = todo[start: start + batch_size]
+        for start in tqdm(range(0, len(pairs), batch_size), desc="match", unit="batch"):
+            batch = pairs[start: start + batch_size]
             desc0, mask0 = _pad([cache[n0] for n0, _ in batch])
             desc1, mask1 = _pad([cache[n1] for _, n1 in batch])
             matches0, scores0 = mutual_nearest_neighbor(desc0, desc1, mask0, mask1)

@@ -4,18 +4,28 @@ The model knows nothing of hloc or of training: dict in, dict out, like LightGlu
 """
 
 import contextlib
+import warnings
 from typing import Dict, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import inference
 from .backbone import ConvBNAct, EfficientNetTrunk, SamePadConv2d, lite0_imagenet_state_dict
 from .keypoints import (logits_to_heatmap, nms, refine_corners, refine_keypoints, remove_borders,
                         sample_descriptors, select_keypoints)
 from .weights import WeightsError, load_state_dict
 
 AMP_DTYPES = {None: None, "fp16": torch.float16, "bf16": torch.bfloat16}
+AMP_MODES = (*AMP_DTYPES, "int8", "auto")
+# What "amp": "auto" runs, chosen by benchmarks/README.md "CPU inference modes".
+AUTO_CPU_PRECISION = "bf16"
+
+
+def _stage(name: str):
+    """A labelled range for torch.profiler (``benchmarks.extract_speed --profile``)."""
+    return torch.profiler.record_function("tasp: " + name)
 
 
 class TaSP(nn.Module):
@@ -33,8 +43,15 @@ class TaSP(nn.Module):
               from the 3x3 heatmap around them (see ``keypoints.refine_keypoints``), or
               "corner": to the image corner within ``corner_radius`` pixels
               (``keypoints.refine_corners``, as cv2.cornerSubPix).
-            - amp: None, "fp16" or "bf16": autocast the network (the outputs stay float32).
-            - channels_last: NHWC memory format, ~1.5x faster on CPU.
+            - amp: the network's precision (the outputs stay float32): None (float32),
+              "fp16" or "bf16" (autocast; on CPU bf16 runs the fused network in bfloat16),
+              "int8" (CPU only: int8 convolutions, see ``inference.QuantizedTaSPNet``) or
+              "auto" (CPU: ``AUTO_CPU_PRECISION`` where the CPU has it natively, else float32;
+              GPU: float32). A precision the CPU lacks falls back to float32 with a warning.
+            - fuse: at inference on CPU (eval mode, no gradients) run the network with
+              BatchNorm folded and oneDNN fused kernels (``inference.FusedTaSPNet``, float32
+              results equal to the plain modules' within 1e-4); False: the plain modules.
+            - channels_last: NHWC memory format, ~1.5x faster on CPU (plain and fused).
 
     Inputs:
         data["image"]: :math:`(B, C, H, W)` float in [0, 1], C = 1 (gray) or 3 (RGB); any H, W.
@@ -56,7 +73,8 @@ class TaSP(nn.Module):
         "max_keypoints": -1,
         "subpixel": "corner",
         "corner_radius": 3,
-        "amp": None,
+        "amp": "auto",
+        "fuse": True,
         "channels_last": True,
     }
     stride_detector = 8
@@ -70,8 +88,8 @@ class TaSP(nn.Module):
         if unknown:
             raise ValueError(f"Unknown TaSP options {sorted(unknown)}; known: {list(self.default_conf)}.")
         self.conf = conf = {**self.default_conf, **(conf or {})}
-        if conf["amp"] not in AMP_DTYPES:
-            raise ValueError(f"amp must be one of {list(AMP_DTYPES)}, got {conf['amp']!r}.")
+        if conf["amp"] not in AMP_MODES:
+            raise ValueError(f"amp must be one of {list(AMP_MODES)}, got {conf['amp']!r}.")
         if conf["subpixel"] not in (None, "quadratic", "softargmax", "corner"):
             raise ValueError(f"subpixel must be None, 'quadratic', 'softargmax' or 'corner', "
                              f"got {conf['subpixel']!r}.")
@@ -118,11 +136,94 @@ class TaSP(nn.Module):
             self.to(memory_format=torch.channels_last)
 
     def _autocast(self, device: torch.device):
-        dtype = AMP_DTYPES[self.conf["amp"]]
+        amp = self.conf["amp"]
+        if amp == "int8":
+            warnings.warn("amp='int8' runs on CPU at inference only; this call runs in float32.")
+        dtype = AMP_DTYPES.get(amp)  # "auto" off the fused CPU path: float32
         if dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=device.type, dtype=dtype)
 
+    def cpu_precision(self) -> str:
+        """The precision the fused CPU network runs in: "fp32", "bf16" or "int8"."""
+        amp = self.conf["amp"]
+        requested = {None: "fp32", "fp16": "fp32", "auto": AUTO_CPU_PRECISION}.get(amp, amp)
+        if amp == "auto":
+            native = {"fp32": True, "bf16": inference.native_bf16(),
+                      "int8": inference.native_int8()}[requested]
+            return requested if native else "fp32"
+        return inference.resolve_precision(requested)
+
+    def _fused_network(self):
+        """The fused inference network, built on first use and whenever the weights change
+        (replaced or updated in place; tensors made under inference_mode have no version
+        counter, so only their replacement is seen)."""
+        tensors = [*self.parameters(), *self.buffers()]
+        key = (self.conf["amp"], self.conf["channels_last"],
+               tuple((t.data_ptr(), 0 if t.is_inference() else t._version) for t in tensors))
+        cached = self.__dict__.get("_fused")
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        net, precision = None, self.cpu_precision()
+        if precision == "int8":
+            try:
+                net = inference.QuantizedTaSPNet(self)
+            except NotImplementedError as e:
+                warnings.warn(f"{e} TaSP runs in float32.")
+                precision = "fp32"
+        if net is None:
+            net = inference.FusedTaSPNet(self, precision, self.conf["channels_last"])
+        self.__dict__["_fused"] = (key, net)  # not a submodule: no state_dict entries
+        return net
+
+    def _use_fused(self, image: torch.Tensor) -> bool:
+        if not self.conf["fuse"] or self.training or image.device.type != "cpu":
+            return False
+        if self.conf["amp"] == "fp16":
+            return False  # CPU fp16: the autocast path
+        if torch.is_grad_enabled() and (image.requires_grad or any(
+                p.requires_grad for p in self.parameters())):
+            return False  # someone wants gradients: the autograd-aware modules
+        return True
+
+    def forward_dense(self, image: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Dense outputs, for training and for ``forward``.
+
+        Args:
+            image: :math:`(B, C, H, W)` float in [0, 1], C = 1 or 3.
+
+        Returns:
+            ``logits`` :math:`(B, 65, H'/8, W'/8)` and ``descriptors_dense``
+            :math:`(B, D, H'/4, W'/4)` unit-norm along D, where H', W' are H, W padded
+            (bottom/right, so pixel coordinates are unchanged) to multiples of 8.
+        """
+        if image.dim() != 4 or image.shape[1] not in (1, 3):
+            raise ValueError(
+                f"Expected an image of shape (B, 1 or 3, H, W), got {tuple(image.shape)}; "
+                f"convert RGBA/16-bit images to 8-bit RGB or grayscale in [0, 1] first."
+            )
+        if image.shape[1] == 1:
+            image = image.expand(-1, 3, -1, -1)
+        h, w = image.shape[-2:]
+        pad_h, pad_w = -h % self.stride_detector, -w % self.stride_detector
+        if pad_h or pad_w:
+            image = F.pad(image, (0, pad_w, 0, pad_h), mode="replicate")
+        if self._use_fused(image):
+            dense = self._fused_network()(image)
+            dense["descriptors_dense"] = F.normalize(dense["descriptors_dense"], p=2, dim=1)
+            return dense
+        if self.conf["channels_last"]:
+            image = image.contiguous(memory_format=torch.channels_last)
+        with self._autocast(image.device):
+            features = self.backbone(image)
+            logits = self.detector_head(features[-2])  # B x 65 x H/8 x W/8
+            descriptors = self.descriptor_head(features[-1])  # B x D x H/4 x W/4
+        return {
+            "logits": logits.float(),
+            "descriptors_dense": F.normalize(descriptors.float(), p=2, dim=1),
+        }
+
+    @torch.no_grad()
     def extract(self, image: torch.Tensor, resize: Optional[int] = None) -> Dict[str, torch.Tensor]:
         """Features of one image, like LightGlue's extractors (call ``.eval()`` first).
 
@@ -153,63 +254,34 @@ class TaSP(nn.Module):
         pred["image_size"] = pred["keypoints"].new_tensor([[w, h]]).expand(len(image), -1)
         return pred
 
-    def forward_dense(self, image: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """Dense outputs, for training and for ``forward``.
-
-        Args:
-            image: :math:`(B, C, H, W)` float in [0, 1], C = 1 or 3.
-
-        Returns:
-            ``logits`` :math:`(B, 65, H'/8, W'/8)` and ``descriptors_dense``
-            :math:`(B, D, H'/4, W'/4)` unit-norm along D, where H', W' are H, W padded
-            (bottom/right, so pixel coordinates are unchanged) to multiples of 8.
-        """
-        if image.dim() != 4 or image.shape[1] not in (1, 3):
-            raise ValueError(
-                f"Expected an image of shape (B, 1 or 3, H, W), got {tuple(image.shape)}; "
-                f"convert RGBA/16-bit images to 8-bit RGB or grayscale in [0, 1] first."
-            )
-        if image.shape[1] == 1:
-            image = image.expand(-1, 3, -1, -1)
-        h, w = image.shape[-2:]
-        pad_h, pad_w = -h % self.stride_detector, -w % self.stride_detector
-        if pad_h or pad_w:
-            image = F.pad(image, (0, pad_w, 0, pad_h), mode="replicate")
-        if self.conf["channels_last"]:
-            image = image.contiguous(memory_format=torch.channels_last)
-        with self._autocast(image.device):
-            features = self.backbone(image)
-            logits = self.detector_head(features[-2])  # B x 65 x H/8 x W/8
-            descriptors = self.descriptor_head(features[-1])  # B x D x H/4 x W/4
-        return {
-            "logits": logits.float(),
-            "descriptors_dense": F.normalize(descriptors.float(), p=2, dim=1),
-        }
-
     def forward(self, data: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         image = data["image"]
         h, w = image.shape[-2:]
-        dense = self.forward_dense(image)
-        heatmap = logits_to_heatmap(dense["logits"])[:, :h, :w]
-        scores = nms(heatmap, self.conf["nms_window"])
-        scores = remove_borders(scores, self.conf["remove_borders"])
-        keypoints, keypoint_scores, mask = select_keypoints(
-            scores, self.conf["detection_threshold"], self.conf["max_keypoints"]
-        )
+        with _stage("network"):
+            dense = self.forward_dense(image)
+        with _stage("detect (heatmap, NMS, borders, top-k)"):
+            heatmap = logits_to_heatmap(dense["logits"])[:, :h, :w]
+            scores = nms(heatmap, self.conf["nms_window"])
+            scores = remove_borders(scores, self.conf["remove_borders"])
+            keypoints, keypoint_scores, mask = select_keypoints(
+                scores, self.conf["detection_threshold"], self.conf["max_keypoints"]
+            )
         if self.conf["subpixel"]:
-            if self.conf["subpixel"] == "corner":
-                rgb = image.expand(-1, 3, -1, -1) if image.shape[1] == 1 else image  # as the network
-                refined = refine_corners(rgb, keypoints, self.conf["corner_radius"])
-            else:
-                refined = refine_keypoints(heatmap, keypoints, self.conf["subpixel"])
-            # a refined keypoint must still respect remove_borders, else it stays put
-            border = max(self.conf["remove_borders"], 0)
-            upper = keypoints.new_tensor([w - 1 - border, h - 1 - border])
-            keep = ((refined >= border) & (refined <= upper)).all(-1, keepdim=True)
-            keypoints = torch.where(keep, refined, keypoints) * mask[..., None]
-        descriptors = sample_descriptors(
-            dense["descriptors_dense"], keypoints, self.stride_descriptor
-        )
+            with _stage(f"refine ({self.conf['subpixel']})"):
+                if self.conf["subpixel"] == "corner":
+                    rgb = image.expand(-1, 3, -1, -1) if image.shape[1] == 1 else image
+                    refined = refine_corners(rgb, keypoints, self.conf["corner_radius"])
+                else:
+                    refined = refine_keypoints(heatmap, keypoints, self.conf["subpixel"])
+                # a refined keypoint must still respect remove_borders, else it stays put
+                border = max(self.conf["remove_borders"], 0)
+                upper = keypoints.new_tensor([w - 1 - border, h - 1 - border])
+                keep = ((refined >= border) & (refined <= upper)).all(-1, keepdim=True)
+                keypoints = torch.where(keep, refined, keypoints) * mask[..., None]
+        with _stage("sample descriptors"):
+            descriptors = sample_descriptors(
+                dense["descriptors_dense"], keypoints, self.stride_descriptor
+            )
         return {
             "keypoints": keypoints,
             "keypoint_scores": keypoint_scores,

@@ -245,3 +245,61 @@ def test_cli_extract_match_and_errors(image_dir, tmp_path):
     r = run("extract", "--images", str(image_dir), "--output", str(tmp_path / "x.h5"),
             "--weights", "no_such_weights")
     assert r.returncode == 2 and "Unknown weights 'no_such_weights'" in r.stderr
+
+
+def test_same_size_runs_groups_consecutive_images_of_one_size():
+    shapes = [(3, 8, 8), (3, 8, 8), (3, 8, 8), None, (3, 8, 8), (3, 6, 8), (3, 6, 8)]
+    items = [{"name": str(k), "error": "bad"} if s is None else
+             {"name": str(k), "image": np.zeros(s)} for k, s in enumerate(shapes)]
+    runs = [[i["name"] for i in run] for run in extract_module.same_size_runs(items, 2)]
+    assert runs == [["0", "1"], ["2"], ["3"], ["4"], ["5", "6"]]
+    runs = [[i["name"] for i in run] for run in extract_module.same_size_runs(items, 1)]
+    assert runs == [[str(k)] for k in range(7)]
+
+
+def test_batched_extraction_equals_one_at_a_time(tmp_path, tiny_conf):
+    root = tmp_path / "images"
+    root.mkdir()
+    for k in range(4):  # 4 of one size, then another size, then a broken file
+        cv2.imwrite(str(root / f"s{k}.png"), render_scene(90, 120, k))
+    cv2.imwrite(str(root / "t0.png"), render_scene(120, 90, 7))
+    (root / "u_broken.png").write_bytes(b"not an image")
+    model = extract_module.build_model(tiny_conf["model"], "cpu")
+    calls = []
+
+    def counting(data):
+        calls.append(len(data["image"]))
+        return model(data)
+
+    one, failures_one = extract(tiny_conf, root, tmp_path / "one.h5", num_workers=0, model=model,
+                                as_half=False)
+    many, failures_many = extract(tiny_conf, root, tmp_path / "many.h5", num_workers=2,
+                                  model=counting, batch_size=3, as_half=False)
+    assert calls == [3, 1, 1]  # s0-s2, s3, t0; the broken file never reaches the network
+    assert [n for n, _ in failures_one] == [n for n, _ in failures_many] == ["u_broken.png"]
+    assert list_h5_names(one) == list_h5_names(many) == {"s0.png", "s1.png", "s2.png",
+                                                          "s3.png", "t0.png"}
+    with h5py.File(one, "r") as a, h5py.File(many, "r") as b:
+        for name in list_h5_names(one):
+            assert a[name]["keypoints"].shape == b[name]["keypoints"].shape
+            assert set(a[name]) == set(b[name])
+            for key in a[name]:
+                np.testing.assert_allclose(a[name][key][()].astype(np.float32),
+                                           b[name][key][()].astype(np.float32), atol=2e-3)
+
+
+def test_writer_error_stops_extraction_and_keeps_earlier_images(image_dir, tiny_conf, tmp_path,
+                                                                monkeypatch):
+    real_write = extract_module.write_features
+
+    def failing(fd, name, pred, uncertainty):
+        if name == "b.jpg":
+            raise OSError("No space left on device")
+        real_write(fd, name, pred, uncertainty)
+
+    monkeypatch.setattr(extract_module, "write_features", failing)
+    out = tmp_path / "f.h5"
+    with pytest.raises(OSError, match="No space left"):
+        extract(tiny_conf, image_dir, out, num_workers=0)
+    assert list_h5_names(out) == {"a.png"}  # committed and readable, no half-written group
+    assert not journal_path(out).exists()

@@ -101,7 +101,7 @@ def test_bad_inputs_and_conf():
     with pytest.raises(ValueError, match="Unknown TaSP options"):
         TaSP({"weights": None, "max_keypoint": 5})
     with pytest.raises(ValueError, match="amp"):
-        TaSP({"weights": None, "amp": "int8"})
+        TaSP({"weights": None, "amp": "int4"})
     with pytest.raises(ValueError, match="lite0"):
         TaSP({"weights": None, "pretrained_backbone": True})
 

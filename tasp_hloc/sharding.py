@@ -1,0 +1,156 @@
+"""Extraction and matching split across the processes that ``torchrun`` starts.
+
+The command line goes through here with one process too (then it only merges the shards a
+killed run left and writes straight into the output).
+
+    torchrun --nproc_per_node=N -m tasp_hloc extract --images DIR --output feats.h5
+    torchrun --nproc_per_node=N -m tasp_hloc match --features feats.h5 --pairs P --output m.h5
+
+Rank 0 lists the work left (names or pairs not yet in the output); rank r takes every N-th
+item from r on and writes it to its own shard, ``<output>.part<r>-of-<N>.h5``, with the same
+crash-safe, resumable writer as one process; then rank 0 copies the shards into the output, in
+the order of the list, and deletes them. The output holds exactly the groups and arrays of a
+one-process run (with the same threads per process). A rank that fails reports the items it
+did not finish; every finished item stays in its shard, and the next run (any number of
+processes) merges what the shards hold before it lists the work left.
+"""
+
+import logging
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import h5py
+import torch
+import torch.distributed as dist
+
+from .distributed import cleanup, setup
+from .extract import default_device, extract
+from .h5_journal import journal_path, recover
+from .hloc_format import list_h5_names, names_to_pair, open_for_append, stored_names
+from .image_io import ImageDataset
+from .match import match_pairs, pairs_left_to_match
+
+logger = logging.getLogger(__name__)
+
+
+def shard_path(output: Path, rank: int, world: int) -> Path:
+    return output.with_name(f"{output.name}.part{rank}-of-{world}.h5")
+
+
+def leftover_shards(output: Path) -> List[Path]:
+    return sorted(output.parent.glob(f"{output.name}.part*-of-*.h5"))
+
+
+def merge_shards(output: Path, order: Sequence[str] = (), commit_every: float = 1.0) -> int:
+    """Copy every group of the shards of ``output`` into it (those named in ``order`` first, in
+    that order), then delete the shards. Returns the number of groups copied."""
+    shards = leftover_shards(output)
+    if not shards:
+        return 0
+    where: Dict[str, Path] = {}
+    for shard in shards:
+        recover(shard)  # a shard whose writer was killed: back to its last commit
+        where.update((name, shard) for name in list_h5_names(shard))
+    rank_of = {name: i for i, name in enumerate(order)}
+    names = sorted(where, key=lambda n: (rank_of.get(n, len(rank_of)), n))
+    files = {shard: h5py.File(str(shard), "r", libver="latest") for shard in shards}
+    try:
+        with open_for_append(output, commit_every) as out:
+            for name in names:
+                with out.item(name) as fd:
+                    if name in fd:
+                        del fd[name]
+                    parent, _, leaf = name.rpartition("/")
+                    files[where[name]].copy(files[where[name]][name],
+                                            fd.require_group(parent) if parent else fd, leaf)
+    finally:
+        for f in files.values():
+            f.close()
+    for shard in shards:  # only once the output is committed
+        shard.unlink()
+        journal_path(shard).unlink(missing_ok=True)
+    logger.info("Merged %d groups from %d shard files into %s.", len(names), len(shards), output)
+    return len(names)
+
+
+def run_sharded(output: Path, list_work: Callable[[], List], group_name: Callable[[object], str],
+                work: Callable[[List, Path, str], List], device: Optional[str]) -> List:
+    """The protocol of the module docstring, for any kind of item.
+
+    Args:
+        list_work: on rank 0, the items left to do, in order.
+        group_name: the output group an item becomes (for the merge order).
+        work: ``work(items, shard, device)`` writes ``items`` into ``shard`` and returns the
+            items it skipped, as ``(name, reason)``.
+
+    Returns:
+        the skipped items of every rank.
+    """
+    output = Path(output)
+    rank, world, device, created = setup(torch.device(device or default_device()))
+    if world == 1:  # one process: straight into the output, after what shards a run left
+        merge_shards(output)
+        todo = list_work()
+        return work(todo, output, str(device)) if todo else []
+    try:
+        box = [None]
+        if rank == 0:
+            merge_shards(output)  # what a killed run left, before listing the work left
+            box = [list_work()]
+        dist.broadcast_object_list(box, src=0)
+        todo = box[0]
+        mine = todo[rank::world]
+        shard = shard_path(output, rank, world)
+        try:
+            skipped = work(mine, shard, str(device)) if mine else []
+        except BaseException as e:
+            done = stored_names(shard, [group_name(i) for i in mine]) if shard.exists() else set()
+            left = [group_name(i) for i in mine if group_name(i) not in done]
+            logger.error(
+                "Rank %d of %d stopped (%s: %s) with %d of its %d items not done: %s. Its "
+                "finished items are kept in %s and the other ranks' in their shards: run the "
+                "same command again (any number of processes) to merge them and finish.",
+                rank, world, type(e).__name__, e, len(left), len(mine), ", ".join(left[:20])
+                + (", ..." if len(left) > 20 else ""), shard)
+            raise
+        gathered: List = [None] * world
+        dist.all_gather_object(gathered, skipped)
+        if rank == 0:
+            merge_shards(output, [group_name(i) for i in todo])
+        dist.barrier()
+        return [s for part in gathered for s in part]
+    finally:
+        if created:
+            cleanup()
+
+
+def extract_sharded(conf: Dict, image_dir: Path, feature_path: Path,
+                    names: Optional[Sequence[str]] = None, overwrite: bool = False,
+                    device: Optional[str] = None, **kwargs) -> Tuple[Path, List]:
+    """``extract.extract`` over the processes of torchrun (same arguments)."""
+    def list_work():
+        all_names = ImageDataset(image_dir, conf.get("preprocessing", {}), names).names
+        done = set() if overwrite else stored_names(feature_path, all_names)
+        if len(done) == len(all_names):
+            logger.info("All images are already in %s; nothing to extract.", feature_path)
+        return [n for n in all_names if n not in done]
+
+    def work(items, shard, device):
+        return extract(conf, image_dir, shard, names=items, overwrite=overwrite, device=device,
+                       **kwargs)[1]
+
+    return feature_path, run_sharded(feature_path, list_work, str, work, device)
+
+
+def match_sharded(pairs_path: Path, feature_path: Path, match_path: Path,
+                  device: Optional[str] = None, batch_size: int = 16, overwrite: bool = False,
+                  commit_every: float = 1.0) -> Path:
+    """``match.match`` over the processes of torchrun (same arguments)."""
+    def work(pairs, shard, device):
+        match_pairs(pairs, feature_path, shard, device, batch_size, commit_every)
+        return []
+
+    run_sharded(match_path,
+                lambda: pairs_left_to_match(pairs_path, feature_path, match_path, overwrite),
+                lambda pair: names_to_pair(*pair), work, device)
+    return match_path
