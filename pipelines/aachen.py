@@ -18,11 +18,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipelines.common import (PipelineError, add_feature_args, check_features, check_pairs,
-                              complete_results, done, extract, feature_conf_from_args, load_model,
-                              localization_paths, logger, match, matcher_conf, query_pairs,
-                              read_given_pairs, read_results, require_hloc, rigid_to_pose,
-                              triangulate_known_poses, write_results)
+from pipelines.common import PipelineError, done, logger, require_hloc
+from pipelines.hloc_steps import (add_feature_args, check_features, check_pairs, extract,
+                                  feature_conf_from_args, match, matcher_conf)
+from pipelines.poses import rigid_to_pose
+from pipelines.results import complete_results, read_results, write_results
+from pipelines.retrieval import localization_paths, query_pairs, read_given_pairs
+from pipelines.triangulate import load_model, triangulate_known_poses
 
 SIFT_MODEL = "3D-models/aachen_v_1_1"
 QUERY_LISTS = "queries/*_time_queries_with_intrinsics.txt"

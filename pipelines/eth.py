@@ -16,9 +16,12 @@ import argparse
 import json
 from pathlib import Path
 
-from pipelines.common import (PipelineError, check_features, check_pairs, done, extract,
-                              add_feature_args, feature_conf_from_args, match,
-                              logger, read_pairs, require_hloc, write_pairs, write_text_atomic)
+from tasp_hloc.atomic import write_text_atomic
+from tasp_hloc.hloc_format import read_pairs, write_pairs
+
+from pipelines.common import PipelineError, done, logger, require_hloc
+from pipelines.hloc_steps import (add_feature_args, check_features, check_pairs, extract,
+                                  feature_conf_from_args, match)
 
 ETH_MATCHER = {"output": "matches-NN-mutual-ratio.9",
                "model": {"name": "nearest_neighbor", "do_mutual_check": True,

@@ -17,15 +17,17 @@ import argparse
 from pathlib import Path
 
 from pipelines.aachen import add_common_args
-from pipelines.common import (PipelineError, check_features, done, extract, feature_conf_from_args,
-                              localization_paths, localize_inloc, match, matcher_conf, query_pairs,
-                              read_given_pairs, read_results, require_hloc)
+from pipelines.common import PipelineError, done, require_hloc
+from pipelines.hloc_steps import check_features, extract, feature_conf_from_args, match, matcher_conf
+from pipelines.inloc_localize import localize_inloc
+from pipelines.results import read_results
+from pipelines.retrieval import localization_paths, query_pairs, read_given_pairs
 
 QUERY_GLOB = "query/iphone7/*.JPG"
 CUTOUT_GLOB = "database/cutouts/*/*/*.jpg"
 
 
-def list_images(dataset: Path):
+def dataset_images(dataset: Path):
     """(query names, cutout names) relative to the dataset root; checks the layout."""
     dataset = Path(dataset)
     queries = sorted(p.relative_to(dataset).as_posix() for p in dataset.glob(QUERY_GLOB))
@@ -64,7 +66,7 @@ def run(args):
     require_hloc()
 
     dataset, outputs = Path(args.dataset), Path(args.outputs)
-    queries, cutouts = list_images(dataset)
+    queries, cutouts = dataset_images(dataset)
     outputs.mkdir(parents=True, exist_ok=True)
     fconf = feature_conf_from_args(args)
     mconf = matcher_conf(args.matcher)

@@ -61,8 +61,8 @@ def cmd_extract(args) -> int:
 
 
 def cmd_match(args) -> int:
-    from .hloc_format import feature_names
-    from .match import exhaustive_pairs, match, write_pairs
+    from .hloc_format import feature_names, write_pairs
+    from .match import exhaustive_pairs, match
 
     pairs = args.pairs
     if pairs is None:

@@ -1,8 +1,12 @@
-"""Reading and resizing images exactly as hloc's ``extract_features`` does, without hloc.
+"""Reading, listing and resizing images exactly as hloc's ``extract_features`` does.
 
-Decoding goes through OpenCV with hloc's flags, so 16-bit images become 8-bit, RGBA drops
-its alpha, grayscale files become RGB when colour is asked for, and EXIF rotation is ignored:
-features written by ``python -m tasp_hloc extract`` equal those of hloc's own extraction.
+The one image reader of the package: extraction, training data, keypoint labels and the
+benchmarks all decode through :func:`read_image`, so a photo is in the same pixel frame
+everywhere. Decoding goes through OpenCV with hloc's flags: 16-bit images become 8-bit, RGBA
+drops its alpha, grayscale files become RGB when colour is asked for, and EXIF orientation is
+ignored (the stored pixels are used as they are): features written by
+``python -m tasp_hloc extract`` equal those of hloc's own extraction, and keypoint labels match
+the training images they were made for.
 """
 
 import glob
@@ -14,11 +18,19 @@ import numpy as np
 import PIL.Image
 import torch
 
-IMAGE_GLOBS = ["*.jpg", "*.png", "*.jpeg", "*.JPG", "*.PNG"]
+IMAGE_GLOBS = ["*.jpg", "*.png", "*.jpeg", "*.JPG", "*.PNG"]  # hloc's
+# Training photos and benchmark sources: more formats, any letter case.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 
 
-class ImageReadError(ValueError):
-    """An image file that cannot be decoded."""
+def extension_globs(extensions: Sequence[str] = IMAGE_EXTENSIONS) -> List[str]:
+    """Case-insensitive globs for file endings, e.g. ``.jpg`` -> ``*.[jJ][pP][gG]``."""
+    return ["*" + "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in ext)
+            for ext in extensions]
+
+
+class ImageReadError(ValueError, OSError):
+    """An image file that cannot be decoded (an OSError too: it is a problem of the file)."""
 
 
 def read_image(path: Path, grayscale: bool = False) -> np.ndarray:
@@ -31,7 +43,7 @@ def read_image(path: Path, grayscale: bool = False) -> np.ndarray:
             f"format OpenCV decodes. Replace or remove the file, then run again."
         )
     if not grayscale and image.ndim == 3:
-        image = image[:, :, ::-1]  # BGR to RGB
+        image = np.ascontiguousarray(image[:, :, ::-1])  # BGR to RGB
     return image
 
 
@@ -50,15 +62,21 @@ def resize_image(image: np.ndarray, size: Sequence[int], interp: str = "cv2_area
     raise ValueError(f"Unknown interpolation {interp!r}; use cv2_area, cv2_linear, pil_linear...")
 
 
-def list_images(root: Path, globs: Sequence[str] = IMAGE_GLOBS) -> List[str]:
-    """Sorted image names relative to ``root`` (POSIX), searched recursively."""
+def list_images(root: Path, globs: Sequence[str] = IMAGE_GLOBS, recursive: bool = True,
+                allow_empty: bool = False) -> List[str]:
+    """Sorted image names relative to ``root`` (POSIX), searched recursively by default.
+
+    An empty result is an error unless ``allow_empty``; a missing folder always is.
+    """
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"Image folder {root} does not exist or is not a folder.")
     paths = set()
     for g in globs:
-        paths.update(glob.glob((root / "**" / g).as_posix(), recursive=True))
-    if not paths:
+        pattern = (root / "**" / g) if recursive else (root / g)
+        paths.update(p for p in glob.glob(pattern.as_posix(), recursive=recursive)
+                     if Path(p).is_file())
+    if not paths and not allow_empty:
         raise ValueError(f"No image matching {list(globs)} found under {root}; check the folder.")
     return sorted(Path(p).relative_to(root).as_posix() for p in paths)
 

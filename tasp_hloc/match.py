@@ -9,9 +9,9 @@ import h5py
 import torch
 from tqdm import tqdm
 
-from .extract import default_device
+from .device import resolve_device
 from .hloc_format import (feature_names, names_to_pair, open_for_append, read_pairs, stored_names,
-                          write_matches)
+                          write_matches, write_pairs)  # noqa: F401 (write_pairs: API)
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ def match(
     unique = len(pairs_to_match(pairs, set()))
     logger.info("Matching %d pairs into %s (%d already there).", len(todo), match_path,
                 unique - len(todo))
-    device = device or default_device()
+    device = resolve_device(device)
     with h5py.File(str(feature_path), "r", libver="latest") as ffd, \
             open_for_append(match_path, commit_every) as out:
         cache = _DescriptorCache(ffd, device)
@@ -146,8 +146,3 @@ def match(
 def exhaustive_pairs(names: Sequence[str]) -> List[Tuple[str, str]]:
     names = sorted(names)
     return [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
-
-
-def write_pairs(pairs: Sequence[Tuple[str, str]], path: Path) -> Path:
-    Path(path).write_text("".join(f"{a} {b}\n" for a, b in pairs))
-    return Path(path)

@@ -162,7 +162,7 @@ def test_explicit_register_and_the_equivalent_command(standin, images, tmp_path)
             "from hloc import extract_features\n"
             "from hloc.utils.base_model import dynamic_load\n"
             "m = register(weights='w.pth')\n"
-            "print('SAME', m is hloc.extractors.tasp, dynamic_load(hloc.extractors, 'tasp') is m.TaSP)\n"
+            "print('SAME', m is hloc.extractors.tasp, dynamic_load(hloc.extractors, 'tasp') is m.TaSPExtractor)\n"
             "print('W', extract_features.confs['tasp_aachen']['model']['weights'])\n")
     out = run(code, tmp_path, [standin], zero_code=False)
     assert out.returncode == 0, out.stderr

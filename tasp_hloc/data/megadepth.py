@@ -31,7 +31,8 @@ import h5py
 import numpy as np
 from torch.utils.data import Dataset
 
-from .utils import make_rng, merge_conf, pixel_scale_matrix, read_image, resize_view
+from ..image_io import read_image
+from .utils import make_rng, merge_conf, pixel_scale_matrix, resize_view
 from .view_pair import ViewPairSampler
 
 logger = logging.getLogger(__name__)

@@ -44,7 +44,8 @@ import torch
 from torch.utils.data import Dataset
 
 from ..geometry import inside_image, project, sample_depth, unproject
-from .utils import make_rng, merge_conf, read_depth_png, read_image, resize_view
+from ..image_io import read_image
+from .utils import make_rng, merge_conf, read_depth_png, resize_view
 from .view_pair import ViewPairSampler
 
 logger = logging.getLogger(__name__)

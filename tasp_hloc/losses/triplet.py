@@ -22,8 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..grid import cell_centers
 from ..keypoints import sample_descriptors
-from .safe_window import cell_centers, negative_mask
+from .safe_window import negative_mask
 
 
 # Distance given to "no negative available" before the min; any value > 2 (the largest
