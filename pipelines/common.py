@@ -10,6 +10,7 @@ runs), `hloc_steps` (extraction and matching through hloc), `retrieval` (query p
 
 from __future__ import annotations
 
+import argparse
 import logging
 from pathlib import Path
 
@@ -42,6 +43,14 @@ def run_cli(main):
     except (PipelineError, FileNotFoundError, ImportError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
+
+
+def cli_parser(doc: str, dataset_help: str) -> argparse.ArgumentParser:
+    """A pipeline's command line: its module docstring as help, --dataset and --outputs."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--dataset", type=Path, required=True, help=dataset_help)
+    p.add_argument("--outputs", type=Path, required=True, help="output folder")
+    return p
 
 
 def require_hloc():

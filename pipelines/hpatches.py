@@ -12,18 +12,17 @@ when already in the files, so reruns resume).
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Dict, List, Sequence
 
 import numpy as np
 
-from tasp_hloc.atomic import write_text_atomic
+from tasp_hloc.files import write_text_atomic
 from tasp_hloc.hloc_format import write_pairs
 from tasp_hloc.match_metrics import homography_match_errors, mean_matching_accuracy
 
-from pipelines.common import logger, require_hloc
+from pipelines.common import cli_parser, logger, require_hloc
 from pipelines.hloc_steps import (add_feature_args, check_features, extract,
                                   feature_conf_from_args, match, matcher_conf)
 
@@ -129,9 +128,7 @@ def run(args):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--dataset", type=Path, required=True, help="hpatches-sequences-release root")
-    p.add_argument("--outputs", type=Path, required=True)
+    p = cli_parser(__doc__, "hpatches-sequences-release root")
     add_feature_args(p, "tasp_aachen")
     p.add_argument("--matcher", default="NN-mutual")
     p.add_argument("--exclude", nargs="*", default=D2NET_EXCLUDED,

@@ -17,7 +17,7 @@ import argparse
 from pathlib import Path
 
 from pipelines.aachen import add_common_args
-from pipelines.common import PipelineError, done, require_hloc
+from pipelines.common import PipelineError, cli_parser, done, require_hloc
 from pipelines.hloc_steps import check_features, extract, feature_conf_from_args, match, matcher_conf
 from pipelines.inloc_localize import localize_inloc
 from pipelines.results import read_results
@@ -93,9 +93,7 @@ def run(args):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--dataset", type=Path, required=True, help="InLoc root (query/, database/)")
-    p.add_argument("--outputs", type=Path, required=True, help="output folder")
+    p = cli_parser(__doc__, "InLoc root (query/, database/)")
     add_common_args(p, "tasp_inloc", 40)
     p.add_argument("--skip-matches", type=int, default=20,
                    help="ignore retrieved cutouts with fewer matches, default: %(default)s")

@@ -12,7 +12,7 @@ from typing import Optional
 
 import numpy as np
 
-from tasp_hloc.atomic import write_text_atomic
+from tasp_hloc.files import write_text_atomic
 from tasp_hloc.image_io import ImageReadError, read_image
 
 from pipelines.common import PipelineError, logger, require_hloc

@@ -7,7 +7,7 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
-from tasp_hloc.atomic import write_text_atomic
+from tasp_hloc.files import read_rows, write_text_atomic
 
 from pipelines.poses import Pose
 
@@ -64,25 +64,19 @@ def read_results(path: Path) -> Dict[str, Pose]:
     if not path.exists():
         raise FileNotFoundError(f"Results file {path} does not exist.")
     poses = {}
-    with open(path) as fd:
-        for i, line in enumerate(fd, 1):
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            cols = line.split()
-            if len(cols) < 8:
-                raise ValueError(f"{path}:{i}: expected `name qw qx qy qz tx ty tz`, got {line!r}")
-            try:
-                vals = np.array(cols[1:8], float)
-            except ValueError:
-                raise ValueError(f"{path}:{i}: non-numeric pose in {line!r}") from None
-            if not np.all(np.isfinite(vals)):
-                raise ValueError(f"{path}:{i}: non-finite pose in {line!r}")
-            if abs(np.linalg.norm(vals[:4]) - 1) > 1e-3:
-                raise ValueError(f"{path}:{i}: quaternion is not unit-norm in {line!r}")
-            if cols[0] in poses:
-                raise ValueError(f"{path}:{i}: duplicate entry for {cols[0]}")
-            poses[cols[0]] = (vals[:4], vals[4:7])
+    for i, cols in read_rows(path, 8, "`name qw qx qy qz tx ty tz`"):
+        line = " ".join(cols)
+        try:
+            vals = np.array(cols[1:8], float)
+        except ValueError:
+            raise ValueError(f"{path}:{i}: non-numeric pose in {line!r}") from None
+        if not np.all(np.isfinite(vals)):
+            raise ValueError(f"{path}:{i}: non-finite pose in {line!r}")
+        if abs(np.linalg.norm(vals[:4]) - 1) > 1e-3:
+            raise ValueError(f"{path}:{i}: quaternion is not unit-norm in {line!r}")
+        if cols[0] in poses:
+            raise ValueError(f"{path}:{i}: duplicate entry for {cols[0]}")
+        poses[cols[0]] = (vals[:4], vals[4:7])
     return poses
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
+from tasp_hloc.files import read_rows
 from tasp_hloc.hloc_format import read_pairs, write_pairs
 
 from pipelines.common import done, logger, require_hloc
@@ -48,12 +49,7 @@ def read_given_pairs(files: Sequence[Path], query_names: Sequence[str],
         f = Path(f)
         if not f.is_file():
             raise FileNotFoundError(f"Query pairs file {f} does not exist.")
-        for i, line in enumerate(f.read_text().splitlines(), 1):
-            cols = line.split()
-            if not cols or cols[0].startswith("#"):
-                continue
-            if len(cols) < 2:
-                raise ValueError(f"{f}:{i}: expected `query_name database_name`, got {line!r}.")
+        for i, cols in read_rows(f, 2, "`query_name database_name`"):
             a, b = cols[:2]
             if a in queries and b in dbs:
                 q, d = a, b

@@ -5,7 +5,9 @@
 import torch
 
 
-def cell_centers(hc: int, wc: int, stride: int = 4, device=None, dtype=torch.float32) -> torch.Tensor:
+def cell_centers(
+    hc: int, wc: int, stride: int = 4, device=None, dtype=torch.float32
+) -> torch.Tensor:
     """Pixel centres (x, y) of the cells of an ``hc x wc`` map (in cells) at ``stride``.
 
     Returns:

@@ -14,7 +14,7 @@ import h5py
 import numpy as np
 import torch
 
-from .atomic import write_text_atomic
+from .files import read_rows, write_text_atomic
 from .h5_journal import open_append, recover
 
 
@@ -91,16 +91,7 @@ def write_pairs(pairs: Iterable[Tuple[str, str]], path: Path) -> Path:
 
 def read_pairs(path: Path) -> List[Tuple[str, str]]:
     """``name0 name1`` per line; blank lines and ``#`` comments are skipped."""
-    pairs = []
-    for i, line in enumerate(Path(path).read_text().splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        parts = line.split()
-        if len(parts) < 2:
-            raise ValueError(f"{path}:{i}: expected 'name0 name1', got {line!r}.")
-        pairs.append((parts[0], parts[1]))
-    return pairs
+    return [(cols[0], cols[1]) for _, cols in read_rows(path, 2, "'name0 name1'")]
 
 
 def open_for_append(path: Path, commit_every: float = 1.0):

@@ -18,6 +18,9 @@ import numpy as np
 import PIL.Image
 import torch
 
+from .files import read_rows
+from .options import with_defaults
+
 IMAGE_GLOBS = ["*.jpg", "*.png", "*.jpeg", "*.JPG", "*.PNG"]  # hloc's
 # Training photos and benchmark sources: more formats, any letter case.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
@@ -83,11 +86,7 @@ def list_images(root: Path, globs: Sequence[str] = IMAGE_GLOBS, recursive: bool 
 
 def read_image_list(path: Path) -> List[str]:
     """Names from a text file, one per line (further columns, e.g. intrinsics, are ignored)."""
-    names = []
-    for line in Path(path).read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            names.append(line.split()[0])
+    names = [cols[0] for _, cols in read_rows(path, 1, "an image name")]
     if not names:
         raise ValueError(f"Image list {path} names no image.")
     return names
@@ -110,10 +109,7 @@ class ImageDataset(torch.utils.data.Dataset):
     }
 
     def __init__(self, root: Path, conf: Dict, names: Optional[List[str]] = None):
-        unknown = set(conf) - set(self.default_conf)
-        if unknown:
-            raise ValueError(f"Unknown preprocessing options {sorted(unknown)}.")
-        self.conf = {**self.default_conf, **conf}
+        self.conf = with_defaults(self.default_conf, conf, "preprocessing")
         self.root = Path(root)
         if names is None:
             names = list_images(self.root, self.conf["globs"])

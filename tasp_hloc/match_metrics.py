@@ -12,8 +12,9 @@ import numpy as np
 MMA_THRESHOLDS = (1, 3, 5, 10)
 
 
-def mutual_nn_match(desc0: np.ndarray, desc1: np.ndarray,
-                    min_similarity: Optional[float] = None) -> Tuple[np.ndarray, np.ndarray]:
+def mutual_nn_match(
+    desc0: np.ndarray, desc1: np.ndarray, min_similarity: Optional[float] = None
+) -> Tuple[np.ndarray, np.ndarray]:
     """Mutual nearest neighbours under cosine similarity: :func:`tasp_hloc.match.mutual_nearest_neighbor`
     (hloc's ``NN-mutual``) for one pair of numpy descriptor sets.
 
@@ -26,8 +27,12 @@ def mutual_nn_match(desc0: np.ndarray, desc1: np.ndarray,
 
     if len(desc0) == 0 or len(desc1) == 0:
         return np.zeros((0, 2), np.int64), np.zeros(0, np.float32)
-    d0, d1 = (np.ascontiguousarray(d / np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-12),
-                                   np.float32) for d in (desc0, desc1))
+    d0, d1 = (
+        np.ascontiguousarray(
+            d / np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-12), np.float32
+        )
+        for d in (desc0, desc1)
+    )
     matches0, _ = mutual_nearest_neighbor(torch.from_numpy(d0)[None], torch.from_numpy(d1)[None])
     m = matches0[0].numpy()
     idx0 = np.flatnonzero(m > -1)
@@ -47,8 +52,9 @@ def apply_homography(H: np.ndarray, pts: np.ndarray) -> np.ndarray:
     return out
 
 
-def homography_match_errors(kpts0: np.ndarray, kpts1: np.ndarray, matches: np.ndarray,
-                            H: np.ndarray) -> np.ndarray:
+def homography_match_errors(
+    kpts0: np.ndarray, kpts1: np.ndarray, matches: np.ndarray, H: np.ndarray
+) -> np.ndarray:
     """Reprojection error (pixels, in image 1) of each match: || H kpts0[i] - kpts1[j] ||. -> M."""
     if len(matches) == 0:
         return np.zeros(0)
@@ -56,8 +62,9 @@ def homography_match_errors(kpts0: np.ndarray, kpts1: np.ndarray, matches: np.nd
     return np.linalg.norm(proj - kpts1[matches[:, 1]], axis=1)
 
 
-def mean_matching_accuracy(errors: np.ndarray,
-                           thresholds: Sequence[float] = MMA_THRESHOLDS) -> Dict[float, float]:
+def mean_matching_accuracy(
+    errors: np.ndarray, thresholds: Sequence[float] = MMA_THRESHOLDS
+) -> Dict[float, float]:
     """Share of matches with error <= t, per threshold t, for one pair (0 when no match).
 
     Averaging this over pairs gives the MMA of D2-Net's HPatches protocol.

@@ -33,27 +33,31 @@ REPO = Path(__file__).parents[1]
 BLANK = np.full((240, 320, 3), 128, np.uint8)  # a query no feature can localize
 
 
+def _dataset(tmp_path_factory, kind, make, blank_path, blank_image):
+    """A generated dataset with its ground truth, a blank query image at `blank_path` (relative
+    to the dataset) and a random NetVLAD checkpoint."""
+    root = tmp_path_factory.mktemp(kind)
+    queries = make(root / "ds")
+    ps.write_poses_txt(root / "gt.txt", queries)
+    ps.imwrite(root / "ds" / blank_path, blank_image)
+    return root, queries, netvlad.make_random_checkpoint(root / "netvlad.mat")
+
+
 @pytest.fixture(scope="module")
 def aachen_ds(tmp_path_factory):
-    root = tmp_path_factory.mktemp("aachen")
-    queries = ps.make_aachen(root / "ds")
-    ps.write_poses_txt(root / "gt.txt", queries)
     blank = "query/night/nexus5x/IMG_blank.jpg"
-    ps.imwrite(root / "ds/images_upright" / blank, BLANK)
+    root, queries, ckpt = _dataset(tmp_path_factory, "aachen", ps.make_aachen,
+                                   f"images_upright/{blank}", BLANK)
     with open(root / "ds/queries/night_time_queries_with_intrinsics.txt", "a") as fd:
         fd.write(f"{blank} SIMPLE_RADIAL 320 240 240 160 120 0\n")
-    ckpt = netvlad.make_random_checkpoint(root / "netvlad.mat")
     return root, queries, ckpt, blank
 
 
 @pytest.fixture(scope="module")
 def inloc_ds(tmp_path_factory):
-    root = tmp_path_factory.mktemp("inloc")
-    queries = ps.make_inloc(root / "ds")
-    ps.write_poses_txt(root / "gt.txt", queries)
     blank = "query/iphone7/IMG_9999.JPG"
-    ps.imwrite(root / "ds" / blank, np.full((480, 640, 3), 128, np.uint8))
-    ckpt = netvlad.make_random_checkpoint(root / "netvlad.mat")
+    root, queries, ckpt = _dataset(tmp_path_factory, "inloc", ps.make_inloc, blank,
+                                   np.full((480, 640, 3), 128, np.uint8))
     return root, queries, ckpt, blank
 
 

@@ -181,7 +181,8 @@ def _seven_scenes_frames(root: Path, conf: dict) -> List[dict]:
             raise FileNotFoundError(f"7-Scenes sequence folder {seq} does not exist.")
         for pose in sorted(seq.glob("frame-*.pose.txt")):
             stem = pose.name[: -len(".pose.txt")]
-            color = next((seq / f"{stem}.color.{e}" for e in ("png", "jpg") if (seq / f"{stem}.color.{e}").is_file()), None)
+            color = next((seq / f"{stem}.color.{e}" for e in ("png", "jpg")
+                          if (seq / f"{stem}.color.{e}").is_file()), None)
             depth = seq / f"{stem}.depth.png"
             if color is None or not depth.is_file():
                 continue

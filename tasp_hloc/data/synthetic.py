@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from ..image_io import IMAGE_EXTENSIONS, extension_globs, list_images, read_image
+from ..options import with_defaults
 
 # --------------------------------------------------------------------------------------------
 # Geometry: quads, scenes, ray casting
@@ -308,10 +309,7 @@ class SyntheticScenes(Dataset):
                 conf = OmegaConf.to_container(conf, resolve=True)
         except ImportError:  # pragma: no cover
             pass
-        unknown = set(conf or {}) - set(self.default_conf)
-        if unknown:
-            raise KeyError(f"Unknown SyntheticScenes option(s) {sorted(unknown)}; valid: {sorted(self.default_conf)}.")
-        self.conf = c = {**self.default_conf, **(conf or {})}
+        self.conf = c = with_defaults(self.default_conf, conf, "SyntheticScenes", KeyError)
         size = c["size"]
         self.size = (int(size), int(size)) if np.isscalar(size) else (int(size[0]), int(size[1]))
         self.epoch = 0
