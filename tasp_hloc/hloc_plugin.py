@@ -79,6 +79,7 @@ def fill_extractor_module(module: types.ModuleType, cls: type) -> types.ModuleTy
     path, so ``cls`` is marked as defined there.
     """
     cls.__module__ = module.__name__
+    cls.__qualname__ = cls.__name__  # made in a function; shown as <module path>.<name>
     setattr(module, cls.__name__, cls)
     return module
 

@@ -76,9 +76,8 @@ def list_images(root: Path, globs: Sequence[str] = IMAGE_GLOBS, recursive: bool 
         raise FileNotFoundError(f"Image folder {root} does not exist or is not a folder.")
     paths = set()
     for g in globs:
-        pattern = (root / "**" / g) if recursive else (root / g)
-        paths.update(p for p in glob.glob(pattern.as_posix(), recursive=recursive)
-                     if Path(p).is_file())
+        pattern = glob.escape(root.as_posix()) + ("/**/" if recursive else "/") + g
+        paths.update(p for p in glob.glob(pattern, recursive=recursive) if Path(p).is_file())
     if not paths and not allow_empty:
         raise ValueError(f"No image matching {list(globs)} found under {root}; check the folder.")
     return sorted(Path(p).relative_to(root).as_posix() for p in paths)
