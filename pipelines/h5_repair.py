@@ -14,10 +14,8 @@ from tasp_hloc.h5_journal import open_append, recover
 
 from pipelines.common import logger
 
-
+# The datasets every complete group holds (a group lacking some was being written).
 FEATURE_KEYS = ("keypoints", "descriptors", "image_size")
-
-
 MATCH_KEYS = ("matches0", "matching_scores0")
 
 
