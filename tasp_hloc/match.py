@@ -11,7 +11,8 @@ from tqdm import tqdm
 
 from .device import resolve_device
 from .hloc_format import (feature_names, names_to_pair, open_for_append, read_pairs, stored_names,
-                          write_matches, write_pairs)  # noqa: F401 (write_pairs: API)
+                          write_matches)
+from .hloc_format import write_pairs  # noqa: F401 (the API's name, beside exhaustive_pairs)
 
 logger = logging.getLogger(__name__)
 
