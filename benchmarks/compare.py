@@ -27,6 +27,8 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from tasp_hloc.device import resolve_device
+
 from . import datasets
 from .features import METHODS
 from .metrics import (AUC_THRESHOLDS, MMA_THRESHOLDS, estimate_relative_pose,
@@ -104,13 +106,6 @@ def resolve(data: Path, path: str) -> Path:
     """A folder given relative to the data root, or absolute."""
     p = Path(path)
     return p if p.is_absolute() else data / p
-
-
-def resolve_device(name: str) -> str:
-    if name != "auto":
-        return name
-    import torch
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 # ----------------------------------------------------------------------------- data

@@ -22,6 +22,9 @@ from typing import List, Optional, Sequence
 import cv2
 import numpy as np
 
+from tasp_hloc import image_io
+from tasp_hloc.image_io import extension_globs, read_image
+
 from .features import resize_max_side
 from .metrics import angle_between_rotations, scale_homography, scale_intrinsics
 
@@ -63,12 +66,8 @@ def require_data_root(root: Path) -> Path:
     return Path(root)
 
 
-def read_rgb(path: Path) -> np.ndarray:
-    """Image file -> H x W x 3 uint8 RGB (grayscale files are replicated to 3 channels)."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise FileNotFoundError(f"cannot read image {path}")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+# Images are decoded by the package's reader (hloc's rule); `read_rgb` is its name here.
+read_rgb = read_image
 
 
 # ----------------------------------------------------------------------------- HPatches
@@ -92,15 +91,16 @@ def load_hpatches(root: Path, max_side: int, sequences: Optional[int] = None
 
 
 # ----------------------------------------------------------------------------- synthetic pairs
-def list_images(folders: Sequence[Path]) -> List[Path]:
+def interleaved_images(folders: Sequence[Path]) -> List[Path]:
     """Images of several folders, interleaved (a1, b1, a2, b2, ...) so any prefix mixes them."""
     per_folder = []
     for folder in folders:
         folder = Path(folder)
         if not folder.is_dir():
             raise FileNotFoundError(f"homography source folder {folder} does not exist")
-        per_folder.append(sorted(p for p in folder.iterdir()
-                                 if p.suffix.lower() in IMAGE_SUFFIXES))
+        names = image_io.list_images(folder, extension_globs(IMAGE_SUFFIXES), recursive=False,
+                                     allow_empty=True)
+        per_folder.append([folder / n for n in names])
     out = []
     for i in range(max(map(len, per_folder), default=0)):
         out += [files[i] for files in per_folder if i < len(files)]
@@ -165,7 +165,7 @@ def make_homography_pairs(folders: Sequence[Path], max_side: int, n_images: int 
     Image 0 is the photo resized to ``max_side``; image 1 is it warped (black outside) and
     relit. The same seed gives the same pairs on any machine with the same OpenCV/numpy.
     """
-    files = list_images(folders)[:n_images]
+    files = interleaved_images(folders)[:n_images]
     if not files:
         raise FileNotFoundError(f"no images in {', '.join(map(str, folders))}")
     rng = np.random.default_rng(seed)

@@ -11,78 +11,25 @@ from typing import Dict, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-MMA_THRESHOLDS = (1, 3, 5, 10)
+from tasp_hloc.data.utils import pixel_scale_matrix
+
+# The matcher and MMA are the package's, shared with pipelines/hpatches.py.
+from tasp_hloc.match_metrics import (  # noqa: F401
+    MMA_THRESHOLDS, homography_match_errors, mean_matching_accuracy, mutual_nn_match)
+
 AUC_THRESHOLDS = (5, 10, 20)
 
 
-# ----------------------------------------------------------------------------- matching
-def mutual_nn_match(desc0: np.ndarray, desc1: np.ndarray,
-                    min_similarity: Optional[float] = None) -> Tuple[np.ndarray, np.ndarray]:
-    """Mutual nearest neighbours under cosine similarity, the one matcher used for every method.
-
-    desc0: N0 x D, desc1: N1 x D (any scale; normalised here).
-    Returns matches M x 2 int64 (index in 0, index in 1) and their similarities M float32.
-    """
-    if len(desc0) == 0 or len(desc1) == 0:
-        return np.zeros((0, 2), np.int64), np.zeros(0, np.float32)
-    d0 = desc0 / np.maximum(np.linalg.norm(desc0, axis=1, keepdims=True), 1e-12)
-    d1 = desc1 / np.maximum(np.linalg.norm(desc1, axis=1, keepdims=True), 1e-12)
-    sim = d0.astype(np.float32) @ d1.astype(np.float32).T          # N0 x N1
-    nn01 = sim.argmax(axis=1)                                       # N0
-    nn10 = sim.argmax(axis=0)                                       # N1
-    idx0 = np.arange(len(d0))
-    mutual = nn10[nn01] == idx0
-    if min_similarity is not None:
-        mutual &= sim[idx0, nn01] >= min_similarity
-    matches = np.stack([idx0[mutual], nn01[mutual]], axis=1).astype(np.int64)
-    return matches, sim[matches[:, 0], matches[:, 1]]
-
-
 # ----------------------------------------------------------------------------- homographies
-def warp_points(H: np.ndarray, pts: np.ndarray) -> np.ndarray:
-    """Apply a 3 x 3 homography to N x 2 points -> N x 2 (points at infinity become inf)."""
-    ph = np.concatenate([pts, np.ones((len(pts), 1))], axis=1) @ H.T
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = ph[:, :2] / ph[:, 2:]
-    out[~np.isfinite(out)] = np.inf
-    return out
-
-
-def homography_match_errors(kpts0: np.ndarray, kpts1: np.ndarray, matches: np.ndarray,
-                            H: np.ndarray) -> np.ndarray:
-    """Reprojection error (pixels, in image 1) of each match: || H kpts0[i] - kpts1[j] ||. -> M."""
-    if len(matches) == 0:
-        return np.zeros(0)
-    proj = warp_points(H, kpts0[matches[:, 0]])
-    return np.linalg.norm(proj - kpts1[matches[:, 1]], axis=1)
-
-
-def mean_matching_accuracy(errors: np.ndarray,
-                           thresholds: Sequence[float] = MMA_THRESHOLDS) -> Dict[float, float]:
-    """Share of matches with error <= t, per threshold t, for one pair (0 when no match).
-
-    Averaging this over pairs gives the MMA of D2-Net's HPatches protocol.
-    """
-    if len(errors) == 0:
-        return {t: 0.0 for t in thresholds}
-    return {t: float(np.mean(errors <= t)) for t in thresholds}
-
-
 def scale_homography(H: np.ndarray, scale0: Tuple[float, float],
                      scale1: Tuple[float, float]) -> np.ndarray:
     """H between original images -> H between images resized by (sx, sy) (pixel-centre aware)."""
-    return _pixel_scale(scale1) @ H @ np.linalg.inv(_pixel_scale(scale0))
-
-
-def _pixel_scale(scale: Tuple[float, float]) -> np.ndarray:
-    """Matrix of x' = (x + 0.5) * sx - 0.5, y' likewise."""
-    sx, sy = scale
-    return np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5], [0, 0, 1.0]])
+    return pixel_scale_matrix(*scale1) @ H @ np.linalg.inv(pixel_scale_matrix(*scale0))
 
 
 def scale_intrinsics(K: np.ndarray, scale: Tuple[float, float]) -> np.ndarray:
     """Intrinsics of an image resized by (sx, sy): K' = S K with the pixel-centre convention."""
-    return _pixel_scale(scale) @ K
+    return pixel_scale_matrix(*scale) @ K
 
 
 # ----------------------------------------------------------------------------- relative pose

@@ -12,6 +12,7 @@ import time
 import numpy as np
 import torch
 
+from tasp_hloc.device import resolve_device
 from tasp_hloc.geometry import grid_points
 from tasp_hloc.labels import keypoints_to_label_map
 from tasp_hloc.losses import TaSPLoss
@@ -57,16 +58,20 @@ def time_variant(backbone, channels_last, freeze, batch, steps, device) -> dict:
     for i in range(steps + 1):  # the first step warms up and is not counted
         t = [time.perf_counter()]
         data = {**batch, **build_anchors(batch)}
-        sync(); t.append(time.perf_counter())
+        sync()
+        t.append(time.perf_counter())
         dense = model.forward_dense(torch.cat([batch["image0"], batch["image1"]]))
-        sync(); t.append(time.perf_counter())
+        sync()
+        t.append(time.perf_counter())
         out = loss_fn({k: v[:b] for k, v in dense.items()}, {k: v[b:] for k, v in dense.items()}, data)
         loss = out["total"].mean()
-        sync(); t.append(time.perf_counter())
+        sync()
+        t.append(time.perf_counter())
         opt.zero_grad()
         loss.backward()
         opt.step()
-        sync(); t.append(time.perf_counter())
+        sync()
+        t.append(time.perf_counter())
         if i > 0:
             for k, (a, c) in zip(parts, zip(t[:-1], t[1:])):
                 parts[k].append(c - a)
@@ -80,7 +85,7 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=4, help="pairs per batch")
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--steps", type=int, default=3)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default=resolve_device())
     args = p.parse_args(argv)
     device = torch.device(args.device)
     batch = synthetic_batch(args.batch, args.size, device)

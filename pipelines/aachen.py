@@ -15,14 +15,17 @@ Steps (each skipped when its output exists, so a rerun after a crash resumes):
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-from pipelines.common import (PipelineError, add_feature_args, check_features, check_pairs,
-                              complete_results, done, extract, feature_conf_from_args, load_model,
-                              localization_paths, logger, match, matcher_conf, query_pairs,
-                              read_given_pairs, read_results, require_hloc, rigid_to_pose,
-                              triangulate_known_poses, write_results)
+from tasp_hloc.files import read_rows
+
+from pipelines.common import PipelineError, cli_parser, done, logger, require_hloc
+from pipelines.hloc_steps import (add_feature_args, check_features, check_pairs, extract,
+                                  feature_conf_from_args, match, matcher_conf)
+from pipelines.poses import rigid_to_pose
+from pipelines.results import complete_results, read_results, write_results
+from pipelines.retrieval import localization_paths, query_pairs, read_given_pairs
+from pipelines.triangulate import load_model, triangulate_known_poses
 
 SIFT_MODEL = "3D-models/aachen_v_1_1"
 QUERY_LISTS = "queries/*_time_queries_with_intrinsics.txt"
@@ -49,10 +52,9 @@ def read_query_list(path: Path):
     import pycolmap
 
     out = []
-    for i, line in enumerate(Path(path).read_text().splitlines(), 1):
-        if not line.strip() or line.startswith("#"):
-            continue
-        name, model, w, h, *params = line.split()
+    for i, cols in read_rows(path, 4, "`name MODEL width height params...`"):
+        name, model, w, h, *params = cols
+        line = " ".join(cols)
         try:
             cam = pycolmap.Camera(model=model, width=int(w), height=int(h),
                                   params=[float(p) for p in params])
@@ -174,9 +176,7 @@ def add_common_args(parser, default_features: str, default_k: int):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--dataset", type=Path, required=True, help="Aachen Day-Night v1.1 root")
-    p.add_argument("--outputs", type=Path, required=True, help="output folder")
+    p = cli_parser(__doc__, "Aachen Day-Night v1.1 root")
     add_common_args(p, "tasp_aachen", 20)
     p.add_argument("--num-covis", type=int, default=20,
                    help="covisible database pairs per image for triangulation, default: %(default)s")

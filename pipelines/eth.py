@@ -12,13 +12,15 @@ images, 3D points, mean track length, mean reprojection error, observations.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
-from pipelines.common import (PipelineError, check_features, check_pairs, done, extract,
-                              add_feature_args, feature_conf_from_args, match,
-                              logger, read_pairs, require_hloc, write_pairs, write_text_atomic)
+from tasp_hloc.files import write_text_atomic
+from tasp_hloc.hloc_format import read_pairs, write_pairs
+
+from pipelines.common import PipelineError, cli_parser, done, logger, require_hloc
+from pipelines.hloc_steps import (add_feature_args, check_features, check_pairs, extract,
+                                  feature_conf_from_args, match)
 
 ETH_MATCHER = {"output": "matches-NN-mutual-ratio.9",
                "model": {"name": "nearest_neighbor", "do_mutual_check": True,
@@ -86,9 +88,7 @@ def run(args):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--dataset", type=Path, required=True, help="folder with images/")
-    p.add_argument("--outputs", type=Path, required=True)
+    p = cli_parser(__doc__, "folder with images/")
     add_feature_args(p, "tasp_aachen")
     p.add_argument("--pairs", type=Path, help="image pairs (default: match_list.txt or all)")
     p.add_argument("--camera-mode", default="AUTO", choices=["AUTO", "SINGLE", "PER_FOLDER",

@@ -19,7 +19,8 @@ from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from pipelines.common import Pose, pose_error, read_results
+from pipelines.poses import Pose, pose_error
+from pipelines.results import read_results
 
 THRESHOLDS = {
     "aachen": [(0.25, 2.0), (0.5, 5.0), (5.0, 10.0)],

@@ -12,15 +12,19 @@ when already in the files, so reruns resume).
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Dict, List, Sequence
 
 import numpy as np
 
-from pipelines.common import (add_feature_args, check_features, extract, feature_conf_from_args, match, logger, matcher_conf, require_hloc,
-                              write_pairs, write_text_atomic)
+from tasp_hloc.files import write_text_atomic
+from tasp_hloc.hloc_format import write_pairs
+from tasp_hloc.match_metrics import homography_match_errors, mean_matching_accuracy
+
+from pipelines.common import cli_parser, logger, require_hloc
+from pipelines.hloc_steps import (add_feature_args, check_features, extract,
+                                  feature_conf_from_args, match, matcher_conf)
 
 # The D2-Net protocol drops these 8 sequences (their images are much larger than the rest).
 D2NET_EXCLUDED = ["i_contruction", "i_crownnight", "i_dc", "i_pencils", "i_whitebuilding",
@@ -46,12 +50,8 @@ def list_sequences(root: Path, exclude: Sequence[str] = ()) -> List[str]:
 def correct_fraction(kp0: np.ndarray, kp1: np.ndarray, matches: np.ndarray, H: np.ndarray,
                      thresholds: Sequence[float] = THRESHOLDS) -> np.ndarray:
     """Fraction of matches (M, 2 indices) whose kp0 mapped by H is within each threshold."""
-    if len(matches) == 0:
-        return np.zeros(len(thresholds))
-    p0 = np.concatenate([kp0[matches[:, 0]], np.ones((len(matches), 1))], 1) @ H.T
-    p0 = p0[:, :2] / p0[:, 2:]
-    err = np.linalg.norm(p0 - kp1[matches[:, 1]], axis=1)
-    return np.array([np.mean(err <= t) for t in thresholds])
+    errors = homography_match_errors(kp0, kp1, matches, H)
+    return np.array(list(mean_matching_accuracy(errors, thresholds).values()))
 
 
 def summarize(per_pair: Dict[str, np.ndarray]) -> Dict[str, List[float]]:
@@ -128,9 +128,7 @@ def run(args):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--dataset", type=Path, required=True, help="hpatches-sequences-release root")
-    p.add_argument("--outputs", type=Path, required=True)
+    p = cli_parser(__doc__, "hpatches-sequences-release root")
     add_feature_args(p, "tasp_aachen")
     p.add_argument("--matcher", default="NN-mutual")
     p.add_argument("--exclude", nargs="*", default=D2NET_EXCLUDED,

@@ -17,15 +17,17 @@ import argparse
 from pathlib import Path
 
 from pipelines.aachen import add_common_args
-from pipelines.common import (PipelineError, check_features, done, extract, feature_conf_from_args,
-                              localization_paths, localize_inloc, match, matcher_conf, query_pairs,
-                              read_given_pairs, read_results, require_hloc)
+from pipelines.common import PipelineError, cli_parser, done, require_hloc
+from pipelines.hloc_steps import check_features, extract, feature_conf_from_args, match, matcher_conf
+from pipelines.inloc_localize import localize_inloc
+from pipelines.results import read_results
+from pipelines.retrieval import localization_paths, query_pairs, read_given_pairs
 
 QUERY_GLOB = "query/iphone7/*.JPG"
 CUTOUT_GLOB = "database/cutouts/*/*/*.jpg"
 
 
-def list_images(dataset: Path):
+def dataset_images(dataset: Path):
     """(query names, cutout names) relative to the dataset root; checks the layout."""
     dataset = Path(dataset)
     queries = sorted(p.relative_to(dataset).as_posix() for p in dataset.glob(QUERY_GLOB))
@@ -64,7 +66,7 @@ def run(args):
     require_hloc()
 
     dataset, outputs = Path(args.dataset), Path(args.outputs)
-    queries, cutouts = list_images(dataset)
+    queries, cutouts = dataset_images(dataset)
     outputs.mkdir(parents=True, exist_ok=True)
     fconf = feature_conf_from_args(args)
     mconf = matcher_conf(args.matcher)
@@ -91,9 +93,7 @@ def run(args):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--dataset", type=Path, required=True, help="InLoc root (query/, database/)")
-    p.add_argument("--outputs", type=Path, required=True, help="output folder")
+    p = cli_parser(__doc__, "InLoc root (query/, database/)")
     add_common_args(p, "tasp_inloc", 40)
     p.add_argument("--skip-matches", type=int, default=20,
                    help="ignore retrieved cutouts with fewer matches, default: %(default)s")

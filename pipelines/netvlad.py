@@ -17,8 +17,6 @@ registering this model as an hloc extractor.
 
 from __future__ import annotations
 
-import sys
-import types
 from pathlib import Path
 from typing import Optional
 
@@ -26,6 +24,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from pipelines import hloc_steps
+from pipelines.common import require_hloc
+from pipelines.h5_repair import repair_h5
 
 CHECKPOINT_URL = "https://cvg-data.inf.ethz.ch/hloc/netvlad/Pitts30K_struct.mat"
 VGG16_CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512]
@@ -182,33 +184,24 @@ def make_random_checkpoint(path: Path, widths=(4, 4, 8, 8, 8, 8, 8, 8, 8, 8, 8, 
 
 def register_hloc_extractor():
     """Make `hloc.extractors.netvlad_mat` loadable by hloc's dynamic_load (idempotent)."""
-    from pipelines.common import require_hloc
-
     require_hloc()
-    from hloc.utils.base_model import BaseModel
+    from tasp_hloc.hloc_plugin import add_extractor
 
-    modname = f"hloc.extractors.{EXTRACTOR_NAME}"
-    if modname in sys.modules:
-        return modname
-    module = types.ModuleType(modname)
+    def make_class(BaseModel):
+        class NetVLADMat(BaseModel):
+            default_conf = {"checkpoint": None, "whiten": True}
+            required_inputs = ["image"]
 
-    class NetVLADMat(BaseModel):
-        default_conf = {"checkpoint": None, "whiten": True}
-        required_inputs = ["image"]
+            def _init(self, conf):
+                self.net = load_checkpoint(conf["checkpoint"] or default_checkpoint(),
+                                           conf["whiten"])
 
-        def _init(self, conf):
-            self.net = load_checkpoint(conf["checkpoint"] or default_checkpoint(), conf["whiten"])
+            def _forward(self, data):
+                return {"global_descriptor": self.net(data["image"])}
 
-        def _forward(self, data):
-            return {"global_descriptor": self.net(data["image"])}
+        return NetVLADMat
 
-    NetVLADMat.__module__ = modname  # dynamic_load keeps classes defined "in" the module
-    module.NetVLADMat = NetVLADMat
-    sys.modules[modname] = module
-    import hloc.extractors
-
-    setattr(hloc.extractors, EXTRACTOR_NAME, module)
-    return modname
+    return add_extractor(EXTRACTOR_NAME, make_class).__name__
 
 
 def retrieval_conf(checkpoint: Optional[Path] = None, resize_max: int = 1024) -> dict:
@@ -226,7 +219,6 @@ def extract(image_dir: Path, export_dir: Path, names, checkpoint: Optional[Path]
     out = Path(export_dir, OUTPUT_NAME + ".h5")
     if out.exists():
         from hloc.utils.io import list_h5_names
-        from pipelines.common import repair_h5
 
         repair_h5(out, ("global_descriptor",))
         if not set(names) - set(list_h5_names(out)):
@@ -235,6 +227,4 @@ def extract(image_dir: Path, export_dir: Path, names, checkpoint: Optional[Path]
     if not checkpoint.exists():
         raise FileNotFoundError(missing_weights_message(checkpoint))
     register_hloc_extractor()
-    from pipelines.common import extract as hloc_extract
-
-    return hloc_extract(retrieval_conf(checkpoint), image_dir, export_dir, names)
+    return hloc_steps.extract(retrieval_conf(checkpoint), image_dir, export_dir, names)

@@ -62,8 +62,8 @@ def cmd_extract(args) -> int:
 
 
 def cmd_match(args) -> int:
-    from .hloc_format import feature_names
-    from .match import exhaustive_pairs, write_pairs
+    from .hloc_format import feature_names, write_pairs
+    from .match import exhaustive_pairs
     from .sharding import match_sharded
 
     pairs = args.pairs

@@ -93,9 +93,9 @@ class _ExtractorLoader:
         return None  # the default module object
 
     def exec_module(self, module):
-        from tasp_hloc.hloc_plugin import fill_extractor_module
+        from tasp_hloc.hloc_plugin import fill_tasp_module
 
-        fill_extractor_module(module)
+        fill_tasp_module(module)
 
 
 class HlocFinder:

@@ -8,9 +8,9 @@ import h5py
 import numpy as np
 
 from .extract import extract
-from .hloc_format import names_to_pair
+from .hloc_format import names_to_pair, write_pairs
 from .image_io import list_images, read_image
-from .match import exhaustive_pairs, match, write_pairs
+from .match import exhaustive_pairs, match
 from .tasp import TaSP
 
 

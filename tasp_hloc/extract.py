@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from .confs import DETECTION_NOISE
+from .device import resolve_device
 from .hloc_format import (open_for_append, rescale_prediction, stored_names, to_hloc_prediction,
                           write_features)
 from .image_io import ImageDataset, ImageReadError
@@ -23,14 +25,8 @@ from .tasp import TaSP
 
 logger = logging.getLogger(__name__)
 
-# About a pixel of localisation noise (as hloc assumes for SuperPoint), refinement or not.
-DETECTION_NOISE = 1.0
 # Results waiting for the writer thread at most: bounds memory if the disk is slower.
 MAX_PENDING_WRITES = 8
-
-
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def build_model(model_conf: Dict, device: str) -> TaSP:
@@ -140,7 +136,7 @@ def extract(
     logger.info("Extracting %d images into %s (%d already there).", len(dataset.names),
                 feature_path, len(done))
 
-    device = device or default_device()
+    device = resolve_device(device)
     model = model if model is not None else build_model(conf["model"], device)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=1, shuffle=False, num_workers=num_workers, collate_fn=_first,

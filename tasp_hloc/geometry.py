@@ -17,6 +17,8 @@ import torch
 from kornia.geometry.conversions import convert_points_from_homogeneous, convert_points_to_homogeneous
 from kornia.geometry.linalg import transform_points
 
+from .grid import cell_centers
+
 __all__ = [
     "unproject",
     "project",
@@ -265,20 +267,6 @@ def warp_points(
     )
 
 
-def cell_centers(h: int, w: int, stride: int = 4, device=None, dtype=torch.float32) -> torch.Tensor:
-    """(H/s * W/s) x 2 pixel centres of stride-s cells, row-major.
-
-    Cell (i, j) covers pixels ``s*j .. s*j + s - 1`` so its centre is
-    ``(s*j + (s-1)/2, s*i + (s-1)/2)``.
-    """
-    hc, wc = h // stride, w // stride
-    off = (stride - 1) / 2.0
-    ys = torch.arange(hc, device=device, dtype=dtype) * stride + off
-    xs = torch.arange(wc, device=device, dtype=dtype) * stride + off
-    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-    return torch.stack([gx, gy], -1).reshape(-1, 2)
-
-
 def dense_xyz(depth: torch.Tensor, K: torch.Tensor, stride: int = 4) -> torch.Tensor:
     """3D points (camera frame) at the centres of stride-s cells.
 
@@ -293,7 +281,7 @@ def dense_xyz(depth: torch.Tensor, K: torch.Tensor, stride: int = 4) -> torch.Te
     """
     b, h, w = depth.shape
     hc, wc = h // stride, w // stride
-    c = cell_centers(h, w, stride, depth.device, depth.dtype).unsqueeze(0).expand(b, -1, -1)
+    c = cell_centers(hc, wc, stride, depth.device, depth.dtype).unsqueeze(0).expand(b, -1, -1)
     xyz = unproject(c, sample_depth(depth, c, "bilinear"), K)  # B x N x 3
     return xyz.transpose(1, 2).reshape(b, 3, hc, wc)
 
@@ -321,7 +309,7 @@ def grid_points(
     Returns:
         N x 2 (or B x N x 2 when ``batch_size`` is given) float32 pixel coordinates.
     """
-    nodes = cell_centers(h, w, spacing)
+    nodes = cell_centers(h // spacing, w // spacing, spacing)
     n = min(max_points, nodes.shape[0])
     if batch_size is None:
         return nodes[torch.randperm(nodes.shape[0], generator=generator)[:n]]

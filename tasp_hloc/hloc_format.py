@@ -3,7 +3,8 @@
 Feature file: one group per image name (slashes nest groups) with ``keypoints`` (N, 2) in
 original-image pixels, ``descriptors`` (D, N), ``scores`` (N,), ``image_size`` (W, H) int64 and
 ``keypoints.attrs["uncertainty"]``. Match file: group ``names_to_pair(n0, n1)`` with
-``matches0`` (N0,) int16 (-1 = unmatched) and ``matching_scores0`` (N0,) float16.
+``matches0`` (N0,) int16 (-1 = unmatched) and ``matching_scores0`` (N0,) float16. Pairs file:
+``name0 name1`` per line.
 """
 
 from pathlib import Path
@@ -13,6 +14,7 @@ import h5py
 import numpy as np
 import torch
 
+from .files import read_rows, write_text_atomic
 from .h5_journal import open_append, recover
 
 
@@ -82,18 +84,14 @@ def write_matches(fd: h5py.File, pair: str, matches0: np.ndarray, scores0: np.nd
     group.create_dataset("matching_scores0", data=scores0.astype(np.float16))
 
 
+def write_pairs(pairs: Iterable[Tuple[str, str]], path: Path) -> Path:
+    """``name0 name1`` per line, written atomically (a killed run never leaves half a list)."""
+    return write_text_atomic(path, "".join(f"{a} {b}\n" for a, b in pairs))
+
+
 def read_pairs(path: Path) -> List[Tuple[str, str]]:
     """``name0 name1`` per line; blank lines and ``#`` comments are skipped."""
-    pairs = []
-    for i, line in enumerate(Path(path).read_text().splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        parts = line.split()
-        if len(parts) < 2:
-            raise ValueError(f"{path}:{i}: expected 'name0 name1', got {line!r}.")
-        pairs.append((parts[0], parts[1]))
-    return pairs
+    return [(cols[0], cols[1]) for _, cols in read_rows(path, 2, "'name0 name1'")]
 
 
 def open_for_append(path: Path, commit_every: float = 1.0):

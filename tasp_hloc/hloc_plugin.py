@@ -10,20 +10,22 @@ select ``tasp`` by name alone. Explicitly, e.g. to set the presets' weights:
     extract_features.main(extract_features.confs["tasp_aachen"], images, outputs)
 
 hloc finds extractors with ``dynamic_load``, which imports ``hloc.extractors.<name>`` and keeps
-the BaseModel subclasses whose ``__module__`` is that path; so ``register`` places a module
-object at ``sys.modules["hloc.extractors.tasp"]`` holding a class made for it.
+the BaseModel subclasses whose ``__module__`` is that path; so :func:`add_extractor` (used by
+``register`` and by ``pipelines.netvlad``) places a module object at
+``sys.modules["hloc.extractors.<name>"]`` holding a class made for it. TaSP's is
+``TaSPExtractor``, a wrapper around the network :class:`tasp_hloc.tasp.TaSP`.
 """
 
 import copy
 import sys
 import types
+from typing import Callable
 
-from .confs import MAX_KEYPOINTS_HLOC, PRESETS
-from .extract import DETECTION_NOISE
+from .confs import DETECTION_NOISE, MAX_KEYPOINTS_HLOC, PRESETS
 from .hloc_format import to_hloc_prediction
 from .tasp import TaSP
 
-MODULE_NAME = "hloc.extractors.tasp"
+EXTRACTOR_NAME = "tasp"  # hloc.extractors.tasp
 
 
 def _import_hloc():
@@ -67,16 +69,42 @@ def _make_extractor_class(BaseModel):
         def _forward(self, data):
             return to_hloc_prediction(self.net({"image": data["image"]}))
 
-    TaSPExtractor.__module__ = MODULE_NAME
-    TaSPExtractor.__qualname__ = TaSPExtractor.__name__ = "TaSP"
     return TaSPExtractor
 
 
-def fill_extractor_module(module: types.ModuleType) -> types.ModuleType:
+def fill_extractor_module(module: types.ModuleType, cls: type) -> types.ModuleType:
+    """Make ``cls`` the one extractor class of ``module`` (an ``hloc.extractors.<name>``).
+
+    hloc's ``dynamic_load`` keeps the BaseModel subclasses whose ``__module__`` is the module's
+    path, so ``cls`` is marked as defined there.
+    """
+    cls.__module__ = module.__name__
+    cls.__qualname__ = cls.__name__  # made in a function; shown as <module path>.<name>
+    setattr(module, cls.__name__, cls)
+    return module
+
+
+def fill_tasp_module(module: types.ModuleType) -> types.ModuleType:
     """Put the TaSP extractor class in ``module`` (``hloc.extractors.tasp``)."""
     _, BaseModel = _import_hloc()
     module.__doc__ = __doc__
-    module.TaSP = _make_extractor_class(BaseModel)
+    return fill_extractor_module(module, _make_extractor_class(BaseModel))
+
+
+def add_extractor(name: str, make_class: Callable[[type], type]) -> types.ModuleType:
+    """Make ``hloc.extractors.<name>`` loadable by hloc (``dynamic_load``); idempotent.
+
+    ``make_class(BaseModel)`` builds the extractor class, called only when no module of that
+    name exists yet (from an earlier call or the automatic registration); the module is placed
+    in ``sys.modules`` and as an attribute of ``hloc.extractors``. Returns the module.
+    """
+    hloc, BaseModel = _import_hloc()
+    path = f"{hloc.extractors.__name__}.{name}"
+    module = sys.modules.get(path)
+    if module is None:
+        module = fill_extractor_module(types.ModuleType(path), make_class(BaseModel))
+        sys.modules[path] = module
+    setattr(hloc.extractors, name, module)
     return module
 
 
@@ -89,11 +117,8 @@ def register(weights=None) -> types.ModuleType:
     Idempotent; returns the ``hloc.extractors.tasp`` module.
     """
     hloc, _ = _import_hloc()
-    module = sys.modules.get(MODULE_NAME)  # also made by the automatic registration
-    if module is None:
-        module = fill_extractor_module(types.ModuleType(MODULE_NAME))
-        sys.modules[MODULE_NAME] = module
-    hloc.extractors.tasp = module
+    module = add_extractor(EXTRACTOR_NAME, _make_extractor_class)
+    module.__doc__ = __doc__
     for name, preset in PRESETS.items():
         conf = copy.deepcopy(preset)
         if weights is not None:

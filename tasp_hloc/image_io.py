@@ -1,8 +1,12 @@
-"""Reading and resizing images exactly as hloc's ``extract_features`` does, without hloc.
+"""Reading, listing and resizing images exactly as hloc's ``extract_features`` does.
 
-Decoding goes through OpenCV with hloc's flags, so 16-bit images become 8-bit, RGBA drops
-its alpha, grayscale files become RGB when colour is asked for, and EXIF rotation is ignored:
-features written by ``python -m tasp_hloc extract`` equal those of hloc's own extraction.
+The one image reader of the package: extraction, training data, keypoint labels and the
+benchmarks all decode through :func:`read_image`, so a photo is in the same pixel frame
+everywhere. Decoding goes through OpenCV with hloc's flags: 16-bit images become 8-bit, RGBA
+drops its alpha, grayscale files become RGB when colour is asked for, and EXIF orientation is
+ignored (the stored pixels are used as they are): features written by
+``python -m tasp_hloc extract`` equal those of hloc's own extraction, and keypoint labels match
+the training images they were made for.
 """
 
 import glob
@@ -14,11 +18,22 @@ import numpy as np
 import PIL.Image
 import torch
 
-IMAGE_GLOBS = ["*.jpg", "*.png", "*.jpeg", "*.JPG", "*.PNG"]
+from .files import read_rows
+from .options import with_defaults
+
+IMAGE_GLOBS = ["*.jpg", "*.png", "*.jpeg", "*.JPG", "*.PNG"]  # hloc's
+# Training photos and benchmark sources: more formats, any letter case.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 
 
-class ImageReadError(ValueError):
-    """An image file that cannot be decoded."""
+def extension_globs(extensions: Sequence[str] = IMAGE_EXTENSIONS) -> List[str]:
+    """Case-insensitive globs for file endings, e.g. ``.jpg`` -> ``*.[jJ][pP][gG]``."""
+    return ["*" + "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in ext)
+            for ext in extensions]
+
+
+class ImageReadError(ValueError, OSError):
+    """An image file that cannot be decoded (an OSError too: it is a problem of the file)."""
 
 
 def read_image(path: Path, grayscale: bool = False) -> np.ndarray:
@@ -31,7 +46,7 @@ def read_image(path: Path, grayscale: bool = False) -> np.ndarray:
             f"format OpenCV decodes. Replace or remove the file, then run again."
         )
     if not grayscale and image.ndim == 3:
-        image = image[:, :, ::-1]  # BGR to RGB
+        image = np.ascontiguousarray(image[:, :, ::-1])  # BGR to RGB
     return image
 
 
@@ -50,26 +65,27 @@ def resize_image(image: np.ndarray, size: Sequence[int], interp: str = "cv2_area
     raise ValueError(f"Unknown interpolation {interp!r}; use cv2_area, cv2_linear, pil_linear...")
 
 
-def list_images(root: Path, globs: Sequence[str] = IMAGE_GLOBS) -> List[str]:
-    """Sorted image names relative to ``root`` (POSIX), searched recursively."""
+def list_images(root: Path, globs: Sequence[str] = IMAGE_GLOBS, recursive: bool = True,
+                allow_empty: bool = False) -> List[str]:
+    """Sorted image names relative to ``root`` (POSIX), searched recursively by default.
+
+    An empty result is an error unless ``allow_empty``; a missing folder always is.
+    """
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"Image folder {root} does not exist or is not a folder.")
     paths = set()
     for g in globs:
-        paths.update(glob.glob((root / "**" / g).as_posix(), recursive=True))
-    if not paths:
+        pattern = glob.escape(root.as_posix()) + ("/**/" if recursive else "/") + g
+        paths.update(p for p in glob.glob(pattern, recursive=recursive) if Path(p).is_file())
+    if not paths and not allow_empty:
         raise ValueError(f"No image matching {list(globs)} found under {root}; check the folder.")
     return sorted(Path(p).relative_to(root).as_posix() for p in paths)
 
 
 def read_image_list(path: Path) -> List[str]:
     """Names from a text file, one per line (further columns, e.g. intrinsics, are ignored)."""
-    names = []
-    for line in Path(path).read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            names.append(line.split()[0])
+    names = [cols[0] for _, cols in read_rows(path, 1, "an image name")]
     if not names:
         raise ValueError(f"Image list {path} names no image.")
     return names
@@ -92,10 +108,7 @@ class ImageDataset(torch.utils.data.Dataset):
     }
 
     def __init__(self, root: Path, conf: Dict, names: Optional[List[str]] = None):
-        unknown = set(conf) - set(self.default_conf)
-        if unknown:
-            raise ValueError(f"Unknown preprocessing options {sorted(unknown)}.")
-        self.conf = {**self.default_conf, **conf}
+        self.conf = with_defaults(self.default_conf, conf, "preprocessing")
         self.root = Path(root)
         if names is None:
             names = list_images(self.root, self.conf["globs"])

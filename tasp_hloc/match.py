@@ -9,9 +9,10 @@ import h5py
 import torch
 from tqdm import tqdm
 
-from .extract import default_device
+from .device import resolve_device
 from .hloc_format import (feature_names, names_to_pair, open_for_append, read_pairs, stored_names,
                           write_matches)
+from .hloc_format import write_pairs  # noqa: F401 (the API's name, beside exhaustive_pairs)
 
 logger = logging.getLogger(__name__)
 
@@ -143,7 +144,7 @@ def match_pairs(pairs: Sequence[Tuple[str, str]], feature_path: Path, match_path
                 device: Optional[str] = None, batch_size: int = 16,
                 commit_every: float = 1.0) -> Path:
     """Match ``pairs`` (checked: see ``pairs_left_to_match``) into ``match_path``."""
-    device = device or default_device()
+    device = resolve_device(device)
     with h5py.File(str(feature_path), "r", libver="latest") as ffd, \
             open_for_append(match_path, commit_every) as out:
         cache = _DescriptorCache(ffd, device)
@@ -163,8 +164,3 @@ def match_pairs(pairs: Sequence[Tuple[str, str]], feature_path: Path, match_path
 def exhaustive_pairs(names: Sequence[str]) -> List[Tuple[str, str]]:
     names = sorted(names)
     return [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
-
-
-def write_pairs(pairs: Sequence[Tuple[str, str]], path: Path) -> Path:
-    Path(path).write_text("".join(f"{a} {b}\n" for a, b in pairs))
-    return Path(path)

@@ -23,8 +23,9 @@ import h5py
 import torch
 import torch.distributed as dist
 
+from .device import resolve_device
 from .distributed import cleanup, setup
-from .extract import default_device, extract
+from .extract import extract
 from .h5_journal import journal_path, recover
 from .hloc_format import list_h5_names, names_to_pair, open_for_append, stored_names
 from .image_io import ImageDataset
@@ -87,7 +88,7 @@ def run_sharded(output: Path, list_work: Callable[[], List], group_name: Callabl
         the skipped items of every rank.
     """
     output = Path(output)
-    rank, world, device, created = setup(torch.device(device or default_device()))
+    rank, world, device, created = setup(torch.device(resolve_device(device)))
     if world == 1:  # one process: straight into the output, after what shards a run left
         merge_shards(output)
         todo = list_work()

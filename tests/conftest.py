@@ -27,6 +27,14 @@ def render_scene(h: int, w: int, seed: int) -> np.ndarray:
     return cv2.GaussianBlur(image, (3, 3), 0)
 
 
+def write_photos(folder, n: int = 4, h: int = 160, w: int = 200):
+    """``n`` rendered photos ``p0.png``... in a new ``folder`` (training-data tests)."""
+    folder.mkdir(parents=True)
+    for i in range(n):
+        cv2.imwrite(str(folder / f"p{i}.png"), render_scene(h, w, i))
+    return folder
+
+
 @pytest.fixture
 def image_dir(tmp_path):
     """Three small RGB images, one in a sub-folder, of odd sizes."""

@@ -18,7 +18,8 @@ from benchmarks.features import (MethodUnavailable, deform_conv2d, load_method,
 from benchmarks.metrics import (estimate_relative_pose, homography_match_errors,
                                 mean_matching_accuracy, mutual_nn_match, pose_auc,
                                 relative_pose_error, scale_homography, scale_intrinsics,
-                                symmetric_epipolar_distance, warp_points)
+                                symmetric_epipolar_distance)
+from tasp_hloc.match_metrics import apply_homography as warp_points
 
 
 # ----------------------------------------------------------------------------- matching / MMA

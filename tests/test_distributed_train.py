@@ -20,12 +20,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import cv2
 import pytest
 import torch
 import torch.distributed as dist
 
-from conftest import render_scene
+from conftest import write_photos
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,10 +50,7 @@ def tiny(tmp_path_factory):
     """A tiny config (tasp_v0, 64x64 pairs, global batch 2, 3 steps per epoch) and a 2-process
     run of it, uninterrupted."""
     tmp = tmp_path_factory.mktemp("ddp")
-    photos = tmp / "photos"
-    photos.mkdir()
-    for i in range(4):
-        cv2.imwrite(str(photos / f"p{i}.png"), render_scene(160, 200, i))
+    photos = write_photos(tmp / "photos")
     cfg = tmp / "tiny.yaml"
     cfg.write_text(f"""
 name: tiny
@@ -130,7 +126,9 @@ def test_two_processes_stopped_and_resumed_continue_exactly(tiny):
     assert checkpoint(resumed)["step"] == 2 and len(metrics(resumed)) == 2
     run = torchrun(cfg, [f"output_dir={resumed}"])  # fresh processes, from the checkpoint
     assert "at step 2" in run.stdout + run.stderr
-    strip = lambda rows: [{k: v for k, v in r.items() if k != "sec_per_step"} for r in rows]
+    def strip(rows):
+        return [{k: v for k, v in r.items() if k != "sec_per_step"} for r in rows]
+
     assert strip(metrics(resumed)) == strip(metrics(two))  # bit for bit, across an epoch end
     a, b = checkpoint(two), checkpoint(resumed)
     assert a["step"] == b["step"] == STEPS and a["ranks_digest"] == b["ranks_digest"]

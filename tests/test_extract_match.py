@@ -231,8 +231,10 @@ def test_match_file_layout_resume_and_unknown_names(tmp_path):
 
 
 def test_cli_extract_match_and_errors(image_dir, tmp_path):
-    run = lambda *a: subprocess.run([sys.executable, "-m", "tasp_hloc", *a],  # noqa: E731
-                                    capture_output=True, text=True)
+    def run(*a):
+        return subprocess.run([sys.executable, "-m", "tasp_hloc", *a], capture_output=True,
+                              text=True)
+
     feats, matches = tmp_path / "f.h5", tmp_path / "m.h5"
     r = run("extract", "--images", str(image_dir), "--output", str(feats), "--weights", "random",
             "--max-keypoints", "32", "--resize-max", "80", "--workers", "0")

@@ -80,7 +80,7 @@ ZERO_CODE = (Path(__file__).parent / "hloc_zero_code.py").read_text()
 
 def _check_zero_code(out):
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "MODEL hloc.extractors.tasp TaSP" in out.stdout
+    assert "MODEL hloc.extractors.tasp TaSPExtractor" in out.stdout
     assert "CONFS ['tasp_aachen', 'tasp_inloc']" in out.stdout
     line = next(l for l in out.stdout.splitlines() if l.startswith("KEYPOINTS"))
     assert line.startswith("KEYPOINTS a.png ") and line.endswith(" feats-tasp-n4096-r1024.h5")
@@ -162,7 +162,7 @@ def test_explicit_register_and_the_equivalent_command(standin, images, tmp_path)
             "from hloc import extract_features\n"
             "from hloc.utils.base_model import dynamic_load\n"
             "m = register(weights='w.pth')\n"
-            "print('SAME', m is hloc.extractors.tasp, dynamic_load(hloc.extractors, 'tasp') is m.TaSP)\n"
+            "print('SAME', m is hloc.extractors.tasp, dynamic_load(hloc.extractors, 'tasp') is m.TaSPExtractor)\n"
             "print('W', extract_features.confs['tasp_aachen']['model']['weights'])\n")
     out = run(code, tmp_path, [standin], zero_code=False)
     assert out.returncode == 0, out.stderr

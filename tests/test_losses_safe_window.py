@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
+from tasp_hloc.grid import cell_centers
 from tasp_hloc.losses.safe_window import (
-    cell_centers,
     negative_mask,
     square_window_mask,
     window_3d_mask,

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tasp_hloc.losses.safe_window import cell_centers
+from tasp_hloc.grid import cell_centers
 from tasp_hloc.losses.triplet import HardTripletLoss
 
 

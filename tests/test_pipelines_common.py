@@ -13,9 +13,16 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).parent))
 import pipeline_scenes as ps  # noqa: E402
 
-from pipelines import common, evaluate, hpatches, netvlad  # noqa: E402
+from pipelines import (  # noqa: E402
+    common, evaluate, h5_repair, hpatches, netvlad, retrieval, triangulate,
+)
+from pipelines import poses as pose_math  # noqa: E402
+from pipelines import results as results_files  # noqa: E402
+from tasp_hloc import h5_journal  # noqa: E402
+from tasp_hloc import hloc_format  # noqa: E402
+
 from pipelines.aachen import check_layout  # noqa: E402
-from pipelines.inloc import list_images  # noqa: E402
+from pipelines.inloc import dataset_images as list_images  # noqa: E402
 
 
 def _rand_pose(rng):
@@ -33,18 +40,18 @@ def test_results_roundtrip_names_and_sign(tmp_path):
     poses["query/day/nexus5x/IMG_1.jpg"] = (-np.abs(poses["query/day/nexus5x/IMG_1.jpg"][0]),
                                            poses["query/day/nexus5x/IMG_1.jpg"][1])
     out = tmp_path / "r.txt"
-    common.write_results(poses, out)
-    back = common.read_results(out)
+    results_files.write_results(poses, out)
+    back = results_files.read_results(out)
     assert set(back) == {"IMG_1.jpg", "IMG_2.jpg"}  # visuallocalization.net: file names only
     for name, (q, t) in poses.items():
         qb, tb = back[name.split("/")[-1]]
         assert qb[0] >= 0 and np.allclose(np.abs(qb @ q), 1, atol=1e-8)
         assert np.allclose(tb, t, atol=1e-8)
-        assert common.pose_error((qb, tb), (q, t))[0] < 1e-7
+        assert pose_math.pose_error((qb, tb), (q, t))[0] < 1e-7
     lines = out.read_text().splitlines()
     assert all(len(line.split()) == 8 for line in lines)
-    common.write_results(poses, out, prepend_camera_name=True)
-    assert "nexus5x/IMG_1.jpg" in common.read_results(out)
+    results_files.write_results(poses, out, prepend_camera_name=True)
+    assert "nexus5x/IMG_1.jpg" in results_files.read_results(out)
 
 
 @pytest.mark.parametrize("text,msg", [
@@ -58,36 +65,36 @@ def test_read_results_errors_name_file_and_line(tmp_path, text, msg):
     f = tmp_path / "bad.txt"
     f.write_text(text)
     with pytest.raises(ValueError, match=msg) as e:
-        common.read_results(f)
+        results_files.read_results(f)
     assert "bad.txt:" in str(e.value)
 
 
 def test_write_results_rejects_collisions_and_nan(tmp_path):
     p = (np.array([1.0, 0, 0, 0]), np.zeros(3))
     with pytest.raises(ValueError, match="same results name"):
-        common.write_results({"a/x.jpg": p, "b/x.jpg": p}, tmp_path / "r.txt")
+        results_files.write_results({"a/x.jpg": p, "b/x.jpg": p}, tmp_path / "r.txt")
     with pytest.raises(ValueError, match="not finite"):
-        common.write_results({"x.jpg": (p[0], np.array([0, np.nan, 0]))}, tmp_path / "r.txt")
+        results_files.write_results({"x.jpg": (p[0], np.array([0, np.nan, 0]))}, tmp_path / "r.txt")
     with pytest.raises(FileNotFoundError):
-        common.read_results(tmp_path / "missing.txt")
+        results_files.read_results(tmp_path / "missing.txt")
 
 
 def test_pose_error_known_values():
     R = ps.look_R(0.3, 0.1)
     c = np.array([1.0, 2.0, 3.0])
-    gt = (common.R_to_qvec(R), -R @ c)
+    gt = (pose_math.R_to_qvec(R), -R @ c)
     dR = ps.look_R(0.0, 0.0) @ np.linalg.inv(ps.look_R(np.deg2rad(7), 0.0))  # 7 deg yaw
     R2 = dR @ R
-    est = (common.R_to_qvec(R2), -R2 @ (c + [0.3, 0.4, 0]))
-    dt, dr = common.pose_error(est, gt)
+    est = (pose_math.R_to_qvec(R2), -R2 @ (c + [0.3, 0.4, 0]))
+    dt, dr = pose_math.pose_error(est, gt)
     assert dt == pytest.approx(0.5) and dr == pytest.approx(7.0, abs=1e-6)
-    assert np.allclose(common.qvec_to_R(common.R_to_qvec(R)), R)
+    assert np.allclose(pose_math.qvec_to_R(pose_math.R_to_qvec(R)), R)
 
 
 def test_complete_results_fills_every_query():
     poses = {"a": (np.array([1.0, 0, 0, 0]), np.ones(3))}
     fb = {"c": (np.array([0, 1.0, 0, 0]), np.zeros(3))}
-    missing = common.complete_results(poses, ["a", "b", "c"], fb)
+    missing = results_files.complete_results(poses, ["a", "b", "c"], fb)
     assert missing == ["b", "c"] and set(poses) == {"a", "b", "c"}
     assert np.allclose(poses["b"][0], [1, 0, 0, 0]) and np.allclose(poses["c"][0], [0, 1, 0, 0])
 
@@ -113,7 +120,7 @@ def test_submission_file_as_visuallocalization_expects(benchmark, tmp_path):
     poses = {n: (rng.normal(size=4), rng.normal(size=3) * 100) for n in reversed(names)}
     poses[names[0]] = (np.array([-0.5, 0.5, -0.5, 0.5]), np.array([1e-12, -0.0, 250.0]))
     out = tmp_path / "submission.txt"
-    common.write_results(poses, out, order=names)
+    results_files.write_results(poses, out, order=names)
     text = out.read_text()
     assert text.endswith("\n") and "\r" not in text and "\t" not in text
     lines = text.splitlines()
@@ -121,7 +128,7 @@ def test_submission_file_as_visuallocalization_expects(benchmark, tmp_path):
     first = lines[0].split(" ")
     assert first[1:] == ["0.5000000000", "-0.5000000000", "0.5000000000", "-0.5000000000",
                          "0.0000000000", "0.0000000000", "250.0000000000"]  # qw >= 0, no "-0"
-    back = common.read_results(out)
+    back = results_files.read_results(out)
     assert list(back) == [n.split("/")[-1] for n in names]
     for name in names[1:]:
         q, t = poses[name]
@@ -129,7 +136,7 @@ def test_submission_file_as_visuallocalization_expects(benchmark, tmp_path):
         assert qb[0] >= 0 and np.allclose(qb, q / np.linalg.norm(q) * np.sign(q[0]), atol=1e-9)
         assert np.allclose(tb, t, atol=1e-9)
     with pytest.raises(ValueError, match="No pose for 1 queries"):
-        common.write_results(poses, out, order=names + ["query/day/x/missing.jpg"])
+        results_files.write_results(poses, out, order=names + ["query/day/x/missing.jpg"])
 
 
 # --------------------------------------------------------------------------- given query pairs
@@ -150,7 +157,7 @@ def test_given_pairs_either_order_and_database_pairs_skipped(tmp_path):
                  "db/1.jpg query/night/nexus5x/IMG_2.jpg\n"
                  "query/night/nexus5x/IMG_2.jpg db/3.jpg\n"
                  "query/night/nexus5x/IMG_3.jpg sequences/s1/0001.png\n")
-    given = common.read_given_pairs([f], queries, dbs)
+    given = retrieval.read_given_pairs([f], queries, dbs)
     assert given == {"query/night/nexus5x/IMG_2.jpg": ["db/3.jpg", "db/1.jpg"],
                      "query/night/nexus5x/IMG_3.jpg": ["sequences/s1/0001.png"]}
 
@@ -167,12 +174,12 @@ def test_given_pairs_errors_name_file_line_and_fix(tmp_path, line, msg):
     f = tmp_path / "pairs.txt"
     f.write_text(f"db/1.jpg db/2.jpg\n{line}\n")
     with pytest.raises(ValueError, match=msg):
-        common.read_given_pairs([f], queries, dbs)
+        retrieval.read_given_pairs([f], queries, dbs)
     f.write_text("db/1.jpg db/2.jpg\n")
     with pytest.raises(ValueError, match="no line pairs a query"):
-        common.read_given_pairs([f], queries, dbs)
+        retrieval.read_given_pairs([f], queries, dbs)
     with pytest.raises(FileNotFoundError, match="nope.txt"):
-        common.read_given_pairs([tmp_path / "nope.txt"], queries, dbs)
+        retrieval.read_given_pairs([tmp_path / "nope.txt"], queries, dbs)
 
 
 def test_given_pairs_for_some_queries_retrieval_for_the_rest(tmp_path):
@@ -183,26 +190,26 @@ def test_given_pairs_for_some_queries_retrieval_for_the_rest(tmp_path):
     f.write_text("query/night/nexus5x/IMG_2.jpg db/3.jpg\nquery/night/nexus5x/IMG_3.jpg db/1.jpg\n")
     args = argparse.Namespace(query_pairs=[f], retrieval="exhaustive", num_loc=20, results=None,
                               netvlad_weights=None)
-    given = common.read_given_pairs(args.query_pairs, queries, dbs)
+    given = retrieval.read_given_pairs(args.query_pairs, queries, dbs)
     out = tmp_path / "out"
     out.mkdir()
-    loc_pairs, results = common.localization_paths(args, out, "feats_NN", "Aachen-v1.1")
+    loc_pairs, results = retrieval.localization_paths(args, out, "feats_NN", "Aachen-v1.1")
     assert loc_pairs.name == "pairs-query-night+exhaustive.txt"
     assert results.name == "Aachen-v1.1_feats_NN_night+exhaustive.txt"
-    common.query_pairs(args, tmp_path, out, loc_pairs, queries, dbs, given)
-    pairs = common.read_pairs(loc_pairs)
+    retrieval.query_pairs(args, tmp_path, out, loc_pairs, queries, dbs, given)
+    pairs = hloc_format.read_pairs(loc_pairs)
     assert pairs == [(queries[0], d) for d in dbs] + [
         ("query/night/nexus5x/IMG_2.jpg", "db/3.jpg"), ("query/night/nexus5x/IMG_3.jpg", "db/1.jpg")]
     rest = out / "pairs-query-exhaustive-rest-of-night+exhaustive.txt"
-    assert {q for q, _ in common.read_pairs(rest)} == {queries[0]}
+    assert {q for q, _ in hloc_format.read_pairs(rest)} == {queries[0]}
     # All queries given: no retrieval at all (and no NetVLAD weights needed).
     args.retrieval = "netvlad"
     all_given = {q: ["db/2.jpg"] for q in queries}
-    loc_all, res_all = common.localization_paths(args, out, "feats_NN", "InLoc",
+    loc_all, res_all = retrieval.localization_paths(args, out, "feats_NN", "InLoc",
                                                  retrieval_needed=False)
     assert loc_all.name == "pairs-query-night.txt" and res_all.name == "InLoc_feats_NN_night.txt"
-    common.query_pairs(args, tmp_path, out, loc_all, queries, dbs, all_given)
-    assert common.read_pairs(loc_all) == [(q, "db/2.jpg") for q in queries]
+    retrieval.query_pairs(args, tmp_path, out, loc_all, queries, dbs, all_given)
+    assert hloc_format.read_pairs(loc_all) == [(q, "db/2.jpg") for q in queries]
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -216,14 +223,14 @@ def _gt_and_results(tmp_path):
         name = f"IMG_{i}.jpg"
         R = ps.look_R(rng.uniform(-3, 3), 0.1)
         c = rng.normal(size=3)
-        gt[name] = (common.R_to_qvec(R), -R @ c)
+        gt[name] = (pose_math.R_to_qvec(R), -R @ c)
         lines.append(" ".join([name, *map(str, gt[name][0]), *map(str, gt[name][1]), cond]))
         # errors: day 0.1 m, 0.3 m, 2 m, missing; night 0.1 m, 20 m
         off = {0: 0.1, 1: 0.3, 2: 2.0, 4: 0.1, 5: 20.0}.get(i)
         if off is not None:
             res[name] = (gt[name][0], -R @ (c + [off, 0, 0]))
     (tmp_path / "gt.txt").write_text("\n".join(lines) + "\n")
-    common.write_results(res, tmp_path / "res.txt")
+    results_files.write_results(res, tmp_path / "res.txt")
     return tmp_path / "gt.txt", tmp_path / "res.txt"
 
 
@@ -266,7 +273,7 @@ def test_aachen_conditions_from_query_lists(tmp_path):
 
 def test_evaluate_rejects_foreign_names(tmp_path):
     gt, _ = _gt_and_results(tmp_path)
-    common.write_results({"query/day/x/other.jpg": (np.array([1.0, 0, 0, 0]), np.zeros(3))},
+    results_files.write_results({"query/day/x/other.jpg": (np.array([1.0, 0, 0, 0]), np.zeros(3))},
                          tmp_path / "r.txt")
     with pytest.raises(ValueError, match="file names only"):
         evaluate.evaluate("inloc", tmp_path / "r.txt", gt)
@@ -395,9 +402,9 @@ def test_empty_model_fails_loudly(tmp_path):
                                      pycolmap.Rigid3d())
     rec.write_binary(str(tmp_path))
     with pytest.raises(common.PipelineError, match="0 3D points"):
-        common.load_model(tmp_path, "triangulation")
+        triangulate.load_model(tmp_path, "triangulation")
     with pytest.raises(common.PipelineError, match="no COLMAP model"):
-        common.load_model(tmp_path / "nothing", "x")
+        triangulate.load_model(tmp_path / "nothing", "x")
 
 
 def test_fix_two_view_geometries_sets_calibrated(tmp_path):
@@ -411,7 +418,7 @@ def test_fix_two_view_geometries_sets_calibrated(tmp_path):
         m = np.array([[0, 1], [2, 3]], np.uint32)
         db.write_two_view_geometry(ids[0], ids[1], pycolmap.TwoViewGeometry(inlier_matches=m))
         db.write_two_view_geometry(ids[0], ids[2], pycolmap.TwoViewGeometry())  # no inliers
-    assert common.fix_two_view_geometries(db_path) == 1
+    assert triangulate.fix_two_view_geometries(db_path) == 1
     with pycolmap.Database.open(str(db_path)) as db:
         g = db.read_two_view_geometry(ids[0], ids[1])
         assert g.config == pycolmap.TwoViewGeometryConfiguration.CALIBRATED
@@ -473,10 +480,10 @@ def test_h5_left_by_killed_writer_is_repaired(tmp_path):
     subprocess.run([sys.executable, "-c", code, str(f)], check=True, timeout=60)
     with pytest.raises(OSError, match="consistency flags"):
         h5py.File(str(f), "r")
-    common.repair_h5(f, common.FEATURE_KEYS)
+    h5_repair.repair_h5(f, h5_repair.FEATURE_KEYS)
     with h5py.File(str(f), "r") as fd:
         assert sorted(fd["db"].keys()) == ["0.jpg", "1.jpg", "2.jpg"]  # partial group dropped
-    assert common.lookup3(b"Four score and seven years ago") == 0x17770551  # lookup3 test vector
+    assert h5_journal.lookup3(b"Four score and seven years ago") == 0x17770551  # lookup3 test vector
     (tmp_path / "junk.h5").write_bytes(b"not hdf5 at all")
-    common.repair_h5(tmp_path / "junk.h5", common.FEATURE_KEYS)
+    h5_repair.repair_h5(tmp_path / "junk.h5", h5_repair.FEATURE_KEYS)
     assert not (tmp_path / "junk.h5").exists() and (tmp_path / "junk.h5.corrupt").exists()

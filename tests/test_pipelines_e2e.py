@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import h5py
@@ -23,33 +22,42 @@ pytest.importorskip("hloc", reason="hloc is not on PyPI: install it from "
 sys.path.insert(0, str(Path(__file__).parent))
 import pipeline_scenes as ps  # noqa: E402
 
-from pipelines import aachen, common, eth, evaluate, hpatches, inloc, netvlad  # noqa: E402
+from pipelines import (  # noqa: E402
+    aachen, common, eth, evaluate, hpatches, inloc, inloc_localize, netvlad, triangulate,
+)
+from pipelines import results as results_files  # noqa: E402
+from tasp_hloc import hloc_format  # noqa: E402
+
 
 REPO = Path(__file__).parents[1]
 BLANK = np.full((240, 320, 3), 128, np.uint8)  # a query no feature can localize
 
 
+def _dataset(tmp_path_factory, kind, make, blank_path, blank_image):
+    """A generated dataset with its ground truth, a blank query image at `blank_path` (relative
+    to the dataset) and a random NetVLAD checkpoint."""
+    root = tmp_path_factory.mktemp(kind)
+    queries = make(root / "ds")
+    ps.write_poses_txt(root / "gt.txt", queries)
+    ps.imwrite(root / "ds" / blank_path, blank_image)
+    return root, queries, netvlad.make_random_checkpoint(root / "netvlad.mat")
+
+
 @pytest.fixture(scope="module")
 def aachen_ds(tmp_path_factory):
-    root = tmp_path_factory.mktemp("aachen")
-    queries = ps.make_aachen(root / "ds")
-    ps.write_poses_txt(root / "gt.txt", queries)
     blank = "query/night/nexus5x/IMG_blank.jpg"
-    ps.imwrite(root / "ds/images_upright" / blank, BLANK)
+    root, queries, ckpt = _dataset(tmp_path_factory, "aachen", ps.make_aachen,
+                                   f"images_upright/{blank}", BLANK)
     with open(root / "ds/queries/night_time_queries_with_intrinsics.txt", "a") as fd:
         fd.write(f"{blank} SIMPLE_RADIAL 320 240 240 160 120 0\n")
-    ckpt = netvlad.make_random_checkpoint(root / "netvlad.mat")
     return root, queries, ckpt, blank
 
 
 @pytest.fixture(scope="module")
 def inloc_ds(tmp_path_factory):
-    root = tmp_path_factory.mktemp("inloc")
-    queries = ps.make_inloc(root / "ds")
-    ps.write_poses_txt(root / "gt.txt", queries)
     blank = "query/iphone7/IMG_9999.JPG"
-    ps.imwrite(root / "ds" / blank, np.full((480, 640, 3), 128, np.uint8))
-    ckpt = netvlad.make_random_checkpoint(root / "netvlad.mat")
+    root, queries, ckpt = _dataset(tmp_path_factory, "inloc", ps.make_inloc, blank,
+                                   np.full((480, 640, 3), 128, np.uint8))
     return root, queries, ckpt, blank
 
 
@@ -59,7 +67,7 @@ def aachen_args(root, ckpt, out, *extra):
 
 
 def check_complete(results: Path, names):
-    poses = common.read_results(results)
+    poses = results_files.read_results(results)
     assert set(poses) == {n.split("/")[-1] for n in names}
     return poses
 
@@ -73,9 +81,9 @@ def test_aachen_end_to_end(aachen_ds, capsys):
     # Retrieval went through our NetVLAD into hloc's format: one descriptor per image.
     with h5py.File(out / "global-feats-netvlad.h5", "r") as fd:
         assert fd["db/1000.jpg/global_descriptor"].shape == (32,)
-    pairs = common.read_pairs(out / "pairs-query-netvlad20.txt")
+    pairs = hloc_format.read_pairs(out / "pairs-query-netvlad20.txt")
     assert len(pairs) == 16 * (len(queries) + 1)  # k=20 clamped to the 16 database images
-    sfm = common.load_model(next(out.glob("sfm_*")), "test")
+    sfm = triangulate.load_model(next(out.glob("sfm_*")), "test")
     assert sfm.num_points3D() > 300
     stats = evaluate.evaluate("aachen", results, root / "gt.txt")
     print(evaluate.format_table(stats, evaluate.THRESHOLDS["aachen"]))
@@ -102,7 +110,7 @@ def test_aachen_given_pairs_for_night_queries(aachen_ds):
     results = aachen.main(aachen_args(root, ckpt, out, "--query-pairs", str(given)))
     assert results.name == "Aachen-v1.1_feats-sift_matches-NN-mutual_night_pairs+netvlad20.txt"
     check_complete(results, [q.name for q in queries] + [blank])
-    pairs = common.read_pairs(out / "pairs-query-night_pairs+netvlad20.txt")
+    pairs = hloc_format.read_pairs(out / "pairs-query-night_pairs+netvlad20.txt")
     by_query = {}
     for q, d in pairs:
         by_query.setdefault(q, []).append(d)
@@ -116,29 +124,32 @@ def test_aachen_given_pairs_for_night_queries(aachen_ds):
         aachen.main(aachen_args(root, ckpt, out, "--query-pairs", str(bad)))
 
 
-def _run_and_kill(cmd, ready):
-    """Start `cmd`, SIGKILL it as soon as `ready()` holds (mid-way through some step)."""
+def _run_and_kill(args, h5_name, n):
+    """Run the Aachen pipeline until it SIGKILLs itself before the n-th dataset written into
+    the HDF5 file `h5_name` (see kill_at.py): a known point, not a timing. True if it did."""
+    cmd = [sys.executable, str(REPO / "tests/kill_at.py"), h5_name, str(n), "pipelines.aachen",
+           *args]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
-    t0 = time.time()
-    while not ready():
-        if proc.poll() is not None:
-            return False  # finished before the kill point: nothing to test at this point
-        assert time.time() - t0 < 120
-        time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    return True
+    try:  # what the killed process left behind (data-loader workers), by its process group
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    return proc.returncode == -signal.SIGKILL
 
 
 def test_aachen_resumes_after_kill(aachen_ds):
     root, queries, ckpt, blank = aachen_ds
     out = root / "out_killed"
-    cmd = [sys.executable, "-m", "pipelines.aachen", *aachen_args(root, ckpt, out)]
-    # Kill 1: during feature extraction (the h5 file is open for writing).
-    assert _run_and_kill(cmd, lambda: (out / "feats-sift.h5").exists())
-    # Kill 2: once the database matches exist (matching, triangulation or later under way).
-    _run_and_kill(cmd, lambda: bool(list(out.glob("feats-sift_matches-NN-mutual_pairs-db*.h5"))))
+    args = aachen_args(root, ckpt, out)
+    # Kill 1: during feature extraction, before its 10th dataset: the 2nd image half written
+    # (hloc's sift writes 6 per image).
+    assert _run_and_kill(args, "feats-sift.h5", 10)
+    assert (out / "feats-sift.h5").exists()
+    # Kill 2: during the matching of the database pairs, before its 5th dataset: the 3rd
+    # pair's group created, empty (2 datasets per pair).
+    assert _run_and_kill(args, "feats-sift_matches-NN-mutual_pairs-db-covis20.h5", 5)
     results = aachen.main(aachen_args(root, ckpt, out))
     check_complete(results, [q.name for q in queries] + [blank])
     stats = evaluate.evaluate("aachen", results, root / "gt.txt")
@@ -160,14 +171,14 @@ def test_triangulation_with_no_matches_fails_loudly(aachen_ds):
     from hloc.utils.parsers import names_to_pair
 
     with h5py.File(out / "feats-sift.h5", "r") as ff, h5py.File(empty, "w") as fm:
-        for a, b in common.read_pairs(pairs):
+        for a, b in hloc_format.read_pairs(pairs):
             n = ff[a]["keypoints"].shape[0]
             g = fm.require_group(names_to_pair(a, b))
             if "matches0" not in g:
                 g.create_dataset("matches0", data=np.full(n, -1, np.int16))
                 g.create_dataset("matching_scores0", data=np.zeros(n, np.float16))
     with pytest.raises(common.PipelineError, match="kept any match"):
-        common.triangulate_known_poses(root / "sfm_empty", root / "ds/3D-models/aachen_v_1_1",
+        triangulate.triangulate_known_poses(root / "sfm_empty", root / "ds/3D-models/aachen_v_1_1",
                                        root / "ds/images_upright", pairs, out / "feats-sift.h5",
                                        empty)
 
@@ -183,7 +194,7 @@ def test_inloc_end_to_end(inloc_ds):
     results = inloc.main(inloc_args(root, ckpt, out))
     check_complete(results, [q.name for q in queries] + [blank])
     assert Path(f"{results}_not_localized.txt").read_text().split() == [blank]
-    pairs = common.read_pairs(out / "pairs-query-netvlad40.txt")
+    pairs = hloc_format.read_pairs(out / "pairs-query-netvlad40.txt")
     assert len(pairs) == 24 * (len(queries) + 1)  # k=40 clamped to the 24 cutouts
     stats = evaluate.evaluate("inloc", results, root / "gt.txt")
     print(evaluate.format_table(stats, evaluate.THRESHOLDS["inloc"]))
@@ -199,7 +210,7 @@ def test_inloc_no_cutout_survives_skip_matches(inloc_ds):
     if not list(out.glob("feats-sift_matches-NN-mutual_pairs-query-netvlad40.h5")):
         inloc.main(inloc_args(root, ckpt, out))
     results = root / "skip_all.txt"
-    poses, failed = common.localize_inloc(
+    poses, failed = inloc_localize.localize_inloc(
         root / "ds", out / "pairs-query-netvlad40.txt", out / "feats-sift.h5",
         out / "feats-sift_matches-NN-mutual_pairs-query-netvlad40.h5", results,
         skip_matches=10 ** 6, focal="scaled")
@@ -210,10 +221,10 @@ def test_inloc_no_cutout_survives_skip_matches(inloc_ds):
 
 def test_inloc_default_focal_is_hlocs(inloc_ds):
     root, _, _, _ = inloc_ds
-    cam = common.inloc_query_camera(root / "ds", "query/iphone7/IMG_0001.JPG")
+    cam = inloc_localize.inloc_query_camera(root / "ds", "query/iphone7/IMG_0001.JPG")
     assert cam.params[0] == pytest.approx(4032 * 28 / 36)
     assert cam.params[1:] == pytest.approx([320, 240])
-    cam = common.inloc_query_camera(root / "ds", "query/iphone7/IMG_0001.JPG", "scaled")
+    cam = inloc_localize.inloc_query_camera(root / "ds", "query/iphone7/IMG_0001.JPG", "scaled")
     assert cam.params[0] == pytest.approx(640 * 28 / 36)
 
 

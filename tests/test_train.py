@@ -2,12 +2,11 @@
 
 import importlib.util
 
-import cv2
 import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import render_scene
+from conftest import write_photos
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("kornia") is None or importlib.util.find_spec("omegaconf") is None,
@@ -17,10 +16,7 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture
 def tiny_run(tmp_path):
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for i in range(4):
-        cv2.imwrite(str(photos / f"p{i}.png"), render_scene(160, 200, i))
+    photos = write_photos(tmp_path / "photos")
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(f"""
 name: tiny

@@ -51,6 +51,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
+from ..files import write_bytes_atomic
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CACHE = Path("~/.cache/tasp_hloc/gather_photos")
 PHOTO_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
@@ -419,12 +421,6 @@ def write_manifest(records: Sequence[dict], dropped: Sequence[dict], output: Pat
 def read_manifest(path: Path) -> List[dict]:
     with open(path, newline="", encoding="utf-8") as f:
         return list(csv.DictReader(f))
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def sha256(data: bytes) -> str:
@@ -1003,7 +999,7 @@ def process_source(name: str, result: SourceResult, output: Path, seen: Dict[str
         target = output / rel
         folder.mkdir(parents=True, exist_ok=True)
         if not (target.is_file() and sha256(target.read_bytes()) == rec["sha256"]):
-            _write_atomic(target, data)
+            write_bytes_atomic(target, data)
         rec["file"] = rel
         seen[rec["sha256"]] = seen[rec["source_sha256"]] = rel
         records.append(rec)
@@ -1070,7 +1066,7 @@ def gather(output: Path, cache: Path, sources: Sequence[str], force: bool = Fals
         seconds = round(time.time() - t0, 1)
         state = {"source": name, "package": result[0], "version": result[1], "options": options,
                  "seconds": seconds, "records": records, "dropped": drops}
-        _write_atomic(state_file, json.dumps(state, indent=1).encode())
+        write_bytes_atomic(state_file, json.dumps(state, indent=1).encode())
         status[name] = {"status": "ok", "kept": len(records), "dropped": len(drops), "version": result[1],
                         "seconds": seconds}
         log(f"[{name}] {result[0]} {result[1]}: kept {len(records)}, dropped {len(drops)} ({seconds} s)")
@@ -1088,7 +1084,7 @@ def gather(output: Path, cache: Path, sources: Sequence[str], force: bool = Fals
                "sources": status,
                "per_source": {n: sum(r["source"] == n for r in records) for n in SOURCES},
                "licences": _count(r["licence_class"] for r in records)}
-    _write_atomic(output / "sources.json", json.dumps(summary, indent=1).encode())
+    write_bytes_atomic(output / "sources.json", json.dumps(summary, indent=1).encode())
     return summary
 
 

@@ -18,7 +18,8 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from .photometric import PhotometricAugmentation
-from .utils import list_images, make_rng, merge_conf, nominal_intrinsics, pack_sample, pixel_scale_matrix, read_image
+from ..image_io import read_image
+from .utils import image_files, make_rng, merge_conf, nominal_intrinsics, pack_sample, pixel_scale_matrix
 
 
 def _translation(tx: float, ty: float) -> np.ndarray:
@@ -100,7 +101,7 @@ class HomographicDataset(Dataset):
         dirs = [dirs] if isinstance(dirs, str) else list(dirs)
         if not dirs:
             raise ValueError("HomographicDataset: set 'image_dirs' to one or more folders of photos.")
-        self.files = list_images(dirs)
+        self.files = image_files(dirs)
         if not self.files:
             raise FileNotFoundError(
                 f"HomographicDataset: no image files (.jpg, .png, ...) under {dirs}; "

@@ -31,7 +31,8 @@ import h5py
 import numpy as np
 from torch.utils.data import Dataset
 
-from .utils import make_rng, merge_conf, pixel_scale_matrix, read_image, resize_view
+from ..image_io import read_image
+from .utils import make_rng, merge_conf, pixel_scale_matrix, resize_view
 from .view_pair import ViewPairSampler
 
 logger = logging.getLogger(__name__)
@@ -141,7 +142,8 @@ class MegaDepthDataset(Dataset):
             ) from e
         n = len(image_paths)
         if O.shape != (n, n) or S.shape != (n, n) or len(depth_paths) != n:
-            raise ValueError(f"Malformed MegaDepth scene info {path}: sizes of the arrays disagree ({n} images, overlap {O.shape}).")
+            raise ValueError(f"Malformed MegaDepth scene info {path}: sizes of the arrays disagree "
+                             f"({n} images, overlap {O.shape}).")
         usable = np.array([image_paths[i] is not None and depth_paths[i] is not None
                            and intrinsics[i] is not None and poses[i] is not None for i in range(n)])
         r = c["max_scale_ratio"]
@@ -201,4 +203,5 @@ class MegaDepthDataset(Dataset):
         P1 = np.asarray(info["poses"][j], np.float64).reshape(4, 4)
         T_1from0 = P1 @ np.linalg.inv(P0)  # poses are world-to-camera
         v0, v1 = self._view(info, i), self._view(info, j)
-        return self.sampler(v0, v1, T_1from0, rng, name=f"{info['scene']}/{Path(v0['name']).name}|{Path(v1['name']).name}")
+        name = f"{info['scene']}/{Path(v0['name']).name}|{Path(v1['name']).name}"
+        return self.sampler(v0, v1, T_1from0, rng, name=name)

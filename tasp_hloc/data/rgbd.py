@@ -44,7 +44,8 @@ import torch
 from torch.utils.data import Dataset
 
 from ..geometry import inside_image, project, sample_depth, unproject
-from .utils import make_rng, merge_conf, read_depth_png, read_image, resize_view
+from ..image_io import read_image
+from .utils import make_rng, merge_conf, read_depth_png, resize_view
 from .view_pair import ViewPairSampler
 
 logger = logging.getLogger(__name__)
@@ -180,7 +181,8 @@ def _seven_scenes_frames(root: Path, conf: dict) -> List[dict]:
             raise FileNotFoundError(f"7-Scenes sequence folder {seq} does not exist.")
         for pose in sorted(seq.glob("frame-*.pose.txt")):
             stem = pose.name[: -len(".pose.txt")]
-            color = next((seq / f"{stem}.color.{e}" for e in ("png", "jpg") if (seq / f"{stem}.color.{e}").is_file()), None)
+            color = next((seq / f"{stem}.color.{e}" for e in ("png", "jpg")
+                          if (seq / f"{stem}.color.{e}").is_file()), None)
             depth = seq / f"{stem}.depth.png"
             if color is None or not depth.is_file():
                 continue

@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
-
+from ..image_io import IMAGE_EXTENSIONS, extension_globs, list_images, read_image
+from ..options import with_defaults
 
 # --------------------------------------------------------------------------------------------
 # Geometry: quads, scenes, ray casting
@@ -229,18 +229,16 @@ class _PhotoTextures:
         if not root.is_dir():
             raise FileNotFoundError(f"texture_dir {root} is not a folder; set it to a folder of photos "
                                     f"or to None for procedural textures.")
-        self.paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in _EXTENSIONS)[:max_images]
+        names = list_images(root, extension_globs(), allow_empty=True)
+        self.paths = [root / n for n in names][:max_images]
         if not self.paths:
-            raise FileNotFoundError(f"No images ({', '.join(_EXTENSIONS)}) in texture_dir {root}.")
+            raise FileNotFoundError(f"No images ({', '.join(IMAGE_EXTENSIONS)}) in texture_dir {root}.")
         self.max_side = max_side
         self.images: Dict[int, np.ndarray] = {}
 
     def _image(self, i: int) -> np.ndarray:
         if i not in self.images:
-            im = cv2.imread(str(self.paths[i]), cv2.IMREAD_COLOR)
-            if im is None:
-                raise OSError(f"Cannot decode texture image {self.paths[i]}.")
-            im = cv2.cvtColor(im, cv2.COLOR_BGR2RGB)
+            im = read_image(self.paths[i])
             s = self.max_side / max(im.shape[:2])
             if s < 1:
                 im = cv2.resize(im, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
@@ -311,10 +309,7 @@ class SyntheticScenes(Dataset):
                 conf = OmegaConf.to_container(conf, resolve=True)
         except ImportError:  # pragma: no cover
             pass
-        unknown = set(conf or {}) - set(self.default_conf)
-        if unknown:
-            raise KeyError(f"Unknown SyntheticScenes option(s) {sorted(unknown)}; valid: {sorted(self.default_conf)}.")
-        self.conf = c = {**self.default_conf, **(conf or {})}
+        self.conf = c = with_defaults(self.default_conf, conf, "SyntheticScenes", KeyError)
         size = c["size"]
         self.size = (int(size), int(size)) if np.isscalar(size) else (int(size[0]), int(size[1]))
         self.epoch = 0

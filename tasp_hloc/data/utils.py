@@ -1,4 +1,6 @@
-"""Small shared helpers of the pair datasets: config merging, seeding, image I/O, intrinsics.
+"""Small shared helpers of the pair datasets: config merging, seeding, depth I/O, intrinsics.
+
+Images are read with :func:`tasp_hloc.image_io.read_image`, the reader of extraction.
 
 Pixel-centre convention everywhere: the top-left pixel centre is (0, 0), so scaling an image
 by s maps a coordinate c to ``(c + 0.5) * s - 0.5`` and cropping at (x0, y0) maps c to c - x0.
@@ -13,7 +15,7 @@ import cv2
 import numpy as np
 import torch
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
+from ..image_io import IMAGE_EXTENSIONS, extension_globs, list_images
 
 
 def merge_conf(default: dict, conf: Optional[dict]) -> dict:
@@ -48,7 +50,7 @@ def make_rng(seed: Optional[int], *keys: int) -> np.random.Generator:
     return np.random.default_rng([int(seed)] + [int(k) for k in keys])
 
 
-def list_images(sources: Sequence[str]) -> list:
+def image_files(sources: Sequence[str]) -> list:
     """Sorted image files under the given folders (recursive), plus any image files named directly."""
     files = []
     for source in sources:
@@ -61,24 +63,8 @@ def list_images(sources: Sequence[str]) -> list:
                 f"Image folder or file {p} does not exist; set 'image_dirs' to folders of photos "
                 "or image files."
             )
-        files += [f for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file()]
+        files += [p / n for n in list_images(p, extension_globs(), allow_empty=True)]
     return sorted(set(files))
-
-
-def read_image(path) -> np.ndarray:
-    """H x W x 3 uint8 RGB (grayscale files are repeated to 3 channels)."""
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise IOError(f"Could not read image {path}: missing, empty or not an image file.")
-    if img.dtype == np.uint16:
-        img = (img // 257).astype(np.uint8)
-    if img.ndim == 2:
-        img = np.repeat(img[..., None], 3, -1)
-    elif img.shape[2] == 4:
-        img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
-    else:
-        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-    return np.ascontiguousarray(img)
 
 
 def read_depth_png(path, scale: float = 1000.0, invalid: Sequence[int] = (0,)) -> np.ndarray:
@@ -157,7 +143,7 @@ def pack_sample(
     """
     f32 = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float32))  # noqa: E731
     extra = {} if source0 is None else {"source0": str(source0), "source0_to_image0": f32(source0_to_image0)}
-    return {**extra, 
+    return {**extra,
         "image0": image_to_tensor(image0),
         "image1": image_to_tensor(image1),
         "depth0": f32(depth0),

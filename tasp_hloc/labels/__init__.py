@@ -15,11 +15,11 @@ from ..keypoints import logits_to_heatmap
 from .cells import DUSTBIN, keypoints_to_label_map, label_map_to_keypoints
 from .detectors import BaseDetector, ClassicalCornerDetector, ModelDetector, get_detector
 from .homographic_adaptation import HomographicAdaptation, nms_keypoints, sample_homographies
-from .labeler import Labeler, read_image
+from .labeler import Labeler
 
 __all__ = [
     "LabelCache", "PackedLabels", "conf_hash", "DUSTBIN", "keypoints_to_label_map",
     "label_map_to_keypoints", "logits_to_heatmap", "BaseDetector", "ClassicalCornerDetector",
     "ModelDetector", "get_detector", "HomographicAdaptation", "nms_keypoints",
-    "sample_homographies", "Labeler", "read_image",
+    "sample_homographies", "Labeler",
 ]

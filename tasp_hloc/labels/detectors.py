@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from ..keypoints import logits_to_heatmap
+from ..options import with_defaults
 from .cells import CELL
 
 
@@ -44,13 +45,7 @@ class BaseDetector:
     default_threshold: float = 0.015  # on the homography-averaged map, see homographic_adaptation
 
     def __init__(self, conf: Optional[Dict[str, Any]] = None):
-        unknown = set(conf or {}) - set(self.default_conf)
-        if unknown:
-            raise ValueError(
-                f"Unknown option(s) {sorted(unknown)} for {type(self).__name__}; "
-                f"valid ones are {sorted(self.default_conf)}."
-            )
-        self.conf = {**self.default_conf, **(conf or {})}
+        self.conf = with_defaults(self.default_conf, conf, type(self).__name__)
 
     @torch.no_grad()
     def __call__(self, image: torch.Tensor) -> torch.Tensor:

@@ -17,6 +17,7 @@ import kornia
 import torch
 import torch.nn.functional as F
 
+from ..options import with_defaults
 from .cells import CELL, keypoints_to_label_map
 from .detectors import BaseDetector
 
@@ -146,13 +147,8 @@ class HomographicAdaptation:
     }
 
     def __init__(self, detector: BaseDetector, conf: Optional[Dict[str, Any]] = None):
-        conf = dict(conf or {})
-        unknown = set(conf) - set(self.default_conf)
-        if unknown:
-            raise ValueError(f"Unknown homographic adaptation option(s) {sorted(unknown)}; "
-                             f"valid ones are {sorted(self.default_conf)}.")
-        hconf = {**default_homography_conf, **conf.pop("homographies", {})}
-        self.conf = {**self.default_conf, **conf, "homographies": hconf}
+        self.conf = with_defaults(self.default_conf, conf, "homographic adaptation")
+        self.conf["homographies"] = {**default_homography_conf, **self.conf["homographies"]}
         self.detector = detector
 
     @property

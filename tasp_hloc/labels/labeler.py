@@ -11,18 +11,10 @@ from typing import Any, Callable, Dict, Optional, Union
 import cv2
 import torch
 
+from ..api import load_image
 from .cache import LabelCache, Labels
 from .detectors import get_detector
 from .homographic_adaptation import HomographicAdaptation
-
-
-def read_image(path: Union[str, Path]) -> torch.Tensor:
-    """An image file as a :math:`(3, H, W)` float32 RGB tensor in [0, 1]."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise FileNotFoundError(f"Cannot read image {path}: missing or not an image OpenCV can decode.")
-    image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    return torch.from_numpy(image).permute(2, 0, 1).float() / 255.0
 
 
 class Labeler:
@@ -51,7 +43,9 @@ class Labeler:
         self.cache = LabelCache(cache_dir, self.cache_key()) if cache_dir is not None else None
 
     def cache_key(self) -> Dict[str, Any]:
-        return {**self.adaptation.cache_key(), "resize_max": self.conf["resize_max"], "version": 1}
+        # version 2: files are decoded like training images (EXIF orientation ignored); labels
+        # of EXIF-rotated photos cached by version 1 are in another frame.
+        return {**self.adaptation.cache_key(), "resize_max": self.conf["resize_max"], "version": 2}
 
     def compute(self, image: torch.Tensor) -> Labels:
         """Labels of a :math:`(C, H, W)` image in [0, 1]: keypoints (K, 2) x-y in its pixels,
@@ -85,5 +79,5 @@ class Labeler:
         """Labels of an image file; the file is only decoded when the cache misses."""
         image_id = str(path) if image_id is None else image_id
         if self.cache is None:
-            return self.compute(read_image(path))
-        return self.cache.get_or_compute(image_id, lambda: self.compute(read_image(path)))
+            return self.compute(load_image(path))
+        return self.cache.get_or_compute(image_id, lambda: self.compute(load_image(path)))

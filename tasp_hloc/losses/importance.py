@@ -29,6 +29,7 @@ user-chosen smaller x_max fall into the last bin.
 import torch
 from torch import nn
 
+from ..options import with_defaults
 from .phash import extract_patches, hamming, phash
 
 
@@ -170,10 +171,7 @@ class DynamicImportanceWeighting(nn.Module):
 
     def __init__(self, conf: dict = None):
         super().__init__()
-        unknown = set(conf or {}) - set(self.default_conf)
-        if unknown:
-            raise ValueError(f"Unknown DynamicImportanceWeighting options {sorted(unknown)}.")
-        self.conf = c = {**self.default_conf, **(conf or {})}
+        self.conf = c = with_defaults(self.default_conf, conf, "DynamicImportanceWeighting")
         vmax = c["hist_max"] if c["hist_max"] is not None else 64.0 * (c["margin"] + 2.0)
         self.histogram = MovingHistogram(c["hist_bins"], 0.0, vmax, c["hist_momentum"])
 

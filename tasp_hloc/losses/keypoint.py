@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..options import with_defaults
+
 
 def alignment_factor(
     M: torch.Tensor, margin: float = 1.0, temperature: float = 0.5
@@ -133,10 +135,7 @@ class TaskAlignedKeypointLoss(nn.Module):
 
     def __init__(self, conf: dict = None):
         super().__init__()
-        unknown = set(conf or {}) - set(self.default_conf)
-        if unknown:
-            raise ValueError(f"Unknown TaskAlignedKeypointLoss options {sorted(unknown)}.")
-        self.conf = {**self.default_conf, **(conf or {})}
+        self.conf = with_defaults(self.default_conf, conf, "TaskAlignedKeypointLoss")
 
     def forward(
         self, logits, labels, mask=None, triplet_loss=None, keypoints=None, keypoint_valid=None

@@ -28,19 +28,6 @@ Anchors without a valid 3D point fall back to the square window for all cells in
 import torch
 
 
-def cell_centers(h: int, w: int, stride: int, device=None, dtype=torch.float32) -> torch.Tensor:
-    """Pixel centres of the cells of an h x w map at the given stride.
-
-    Returns:
-        (h * w) x 2 pixel coordinates (x, y), row-major (index i * w + j).
-    """
-    off = (stride - 1) / 2
-    y = torch.arange(h, device=device, dtype=dtype) * stride + off
-    x = torch.arange(w, device=device, dtype=dtype) * stride + off
-    yy, xx = torch.meshgrid(y, x, indexing="ij")
-    return torch.stack([xx, yy], -1).reshape(-1, 2)
-
-
 def _check_anchors(anchors: torch.Tensor, last: int, name: str):
     if anchors.dim() != 3 or anchors.shape[-1] != last:
         raise ValueError(f"Expected {name} of shape B x N x {last}, got {tuple(anchors.shape)}.")

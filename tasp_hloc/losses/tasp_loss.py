@@ -40,6 +40,7 @@ Switches (the 8 rows of the paper's Table III): ``task_aligned`` (TA), ``importa
 import torch
 from torch import nn
 
+from ..options import with_defaults
 from .importance import DynamicImportanceWeighting
 from .keypoint import TaskAlignedKeypointLoss
 from .triplet import HardTripletLoss
@@ -75,12 +76,7 @@ class TaSPLoss(nn.Module):
 
     def __init__(self, conf: dict = None):
         super().__init__()
-        unknown = set(conf or {}) - set(self.default_conf)
-        if unknown:
-            raise ValueError(
-                f"Unknown TaSPLoss options {sorted(unknown)}; see TaSPLoss.default_conf."
-            )
-        self.conf = c = {**self.default_conf, **(conf or {})}
+        self.conf = c = with_defaults(self.default_conf, conf, "TaSPLoss")
         self.triplet = HardTripletLoss({
             "margin": c["margin"], "stride": c["stride"], "window": c["window"],
             "safe_radius": c["safe_radius"], "safe_radius_3d_rel": c["safe_radius_3d_rel"],

@@ -22,8 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..grid import cell_centers
 from ..keypoints import sample_descriptors
-from .safe_window import cell_centers, negative_mask
+from ..options import with_defaults
+from .safe_window import negative_mask
 
 
 # Distance given to "no negative available" before the min; any value > 2 (the largest
@@ -65,10 +67,7 @@ class HardTripletLoss(nn.Module):
 
     def __init__(self, conf: dict = None):
         super().__init__()
-        unknown = set(conf or {}) - set(self.default_conf)
-        if unknown:
-            raise ValueError(f"Unknown HardTripletLoss options {sorted(unknown)}.")
-        self.conf = {**self.default_conf, **(conf or {})}
+        self.conf = with_defaults(self.default_conf, conf, "HardTripletLoss")
         if self.conf["window"] not in ("square", "3d"):
             raise ValueError(f"Unknown safe window {self.conf['window']!r}: use 'square' or '3d'.")
 

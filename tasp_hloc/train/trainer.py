@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
 from ..data import build_dataset, collate
+from ..device import resolve_device
 from ..losses import TaSPLoss
 from ..tasp import TaSP
 from . import distributed
@@ -72,12 +73,6 @@ class EpochSampler(Sampler):
         if self.world_size > 1:
             return (self.n - self.start) // self.batch_size * (self.batch_size // self.world_size)
         return self.n - self.start
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def seed_everything(seed: int) -> None:
@@ -135,7 +130,7 @@ class Trainer:
         tc = conf.train
         # Several processes: torchrun's WORLD_SIZE > 1 (or a process group already joined).
         self.rank, self.world_size, self.device, self._owns_group = distributed.setup(
-            resolve_device(tc.device))
+            torch.device(resolve_device(tc.device)))
         self.distributed = self.world_size > 1
         self.is_main = self.rank == 0
         if self.distributed and tc.batch_size % self.world_size:
