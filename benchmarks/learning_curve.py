@@ -25,12 +25,19 @@ AUC_KEYS = ("5", "10", "20")
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.learning_curve", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.learning_curve",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("checkpoints", nargs="*", type=Path, help="training checkpoints (.pth)")
     p.add_argument("--released", nargs="*", default=[], help="released weights names to include")
-    p.add_argument("--root", type=Path, default=Path("runs/learning_curve"),
-                   help="exported weights and cached results")
+    p.add_argument(
+        "--root",
+        type=Path,
+        default=Path("runs/learning_curve"),
+        help="exported weights and cached results",
+    )
     p.add_argument("--data", type=Path, default=compare.DEFAULT_DATA)
     p.add_argument("--max-side", type=int, default=1024)
     p.add_argument("--quick", action="store_true", help="smoke run (compare --quick)")
@@ -41,8 +48,10 @@ def export_checkpoint(checkpoint: Path, root: Path) -> tuple:
     """A training checkpoint -> (plain state_dict file, its step, its run name)."""
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
     if "model" not in state:
-        raise ValueError(f"{checkpoint} is not a training checkpoint (no 'model' entry); pass "
-                         f"released weights with --released NAME.")
+        raise ValueError(
+            f"{checkpoint} is not a training checkpoint (no 'model' entry); pass "
+            f"released weights with --released NAME."
+        )
     run = state.get("config", {}).get("name", checkpoint.parent.name)
     out = root / f"{run}_step{state['step']}.pth"
     if not out.exists():
@@ -55,11 +64,24 @@ def export_checkpoint(checkpoint: Path, root: Path) -> tuple:
 def measure(weights: str, out: Path, args: argparse.Namespace) -> Dict:
     """``benchmarks.compare`` for TaSP alone, in a child process; cached in ``out``."""
     if not out.exists():
-        cmd = [sys.executable, "-m", "benchmarks.compare", "--methods", "tasp",
-               "--tasp-weights", weights, "--data", str(args.data),
-               "--max-side", str(args.max_side), "--out", str(out)]
-        subprocess.run(cmd + (["--quick"] if args.quick else []), check=True,
-                       stdout=subprocess.DEVNULL)
+        cmd = [
+            sys.executable,
+            "-m",
+            "benchmarks.compare",
+            "--methods",
+            "tasp",
+            "--tasp-weights",
+            weights,
+            "--data",
+            str(args.data),
+            "--max-side",
+            str(args.max_side),
+            "--out",
+            str(out),
+        ]
+        subprocess.run(
+            cmd + (["--quick"] if args.quick else []), check=True, stdout=subprocess.DEVNULL
+        )
     return json.loads(out.read_text())
 
 
@@ -68,10 +90,15 @@ def row(label: str, step: str, report: Dict) -> List[str]:
     hom = res["homography"]
     pose_name = next(iter(report["pose_sets"]))
     pose = res["pose"][pose_name]
-    return [label, step,
-            *(compare.pct(hom["all"]["mma"][t]) for t in ("1", "3", "5", "10")),
-            compare.pct(hom["illumination"]["mma"]["3"]), compare.pct(hom["viewpoint"]["mma"]["3"]),
-            *(compare.pct(pose["auc"][t]) for t in AUC_KEYS), compare.num(pose["matches"])]
+    return [
+        label,
+        step,
+        *(compare.pct(hom["all"]["mma"][t]) for t in ("1", "3", "5", "10")),
+        compare.pct(hom["illumination"]["mma"]["3"]),
+        compare.pct(hom["viewpoint"]["mma"]["3"]),
+        *(compare.pct(pose["auc"][t]) for t in AUC_KEYS),
+        compare.num(pose["matches"]),
+    ]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -86,8 +113,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         rows.append((step, row(run, str(step), report)))
         print(f"measured {checkpoint} (step {step})", file=sys.stderr)
     rows.sort(key=lambda r: r[0])
-    header = ["weights", "step", "MMA@1", "MMA@3", "MMA@5", "MMA@10", "MMA@3 illum.",
-              "MMA@3 viewp.", "AUC@5", "AUC@10", "AUC@20", "matches/pair"]
+    header = [
+        "weights",
+        "step",
+        "MMA@1",
+        "MMA@3",
+        "MMA@5",
+        "MMA@10",
+        "MMA@3 illum.",
+        "MMA@3 viewp.",
+        "AUC@5",
+        "AUC@10",
+        "AUC@20",
+        "matches/pair",
+    ]
     print(compare.markdown_table(header, [r for _, r in rows]))
     return 0
 

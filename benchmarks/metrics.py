@@ -4,6 +4,7 @@ Conventions: pixel coordinates are x-y with the top-left pixel centre at (0, 0);
 maps pixel coordinates of image 0 to image 1; a relative pose (R, t) maps camera-0 coordinates to
 camera-1 coordinates, X1 = R X0 + t; angles are in degrees.
 """
+
 from __future__ import annotations
 
 from typing import Dict, Optional, Sequence, Tuple
@@ -15,14 +16,19 @@ from tasp_hloc.data.utils import pixel_scale_matrix
 
 # The matcher and MMA are the package's, shared with pipelines/hpatches.py.
 from tasp_hloc.match_metrics import (  # noqa: F401
-    MMA_THRESHOLDS, homography_match_errors, mean_matching_accuracy, mutual_nn_match)
+    MMA_THRESHOLDS,
+    homography_match_errors,
+    mean_matching_accuracy,
+    mutual_nn_match,
+)
 
 AUC_THRESHOLDS = (5, 10, 20)
 
 
 # ----------------------------------------------------------------------------- homographies
-def scale_homography(H: np.ndarray, scale0: Tuple[float, float],
-                     scale1: Tuple[float, float]) -> np.ndarray:
+def scale_homography(
+    H: np.ndarray, scale0: Tuple[float, float], scale1: Tuple[float, float]
+) -> np.ndarray:
     """H between original images -> H between images resized by (sx, sy) (pixel-centre aware)."""
     return pixel_scale_matrix(*scale1) @ H @ np.linalg.inv(pixel_scale_matrix(*scale0))
 
@@ -58,9 +64,15 @@ def relative_pose_error(T_0to1: np.ndarray, R: np.ndarray, t: np.ndarray) -> Tup
     return err_R, min(err_t, 180.0 - err_t)
 
 
-def estimate_relative_pose(kpts0: np.ndarray, kpts1: np.ndarray, K0: np.ndarray, K1: np.ndarray,
-                           threshold_px: float = 1.0, confidence: float = 0.99999,
-                           seed: int = 0) -> Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def estimate_relative_pose(
+    kpts0: np.ndarray,
+    kpts1: np.ndarray,
+    K0: np.ndarray,
+    K1: np.ndarray,
+    threshold_px: float = 1.0,
+    confidence: float = 0.99999,
+    seed: int = 0,
+) -> Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Essential matrix by OpenCV RANSAC on normalised points, then the cheirality check.
 
     kpts0, kpts1: M x 2 matched pixels. The inlier threshold is ``threshold_px`` divided by the
@@ -74,14 +86,16 @@ def estimate_relative_pose(kpts0: np.ndarray, kpts1: np.ndarray, K0: np.ndarray,
     n0 = _normalise(kpts0, K0)
     n1 = _normalise(kpts1, K1)
     f_mean = np.mean([K0[0, 0], K0[1, 1], K1[0, 0], K1[1, 1]])
-    E, mask = cv2.findEssentialMat(n0, n1, np.eye(3), method=cv2.RANSAC, prob=confidence,
-                                   threshold=threshold_px / f_mean)
+    E, mask = cv2.findEssentialMat(
+        n0, n1, np.eye(3), method=cv2.RANSAC, prob=confidence, threshold=threshold_px / f_mean
+    )
     if E is None:
         return None
     best = None
     for k in range(len(E) // 3):
-        n_good, R, t, pose_mask = cv2.recoverPose(E[3 * k:3 * k + 3], n0, n1, np.eye(3),
-                                                  mask=mask.copy())
+        n_good, R, t, pose_mask = cv2.recoverPose(
+            E[3 * k : 3 * k + 3], n0, n1, np.eye(3), mask=mask.copy()
+        )
         if best is None or n_good > best[0]:
             best = (n_good, R, t.reshape(3), pose_mask.ravel() > 0)
     return best[1], best[2], best[3]
@@ -92,8 +106,9 @@ def _normalise(pts: np.ndarray, K: np.ndarray) -> np.ndarray:
     return (pts - K[[0, 1], [2, 2]][None]) / K[[0, 1], [0, 1]][None]
 
 
-def symmetric_epipolar_distance(kpts0: np.ndarray, kpts1: np.ndarray, K0: np.ndarray,
-                                K1: np.ndarray, T_0to1: np.ndarray) -> np.ndarray:
+def symmetric_epipolar_distance(
+    kpts0: np.ndarray, kpts1: np.ndarray, K0: np.ndarray, K1: np.ndarray, T_0to1: np.ndarray
+) -> np.ndarray:
     """Symmetric squared epipolar distance in normalised coordinates (SuperGlue's), M.
 
     A match is called correct below 5e-4.
@@ -103,15 +118,18 @@ def symmetric_epipolar_distance(kpts0: np.ndarray, kpts1: np.ndarray, K0: np.nda
     t = T_0to1[:3, 3]
     t_x = np.array([[0, -t[2], t[1]], [t[2], 0, -t[0]], [-t[1], t[0], 0]])
     E = t_x @ T_0to1[:3, :3]
-    Ep0 = n0 @ E.T                      # M x 3, epipolar lines in image 1
-    p1tE = n1 @ E                       # M x 3, epipolar lines in image 0
+    Ep0 = n0 @ E.T  # M x 3, epipolar lines in image 1
+    p1tE = n1 @ E  # M x 3, epipolar lines in image 0
     d = np.sum(n1 * Ep0, axis=1) ** 2
     with np.errstate(divide="ignore", invalid="ignore"):
-        return d * (1.0 / (Ep0[:, 0] ** 2 + Ep0[:, 1] ** 2) + 1.0 / (p1tE[:, 0] ** 2 + p1tE[:, 1] ** 2))
+        return d * (
+            1.0 / (Ep0[:, 0] ** 2 + Ep0[:, 1] ** 2) + 1.0 / (p1tE[:, 0] ** 2 + p1tE[:, 1] ** 2)
+        )
 
 
-def pose_auc(errors: Sequence[float], thresholds: Sequence[float] = AUC_THRESHOLDS
-             ) -> Dict[float, float]:
+def pose_auc(
+    errors: Sequence[float], thresholds: Sequence[float] = AUC_THRESHOLDS
+) -> Dict[float, float]:
     """Area under the recall-vs-error curve up to each threshold, divided by the threshold.
 
     As in SuperGlue's evaluation: the sorted errors give the points (e_i, i / n), prepended with
@@ -126,7 +144,7 @@ def pose_auc(errors: Sequence[float], thresholds: Sequence[float] = AUC_THRESHOL
     recall = np.concatenate([[0.0], recall])
     aucs = {}
     for t in thresholds:
-        last = np.searchsorted(errors, t)              # points with error < t (incl. the origin)
+        last = np.searchsorted(errors, t)  # points with error < t (incl. the origin)
         e = np.concatenate([errors[:last], [t]])
         r = np.concatenate([recall[:last], [recall[last - 1]]])
         aucs[t] = float(np.sum((e[1:] - e[:-1]) * (r[1:] + r[:-1]) / 2) / t)

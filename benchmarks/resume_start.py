@@ -24,17 +24,24 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from tasp_hloc.hloc_format import (list_h5_names, open_for_append, stored_names, write_features,
-                                  write_matches)
+from tasp_hloc.hloc_format import (
+    list_h5_names,
+    open_for_append,
+    stored_names,
+    write_features,
+    write_matches,
+)
 
 AACHEN_IMAGES, AACHEN_KEYPOINTS, DESCRIPTOR_DIM = 7700, 4096, 128
 
 
 def feature_item(rng, n):
-    return {"keypoints": rng.uniform(0, 1000, (n, 2)).astype(np.float16),
-            "descriptors": rng.normal(size=(DESCRIPTOR_DIM, n)).astype(np.float16),
-            "scores": rng.uniform(size=n).astype(np.float16),
-            "image_size": np.array([1024, 768])}
+    return {
+        "keypoints": rng.uniform(0, 1000, (n, 2)).astype(np.float16),
+        "descriptors": rng.normal(size=(DESCRIPTOR_DIM, n)).astype(np.float16),
+        "scores": rng.uniform(size=n).astype(np.float16),
+        "image_size": np.array([1024, 768]),
+    }
 
 
 class Timing:
@@ -80,9 +87,12 @@ def resume_start(work: Path, groups: int) -> None:
     def open_close():
         with open_for_append(path):
             pass
+
     opening = Timing(open_close)
-    print(f"resumed start (new): find the {groups} stored of {len(candidates)} names {lookup} "
-          f"+ open for append {opening} = {lookup + opening}")
+    print(
+        f"resumed start (new): find the {groups} stored of {len(candidates)} names {lookup} "
+        f"+ open for append {opening} = {lookup + opening}"
+    )
 
     listing = Timing(lambda: list_h5_names(path), repeat=1)
     tmp = work / "feats.h5.tmp"
@@ -91,9 +101,11 @@ def resume_start(work: Path, groups: int) -> None:
     per_image = AACHEN_KEYPOINTS * (2 * 2 + DESCRIPTOR_DIM * 2 + 2) + 16
     aachen = AACHEN_IMAGES * per_image
     rate = size / copy.wall
-    print(f"resumed start (old): list every dataset {listing} + copy to .tmp {copy} = "
-          f"{listing + copy}; at {rate / 2**20:.0f} MiB/s (page cache warm) the copy of an "
-          f"Aachen file ({aachen / 2**30:.1f} GiB) takes {aachen / rate:.0f} s per resume")
+    print(
+        f"resumed start (old): list every dataset {listing} + copy to .tmp {copy} = "
+        f"{listing + copy}; at {rate / 2**20:.0f} MiB/s (page cache warm) the copy of an "
+        f"Aachen file ({aachen / 2**30:.1f} GiB) takes {aachen / rate:.0f} s per resume"
+    )
 
 
 def old_write(path: Path, items) -> None:
@@ -111,26 +123,38 @@ def new_write(path: Path, items, commit_every: float) -> None:
 
 def write_path(work: Path, n: int) -> None:
     rng = np.random.default_rng(1)
-    features = [(f"db/{i:05d}.jpg", write_features, (feature_item(rng, 1024), 1.0))
-                for i in range(n)]
-    matches = [(f"q{i}.jpg/db{i}.jpg", write_matches,
-                (rng.integers(-1, 1024, 1024), rng.uniform(size=1024)))
-               for i in range(10 * n)]
+    features = [
+        (f"db/{i:05d}.jpg", write_features, (feature_item(rng, 1024), 1.0)) for i in range(n)
+    ]
+    matches = [
+        (
+            f"q{i}.jpg/db{i}.jpg",
+            write_matches,
+            (rng.integers(-1, 1024, 1024), rng.uniform(size=1024)),
+        )
+        for i in range(10 * n)
+    ]
     for what, items in (("features (1,024 kp)", features), ("matches (1,024)", matches)):
         results = {}
-        for label, fn in (("old: h5py, one flush at the end", lambda p: old_write(p, items)),
-                          ("new: journal, commit every 1 s", lambda p: new_write(p, items, 1.0)),
-                          ("new: journal, commit every item", lambda p: new_write(p, items, 0))):
+        for label, fn in (
+            ("old: h5py, one flush at the end", lambda p: old_write(p, items)),
+            ("new: journal, commit every 1 s", lambda p: new_write(p, items, 1.0)),
+            ("new: journal, commit every item", lambda p: new_write(p, items, 0)),
+        ):
+
             def run():
                 path = work / "w.h5"
                 path.unlink(missing_ok=True)
                 fn(path)
+
             results[label] = Timing(run)
         base = results["old: h5py, one flush at the end"]
         for label, t in results.items():
-            print(f"write {what:20s} {label:33s} {len(items) / t.wall:6.0f} items/s "
-                  f"({len(items) / t.cpu:6.0f} per CPU s)  "
-                  f"{1e3 * (t.cpu - base.cpu) / len(items):+.3f} CPU ms/item vs old")
+            print(
+                f"write {what:20s} {label:33s} {len(items) / t.wall:6.0f} items/s "
+                f"({len(items) / t.cpu:6.0f} per CPU s)  "
+                f"{1e3 * (t.cpu - base.cpu) / len(items):+.3f} CPU ms/item vs old"
+            )
 
 
 def main(argv=None) -> None:

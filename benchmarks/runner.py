@@ -14,6 +14,7 @@ What is measured (see benchmarks/README.md):
 
 Usage (internal): ``python -m benchmarks.runner CONFIG.json``.
 """
+
 from __future__ import annotations
 
 import json
@@ -40,7 +41,8 @@ def peak_rss_mib() -> Optional[float]:
     value = _status_field("VmHWM")
     if value is None:  # not Linux: ru_maxrss (KiB on Linux, bytes on macOS) since start
         import resource
-        scale = 1 / 1024 if sys.platform != "darwin" else 1 / 2 ** 20
+
+        scale = 1 / 1024 if sys.platform != "darwin" else 1 / 2**20
         value = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
     return value
 
@@ -78,8 +80,12 @@ def worker(config: Dict) -> Dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     t_load = time.perf_counter()
     try:
-        method = load_method(config["method"], max_keypoints=config["max_keypoints"],
-                             device=config["device"], **config.get("options", {}))
+        method = load_method(
+            config["method"],
+            max_keypoints=config["max_keypoints"],
+            device=config["device"],
+            **config.get("options", {}),
+        )
     except MethodUnavailable as err:
         return {"method": config["method"], "error": str(err)}
     load_s = time.perf_counter() - t_load
@@ -121,8 +127,9 @@ def worker(config: Dict) -> Dict:
         "keypoints_mean": float(np.mean(n_kpts)),
         "peak_rss_mib": peak,
         "extract_peak_mib": (peak - rss_idle) if (peak_reset and rss_idle is not None) else None,
-        "cuda_peak_allocated_mib": (torch.cuda.max_memory_allocated(method.device) / 2 ** 20
-                                    if cuda else None),
+        "cuda_peak_allocated_mib": (
+            torch.cuda.max_memory_allocated(method.device) / 2**20 if cuda else None
+        ),
     }
     return record
 
@@ -135,9 +142,16 @@ def main(argv: List[str]) -> int:
 
 
 # ----------------------------------------------------------------------------- parent side
-def run_method(method: str, image_files: List[Path], out_dir: Path, device: str = "cpu",
-               max_keypoints: int = 4096, options: Optional[Dict] = None,
-               save_features: bool = True, timeout_s: float = 3600) -> Dict:
+def run_method(
+    method: str,
+    image_files: List[Path],
+    out_dir: Path,
+    device: str = "cpu",
+    max_keypoints: int = 4096,
+    options: Optional[Dict] = None,
+    save_features: bool = True,
+    timeout_s: float = 3600,
+) -> Dict:
     """Run ``method`` over ``image_files`` in a subprocess; returns its record.
 
     On failure the record has an ``error`` message instead of numbers. Features, if saved,
@@ -145,25 +159,38 @@ def run_method(method: str, image_files: List[Path], out_dir: Path, device: str 
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    config = {"method": method, "images": [str(p) for p in image_files], "out_dir": str(out_dir),
-              "device": device, "max_keypoints": max_keypoints, "options": options or {},
-              "save_features": save_features}
+    config = {
+        "method": method,
+        "images": [str(p) for p in image_files],
+        "out_dir": str(out_dir),
+        "device": device,
+        "max_keypoints": max_keypoints,
+        "options": options or {},
+        "save_features": save_features,
+    }
     cfg_path = out_dir / "config.json"
     cfg_path.write_text(json.dumps(config))
     repo_root = Path(__file__).resolve().parent.parent
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(repo_root), env.get("PYTHONPATH")]))
     try:
-        proc = subprocess.run([sys.executable, "-m", "benchmarks.runner", str(cfg_path)],
-                              cwd=repo_root, env=env, capture_output=True, text=True,
-                              timeout=timeout_s)
+        proc = subprocess.run(
+            [sys.executable, "-m", "benchmarks.runner", str(cfg_path)],
+            cwd=repo_root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+        )
     except subprocess.TimeoutExpired:
         return {"method": method, "error": f"timed out after {timeout_s:.0f} s"}
     result = out_dir / "result.json"
     if proc.returncode not in (0, 3) or not result.exists():
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
-        return {"method": method, "error": f"worker failed (exit {proc.returncode}): "
-                                           + " | ".join(tail)}
+        return {
+            "method": method,
+            "error": f"worker failed (exit {proc.returncode}): " + " | ".join(tail),
+        }
     return json.loads(result.read_text())
 
 

@@ -30,19 +30,31 @@ def synthetic_batch(b: int, size: int, device) -> dict:
     K = torch.tensor([[f, 0, (size - 1) / 2], [0, f, (size - 1) / 2], [0, 0, 1]]).repeat(b, 1, 1)
     kpts = grid_points(size, size, 8, 400, generator=g) + 2  # ~400 labelled keypoints
     labels = keypoints_to_label_map(kpts, (size, size))
-    return {k: v.to(device) for k, v in {
-        "image0": image, "image1": torch.roll(image, (-2, 3), (2, 3)),
-        "depth0": torch.ones(b, size, size), "depth1": torch.ones(b, size, size),
-        "K0": K, "K1": K, "T_1from0": torch.eye(4).repeat(b, 1, 1), "H_1from0": H,
-        "is_homography": torch.ones(b, dtype=torch.bool),
-        "valid0": torch.ones(b, size, size, dtype=torch.bool),
-        "valid1": torch.ones(b, size, size, dtype=torch.bool),
-        "labels0": labels.repeat(b, 1, 1),
-    }.items()}
+    return {
+        k: v.to(device)
+        for k, v in {
+            "image0": image,
+            "image1": torch.roll(image, (-2, 3), (2, 3)),
+            "depth0": torch.ones(b, size, size),
+            "depth1": torch.ones(b, size, size),
+            "K0": K,
+            "K1": K,
+            "T_1from0": torch.eye(4).repeat(b, 1, 1),
+            "H_1from0": H,
+            "is_homography": torch.ones(b, dtype=torch.bool),
+            "valid0": torch.ones(b, size, size, dtype=torch.bool),
+            "valid1": torch.ones(b, size, size, dtype=torch.bool),
+            "labels0": labels.repeat(b, 1, 1),
+        }.items()
+    }
 
 
 def time_variant(backbone, channels_last, freeze, batch, steps, device) -> dict:
-    model = TaSP({"weights": None, "backbone": backbone, "channels_last": channels_last}).to(device).train()
+    model = (
+        TaSP({"weights": None, "backbone": backbone, "channels_last": channels_last})
+        .to(device)
+        .train()
+    )
     if freeze:
         for m in [model.backbone.stem, *model.backbone.blocks[:freeze]]:
             m.requires_grad_(False)
@@ -63,7 +75,9 @@ def time_variant(backbone, channels_last, freeze, batch, steps, device) -> dict:
         dense = model.forward_dense(torch.cat([batch["image0"], batch["image1"]]))
         sync()
         t.append(time.perf_counter())
-        out = loss_fn({k: v[:b] for k, v in dense.items()}, {k: v[b:] for k, v in dense.items()}, data)
+        out = loss_fn(
+            {k: v[:b] for k, v in dense.items()}, {k: v[b:] for k, v in dense.items()}, data
+        )
         loss = out["total"].mean()
         sync()
         t.append(time.perf_counter())
@@ -81,7 +95,9 @@ def time_variant(backbone, channels_last, freeze, batch, steps, device) -> dict:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--batch", type=int, default=4, help="pairs per batch")
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--steps", type=int, default=3)
@@ -89,17 +105,26 @@ def main(argv=None):
     args = p.parse_args(argv)
     device = torch.device(args.device)
     batch = synthetic_batch(args.batch, args.size, device)
-    print(f"device={device} threads={torch.get_num_threads()} batch={args.batch} pairs of "
-          f"{args.size}^2, median of {args.steps} steps (s)")
+    print(
+        f"device={device} threads={torch.get_num_threads()} batch={args.batch} pairs of "
+        f"{args.size}^2, median of {args.steps} steps (s)"
+    )
     print("| backbone | memory | frozen blocks | anchors | forward | loss | backward+adam | step |")
     print("|---|---|---|---|---|---|---|---|")
-    variants = [("efficientnet_b0", True, 0), ("efficientnet_b0", False, 0),
-                ("efficientnet_lite0", True, 0), ("efficientnet_lite0", True, 5)]
+    variants = [
+        ("efficientnet_b0", True, 0),
+        ("efficientnet_b0", False, 0),
+        ("efficientnet_lite0", True, 0),
+        ("efficientnet_lite0", True, 5),
+    ]
     for backbone, cl, freeze in variants:
         r = time_variant(backbone, cl, freeze, batch, args.steps, device)
-        print(f"| {backbone} | {'channels_last' if cl else 'contiguous'} | {freeze} | "
-              f"{r['anchors']:.2f} | {r['forward']:.2f} | {r['loss']:.2f} | {r['backward+adam']:.2f} | "
-              f"{r['step']:.2f} |", flush=True)
+        print(
+            f"| {backbone} | {'channels_last' if cl else 'contiguous'} | {freeze} | "
+            f"{r['anchors']:.2f} | {r['forward']:.2f} | {r['loss']:.2f} | {r['backward+adam']:.2f} | "
+            f"{r['step']:.2f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

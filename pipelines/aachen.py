@@ -20,8 +20,15 @@ from pathlib import Path
 from tasp_hloc.files import read_rows
 
 from pipelines.common import PipelineError, cli_parser, done, logger, require_hloc
-from pipelines.hloc_steps import (add_feature_args, check_features, check_pairs, extract,
-                                  feature_conf_from_args, match, matcher_conf)
+from pipelines.hloc_steps import (
+    add_feature_args,
+    check_features,
+    check_pairs,
+    extract,
+    feature_conf_from_args,
+    match,
+    matcher_conf,
+)
 from pipelines.poses import rigid_to_pose
 from pipelines.results import complete_results, read_results, write_results
 from pipelines.retrieval import localization_paths, query_pairs, read_given_pairs
@@ -43,7 +50,8 @@ def check_layout(dataset: Path):
         raise FileNotFoundError(
             f"{dataset} is not an Aachen Day-Night v1.1 dataset; missing: {', '.join(missing)}. "
             "Expected images_upright/{db,query}, 3D-models/aachen_v_1_1/{cameras,images,points3D}"
-            ".bin and queries/{day,night}_time_queries_with_intrinsics.txt.")
+            ".bin and queries/{day,night}_time_queries_with_intrinsics.txt."
+        )
     return lists
 
 
@@ -56,8 +64,9 @@ def read_query_list(path: Path):
         name, model, w, h, *params = cols
         line = " ".join(cols)
         try:
-            cam = pycolmap.Camera(model=model, width=int(w), height=int(h),
-                                  params=[float(p) for p in params])
+            cam = pycolmap.Camera(
+                model=model, width=int(w), height=int(h), params=[float(p) for p in params]
+            )
         except Exception as e:
             raise ValueError(f"{path}:{i}: bad intrinsics line {line!r}: {e}") from None
         out.append((name, cam))
@@ -78,8 +87,10 @@ def run(args):
     query_names = [n for n, _ in queries]
     missing = [n for n in query_names if not (images / n).exists()]
     if missing:
-        raise FileNotFoundError(f"{len(missing)} query images listed in {dataset / 'queries'} "
-                                f"are not under {images}, e.g. {missing[:3]}.")
+        raise FileNotFoundError(
+            f"{len(missing)} query images listed in {dataset / 'queries'} "
+            f"are not under {images}, e.g. {missing[:3]}."
+        )
     sift = load_model(sift_sfm, "reference SIFT model")
     db_names = sorted(im.name for im in sift.images.values())
 
@@ -89,8 +100,9 @@ def run(args):
     sfm_pairs = outputs / f"pairs-db-covis{args.num_covis}.txt"
     reference_sfm = outputs / f"sfm_{tag}"
     given = read_given_pairs(args.query_pairs, query_names, db_names) if args.query_pairs else {}
-    loc_pairs, results = localization_paths(args, outputs, tag, "Aachen-v1.1",
-                                            retrieval_needed=len(given) < len(query_names))
+    loc_pairs, results = localization_paths(
+        args, outputs, tag, "Aachen-v1.1", retrieval_needed=len(given) < len(query_names)
+    )
     # 1. Local features (only the images we use: the sequences are not part of the benchmark).
     features = extract(fconf, images, outputs, db_names + query_names)
     check_features(features, db_names + query_names)
@@ -104,8 +116,9 @@ def run(args):
     sfm_matches = match(mconf, sfm_pairs, fconf, outputs)
 
     # 3. Triangulation with the known poses.
-    reference = triangulate_known_poses(reference_sfm, sift_sfm, images, sfm_pairs, features,
-                                        sfm_matches)
+    reference = triangulate_known_poses(
+        reference_sfm, sift_sfm, images, sfm_pairs, features, sfm_matches
+    )
 
     # 4. Retrieval (for the queries without given pairs).
     query_pairs(args, images, outputs, loc_pairs, query_names, db_names, given)
@@ -116,8 +129,16 @@ def run(args):
         read_results(results)  # a results file that does not parse is not "done"
         return results
     raw = results.with_name(results.stem + "_hloc.txt")
-    localize_sfm.main(reference, dataset / QUERY_LISTS, loc_pairs, features, loc_matches, raw,
-                      ransac_thresh=args.ransac_thresh, covisibility_clustering=args.covis_clustering)
+    localize_sfm.main(
+        reference,
+        dataset / QUERY_LISTS,
+        loc_pairs,
+        features,
+        loc_matches,
+        raw,
+        ransac_thresh=args.ransac_thresh,
+        covisibility_clustering=args.covis_clustering,
+    )
     # hloc writes the nearest database pose for a failed query and nothing for a query without
     # retrieved images: rebuild the file from its logs so every query has a line and failures
     # are listed.
@@ -131,9 +152,11 @@ def run(args):
         if log is None:
             failed.append(name)
             continue
-        ret = (log["log_clusters"][log["best_cluster"]]["PnP_ret"]
-               if log.get("covisibility_clustering") and log.get("best_cluster") is not None
-               else log.get("PnP_ret"))
+        ret = (
+            log["log_clusters"][log["best_cluster"]]["PnP_ret"]
+            if log.get("covisibility_clustering") and log.get("best_cluster") is not None
+            else log.get("PnP_ret")
+        )
         if ret is None:
             failed.append(name)
         else:
@@ -146,44 +169,77 @@ def run(args):
     complete_results(poses, query_names, fallback)
     write_results(poses, results, order=query_names)
     Path(f"{results}_not_localized.txt").write_text("".join(f"{q}\n" for q in failed))
-    logger.info("Localized %d / %d queries; results in %s", len(query_names) - len(failed),
-                len(query_names), results)
+    logger.info(
+        "Localized %d / %d queries; results in %s",
+        len(query_names) - len(failed),
+        len(query_names),
+        results,
+    )
     if len(failed) == len(query_names):
-        raise PipelineError(f"No query was localized (see {raw}_logs.pkl); results in {results} "
-                            "hold only fallback poses.")
+        raise PipelineError(
+            f"No query was localized (see {raw}_logs.pkl); results in {results} "
+            "hold only fallback poses."
+        )
     return results
 
 
 def add_common_args(parser, default_features: str, default_k: int):
     """Flags shared by the localization pipelines (Aachen, InLoc)."""
     add_feature_args(parser, default_features)
-    parser.add_argument("--matcher", default="NN-mutual",
-                        help="hloc matcher preset, default: %(default)s")
-    parser.add_argument("--num-loc", type=int, default=default_k,
-                        help="retrieved database images per query, default: %(default)s "
-                             "(the TaSP paper used 20)")
-    parser.add_argument("--retrieval", choices=["netvlad", "exhaustive"], default="netvlad",
-                        help="netvlad (top --num-loc) or exhaustive (every database image; "
-                             "small datasets only), default: %(default)s")
-    parser.add_argument("--netvlad-weights", type=Path,
-                        help="local Pitts30K_struct.mat; default: hloc's torch hub cache path")
-    parser.add_argument("--query-pairs", type=Path, action="append", metavar="FILE",
-                        help="given query-database pairs (`query db` per line, names relative "
-                             "to the image folder) for some or all queries, e.g. the official "
-                             "list for Aachen's night queries; database-database lines are "
-                             "skipped; the other queries use --retrieval. Repeatable.")
+    parser.add_argument(
+        "--matcher", default="NN-mutual", help="hloc matcher preset, default: %(default)s"
+    )
+    parser.add_argument(
+        "--num-loc",
+        type=int,
+        default=default_k,
+        help="retrieved database images per query, default: %(default)s (the TaSP paper used 20)",
+    )
+    parser.add_argument(
+        "--retrieval",
+        choices=["netvlad", "exhaustive"],
+        default="netvlad",
+        help="netvlad (top --num-loc) or exhaustive (every database image; "
+        "small datasets only), default: %(default)s",
+    )
+    parser.add_argument(
+        "--netvlad-weights",
+        type=Path,
+        help="local Pitts30K_struct.mat; default: hloc's torch hub cache path",
+    )
+    parser.add_argument(
+        "--query-pairs",
+        type=Path,
+        action="append",
+        metavar="FILE",
+        help="given query-database pairs (`query db` per line, names relative "
+        "to the image folder) for some or all queries, e.g. the official "
+        "list for Aachen's night queries; database-database lines are "
+        "skipped; the other queries use --retrieval. Repeatable.",
+    )
     parser.add_argument("--results", type=Path, help="results file (default: under --outputs)")
 
 
 def main(argv=None):
     p = cli_parser(__doc__, "Aachen Day-Night v1.1 root")
     add_common_args(p, "tasp_aachen", 20)
-    p.add_argument("--num-covis", type=int, default=20,
-                   help="covisible database pairs per image for triangulation, default: %(default)s")
-    p.add_argument("--ransac-thresh", type=float, default=12.0,
-                   help="PnP RANSAC threshold in pixels, default: %(default)s")
-    p.add_argument("--covis-clustering", action="store_true",
-                   help="localize against covisibility clusters (hloc's option for weak matchers)")
+    p.add_argument(
+        "--num-covis",
+        type=int,
+        default=20,
+        help="covisible database pairs per image for triangulation, default: %(default)s",
+    )
+    p.add_argument(
+        "--ransac-thresh",
+        type=float,
+        default=12.0,
+        help="PnP RANSAC threshold in pixels, default: %(default)s",
+    )
+    p.add_argument(
+        "--covis-clustering",
+        action="store_true",
+        help="localize against covisibility clusters (hloc's option for weak matchers)",
+    )
     args = p.parse_args(argv)
     return run(args)
 

@@ -17,8 +17,9 @@ from pathlib import Path
 logger = logging.getLogger("pipelines")
 if not logger.handlers:
     _h = logging.StreamHandler()
-    _h.setFormatter(logging.Formatter("[%(asctime)s pipelines %(levelname)s] %(message)s",
-                                      "%Y/%m/%d %H:%M:%S"))
+    _h.setFormatter(
+        logging.Formatter("[%(asctime)s pipelines %(levelname)s] %(message)s", "%Y/%m/%d %H:%M:%S")
+    )
     logger.addHandler(_h)
     logger.setLevel(logging.INFO)
     logger.propagate = False

@@ -19,20 +19,29 @@ from tasp_hloc.files import write_text_atomic
 from tasp_hloc.hloc_format import read_pairs, write_pairs
 
 from pipelines.common import PipelineError, cli_parser, done, logger, require_hloc
-from pipelines.hloc_steps import (add_feature_args, check_features, check_pairs, extract,
-                                  feature_conf_from_args, match)
+from pipelines.hloc_steps import (
+    add_feature_args,
+    check_features,
+    check_pairs,
+    extract,
+    feature_conf_from_args,
+    match,
+)
 
-ETH_MATCHER = {"output": "matches-NN-mutual-ratio.9",
-               "model": {"name": "nearest_neighbor", "do_mutual_check": True,
-                         "ratio_threshold": 0.9}}
+ETH_MATCHER = {
+    "output": "matches-NN-mutual-ratio.9",
+    "model": {"name": "nearest_neighbor", "do_mutual_check": True, "ratio_threshold": 0.9},
+}
 
 
 def reconstruction_stats(rec) -> dict:
-    return {"registered_images": int(rec.num_reg_images()),
-            "points3D": int(rec.num_points3D()),
-            "observations": int(rec.compute_num_observations()),
-            "mean_track_length": float(rec.compute_mean_track_length()),
-            "mean_reprojection_error": float(rec.compute_mean_reprojection_error())}
+    return {
+        "registered_images": int(rec.num_reg_images()),
+        "points3D": int(rec.num_points3D()),
+        "observations": int(rec.compute_num_observations()),
+        "mean_track_length": float(rec.compute_mean_track_length()),
+        "mean_reprojection_error": float(rec.compute_mean_reprojection_error()),
+    }
 
 
 def run(args):
@@ -43,11 +52,17 @@ def run(args):
     dataset, outputs = Path(args.dataset), Path(args.outputs)
     image_dir = dataset / "images"
     exts = {".jpg", ".jpeg", ".png", ".ppm", ".JPG", ".JPEG", ".PNG"}
-    names = sorted(p.relative_to(image_dir).as_posix() for p in image_dir.rglob("*")
-                   if p.suffix in exts) if image_dir.is_dir() else []
+    names = (
+        sorted(
+            p.relative_to(image_dir).as_posix() for p in image_dir.rglob("*") if p.suffix in exts
+        )
+        if image_dir.is_dir()
+        else []
+    )
     if not names:
-        raise FileNotFoundError(f"No images in {image_dir}: the ETH benchmark layout is "
-                                "<dataset>/images/*.jpg.")
+        raise FileNotFoundError(
+            f"No images in {image_dir}: the ETH benchmark layout is <dataset>/images/*.jpg."
+        )
     outputs.mkdir(parents=True, exist_ok=True)
     fconf = feature_conf_from_args(args)
     features = extract(fconf, image_dir, outputs, names)
@@ -62,7 +77,7 @@ def run(args):
             if unknown:
                 raise ValueError(f"{src} names images not in {image_dir}: {sorted(unknown)[:3]}")
         else:
-            pairs_list = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
+            pairs_list = [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
         write_pairs(pairs_list, pairs)
     check_pairs(pairs, "ETH pairs")
     matches = match(ETH_MATCHER, pairs, fconf, outputs)
@@ -73,14 +88,26 @@ def run(args):
         rec = pycolmap.Reconstruction(str(sfm_dir))
         logger.info("Skipping reconstruction: %s exists.", sfm_dir)
     else:
-        rec = reconstruction.main(sfm_dir, image_dir, pairs, features, matches,
-                                  camera_mode=getattr(pycolmap.CameraMode, args.camera_mode),
-                                  image_list=names)
+        rec = reconstruction.main(
+            sfm_dir,
+            image_dir,
+            pairs,
+            features,
+            matches,
+            camera_mode=getattr(pycolmap.CameraMode, args.camera_mode),
+            image_list=names,
+        )
     if rec is None or rec.num_points3D() == 0:
-        raise PipelineError(f"Reconstruction in {sfm_dir} failed (no model or 0 points); see "
-                            f"{sfm_dir}/colmap.LOG.* and check the features and matches.")
-    stats = {"dataset": str(dataset), "images": len(names), "features": fconf["output"],
-             **reconstruction_stats(rec)}
+        raise PipelineError(
+            f"Reconstruction in {sfm_dir} failed (no model or 0 points); see "
+            f"{sfm_dir}/colmap.LOG.* and check the features and matches."
+        )
+    stats = {
+        "dataset": str(dataset),
+        "images": len(names),
+        "features": fconf["output"],
+        **reconstruction_stats(rec),
+    }
     write_text_atomic(stats_path, json.dumps(stats, indent=1))
     for k, v in stats.items():
         print(f"{k:>24}: {v:.3f}" if isinstance(v, float) else f"{k:>24}: {v}")
@@ -91,8 +118,9 @@ def main(argv=None):
     p = cli_parser(__doc__, "folder with images/")
     add_feature_args(p, "tasp_aachen")
     p.add_argument("--pairs", type=Path, help="image pairs (default: match_list.txt or all)")
-    p.add_argument("--camera-mode", default="AUTO", choices=["AUTO", "SINGLE", "PER_FOLDER",
-                                                               "PER_IMAGE"])
+    p.add_argument(
+        "--camera-mode", default="AUTO", choices=["AUTO", "SINGLE", "PER_FOLDER", "PER_IMAGE"]
+    )
     return run(p.parse_args(argv))
 
 

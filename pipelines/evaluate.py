@@ -53,8 +53,12 @@ def aachen_conditions(dataset: Path) -> Dict[str, str]:
     return out
 
 
-def recall(results: Mapping[str, Pose], gt: Mapping[str, Pose], conditions: Mapping[str, str],
-           thresholds: Sequence[Tuple[float, float]]):
+def recall(
+    results: Mapping[str, Pose],
+    gt: Mapping[str, Pose],
+    conditions: Mapping[str, str],
+    thresholds: Sequence[Tuple[float, float]],
+):
     """{condition: (n queries, [recall at each (m, deg) threshold], median (m, deg))}."""
     errs = defaultdict(list)
     for name, g in gt.items():
@@ -82,13 +86,17 @@ def evaluate(benchmark: str, results: Path, gt: Path, dataset: Optional[Path] = 
     gt_poses, conds = read_ground_truth(gt)
     if benchmark == "aachen" and not conds:
         if dataset is None:
-            raise ValueError("The ground truth has no condition column: pass --dataset so the "
-                             "day/night split comes from the query lists.")
+            raise ValueError(
+                "The ground truth has no condition column: pass --dataset so the "
+                "day/night split comes from the query lists."
+            )
         conds = aachen_conditions(dataset)
     extra = sorted(set(est) - set(gt_poses))
     if extra and len(extra) == len(est):
-        raise ValueError(f"No name of {results} is in {gt} (e.g. {extra[:3]}): results files "
-                         "use image file names only; check both files.")
+        raise ValueError(
+            f"No name of {results} is in {gt} (e.g. {extra[:3]}): results files "
+            "use image file names only; check both files."
+        )
     stats = recall(est, gt_poses, conds, THRESHOLDS[benchmark])
     return stats
 

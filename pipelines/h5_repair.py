@@ -48,8 +48,9 @@ def repair_h5(path: Path, required: Sequence[str]) -> None:
             with open_append(path) as out:
                 for name in broken:
                     del out.h5[name]
-            logger.warning("Removed %d incomplete entries from %s; they will be recomputed.",
-                           len(broken), path)
+            logger.warning(
+                "Removed %d incomplete entries from %s; they will be recomputed.", len(broken), path
+            )
     except OSError as e:
         bad = path.with_name(path.name + ".corrupt")
         os.replace(path, bad)

@@ -28,12 +28,18 @@ def match(conf: dict, pairs: Path, feature_conf_: dict, export_dir: Path) -> Pat
 
     out = Path(export_dir, f'{feature_conf_["output"]}_{conf["output"]}_{Path(pairs).stem}.h5')
     repair_h5(out, MATCH_KEYS)
-    return match_features.main(conf, Path(pairs), feature_conf_["output"], Path(export_dir),
-                               matches=out)
+    return match_features.main(
+        conf, Path(pairs), feature_conf_["output"], Path(export_dir), matches=out
+    )
 
 
-def feature_conf(name: str, resize_max: Optional[int] = None, max_keypoints: Optional[int] = None,
-                 resize_force: Optional[bool] = None, weights: Optional[str] = None) -> dict:
+def feature_conf(
+    name: str,
+    resize_max: Optional[int] = None,
+    max_keypoints: Optional[int] = None,
+    resize_force: Optional[bool] = None,
+    weights: Optional[str] = None,
+) -> dict:
     """An hloc extractor conf by preset name (TaSP presets included), with overrides.
 
     Overrides change the output name too, so features of different presets never share a file
@@ -49,8 +55,9 @@ def feature_conf(name: str, resize_max: Optional[int] = None, max_keypoints: Opt
             raise ImportError(f"Feature preset {name!r} needs tasp_hloc.hloc_plugin ({e}).") from e
         register()
     if name not in extract_features.confs:
-        raise ValueError(f"Unknown feature preset {name!r}; known: "
-                         f"{sorted(extract_features.confs)}")
+        raise ValueError(
+            f"Unknown feature preset {name!r}; known: {sorted(extract_features.confs)}"
+        )
     conf = copy.deepcopy(extract_features.confs[name])
     if resize_max is None and max_keypoints is None and resize_force is None and weights is None:
         return conf
@@ -91,14 +98,19 @@ def check_features(path: Path, names: Iterable[str]):
     names = list(names)
     with h5py.File(str(path), "r") as fd:
         missing = [n for n in names if n not in fd]
-        total = sum(fd[n]["keypoints"].shape[0] for n in names if n not in missing
-                    and "keypoints" in fd[n])
+        total = sum(
+            fd[n]["keypoints"].shape[0] for n in names if n not in missing and "keypoints" in fd[n]
+        )
     if missing:
-        raise PipelineError(f"{path} has no features for {len(missing)} images, e.g. "
-                            f"{missing[:3]}; delete the file and rerun.")
+        raise PipelineError(
+            f"{path} has no features for {len(missing)} images, e.g. "
+            f"{missing[:3]}; delete the file and rerun."
+        )
     if total == 0:
-        raise PipelineError(f"{path}: no keypoints were detected in any image; check the "
-                            "feature preset (weights, thresholds) and the images.")
+        raise PipelineError(
+            f"{path}: no keypoints were detected in any image; check the "
+            "feature preset (weights, thresholds) and the images."
+        )
 
 
 def check_pairs(path: Path, what: str):
@@ -109,17 +121,24 @@ def check_pairs(path: Path, what: str):
 
 def add_feature_args(parser, default_features: str) -> None:
     """The feature flags every pipeline takes: preset, resize, keypoints, weights."""
-    parser.add_argument("--features", default=default_features,
-                        help="hloc feature preset (TaSP presets: tasp_aachen, tasp_inloc; any of "
-                             "hloc.extract_features.confs), default: %(default)s")
+    parser.add_argument(
+        "--features",
+        default=default_features,
+        help="hloc feature preset (TaSP presets: tasp_aachen, tasp_inloc; any of "
+        "hloc.extract_features.confs), default: %(default)s",
+    )
     parser.add_argument("--resize-max", type=int, help="override the preset's resize_max")
     parser.add_argument("--max-keypoints", type=int, help="override the preset's max_keypoints")
-    parser.add_argument("--weights", help="feature weights (name or path) for the preset, e.g. "
-                                          "trained TaSP weights, or 'random' for an untrained "
-                                          "network (plumbing checks); default: the preset's")
+    parser.add_argument(
+        "--weights",
+        help="feature weights (name or path) for the preset, e.g. "
+        "trained TaSP weights, or 'random' for an untrained "
+        "network (plumbing checks); default: the preset's",
+    )
 
 
 def feature_conf_from_args(args) -> dict:
     """:func:`feature_conf` from the flags of :func:`add_feature_args`."""
-    return feature_conf(args.features, args.resize_max, args.max_keypoints,
-                        weights=getattr(args, "weights", None))
+    return feature_conf(
+        args.features, args.resize_max, args.max_keypoints, weights=getattr(args, "weights", None)
+    )

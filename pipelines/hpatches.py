@@ -23,12 +23,26 @@ from tasp_hloc.hloc_format import write_pairs
 from tasp_hloc.match_metrics import homography_match_errors, mean_matching_accuracy
 
 from pipelines.common import cli_parser, logger, require_hloc
-from pipelines.hloc_steps import (add_feature_args, check_features, extract,
-                                  feature_conf_from_args, match, matcher_conf)
+from pipelines.hloc_steps import (
+    add_feature_args,
+    check_features,
+    extract,
+    feature_conf_from_args,
+    match,
+    matcher_conf,
+)
 
 # The D2-Net protocol drops these 8 sequences (their images are much larger than the rest).
-D2NET_EXCLUDED = ["i_contruction", "i_crownnight", "i_dc", "i_pencils", "i_whitebuilding",
-                  "v_artisans", "v_astronautis", "v_talent"]
+D2NET_EXCLUDED = [
+    "i_contruction",
+    "i_crownnight",
+    "i_dc",
+    "i_pencils",
+    "i_whitebuilding",
+    "v_artisans",
+    "v_astronautis",
+    "v_talent",
+]
 THRESHOLDS = list(range(1, 11))
 
 
@@ -36,19 +50,27 @@ def list_sequences(root: Path, exclude: Sequence[str] = ()) -> List[str]:
     root = Path(root)
     seqs = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name[:2] in ("i_", "v_"))
     if not seqs:
-        raise FileNotFoundError(f"No i_*/v_* sequence folders in {root}: expected the "
-                                "hpatches-sequences-release layout.")
+        raise FileNotFoundError(
+            f"No i_*/v_* sequence folders in {root}: expected the "
+            "hpatches-sequences-release layout."
+        )
     for s in seqs:
-        need = [root / s / f"{k}.ppm" for k in range(1, 7)] + [root / s / f"H_1_{k}"
-                                                             for k in range(2, 7)]
+        need = [root / s / f"{k}.ppm" for k in range(1, 7)] + [
+            root / s / f"H_1_{k}" for k in range(2, 7)
+        ]
         missing = [str(p) for p in need if not p.exists()]
         if missing:
             raise FileNotFoundError(f"Sequence {s} is incomplete; missing {missing[:3]}.")
     return [s for s in seqs if s not in set(exclude)]
 
 
-def correct_fraction(kp0: np.ndarray, kp1: np.ndarray, matches: np.ndarray, H: np.ndarray,
-                     thresholds: Sequence[float] = THRESHOLDS) -> np.ndarray:
+def correct_fraction(
+    kp0: np.ndarray,
+    kp1: np.ndarray,
+    matches: np.ndarray,
+    H: np.ndarray,
+    thresholds: Sequence[float] = THRESHOLDS,
+) -> np.ndarray:
     """Fraction of matches (M, 2 indices) whose kp0 mapped by H is within each threshold."""
     errors = homography_match_errors(kp0, kp1, matches, H)
     return np.array(list(mean_matching_accuracy(errors, thresholds).values()))
@@ -60,8 +82,10 @@ def summarize(per_pair: Dict[str, np.ndarray]) -> Dict[str, List[float]]:
     for key, frac in per_pair.items():
         groups["overall"].append(frac)
         groups["illumination" if key.startswith("i_") else "viewpoint"].append(frac)
-    return {g: (np.mean(v, 0).tolist() if v else [float("nan")] * len(THRESHOLDS))
-            for g, v in groups.items()}
+    return {
+        g: (np.mean(v, 0).tolist() if v else [float("nan")] * len(THRESHOLDS))
+        for g, v in groups.items()
+    }
 
 
 def plot(mma: Dict[str, List[float]], path: Path, label: str):
@@ -113,14 +137,22 @@ def run(args):
             n_matches.append(len(m))
             per_pair[f"{s}/{k}"] = correct_fraction(kps[f"{s}/1.ppm"], kps[f"{s}/{k}.ppm"], m, H)
     mma = summarize(per_pair)
-    report = {"features": fconf["output"], "matcher": mconf["output"], "sequences": len(seqs),
-              "thresholds_px": THRESHOLDS, "mma": mma,
-              "mean_features": float(np.mean(n_feats)), "mean_matches": float(np.mean(n_matches))}
+    report = {
+        "features": fconf["output"],
+        "matcher": mconf["output"],
+        "sequences": len(seqs),
+        "thresholds_px": THRESHOLDS,
+        "mma": mma,
+        "mean_features": float(np.mean(n_feats)),
+        "mean_matches": float(np.mean(n_matches)),
+    }
     tag = f"{fconf['output']}_{mconf['output']}"
     write_text_atomic(outputs / f"hpatches_mma_{tag}.json", json.dumps(report, indent=1))
     plot(mma, outputs / f"hpatches_mma_{tag}.png", fconf["output"])
-    print(f"{len(seqs)} sequences, {report['mean_features']:.0f} features/image, "
-          f"{report['mean_matches']:.0f} matches/pair")
+    print(
+        f"{len(seqs)} sequences, {report['mean_features']:.0f} features/image, "
+        f"{report['mean_matches']:.0f} matches/pair"
+    )
     for g in ("overall", "illumination", "viewpoint"):
         print(f"MMA {g:<12} " + " ".join(f"{x:.3f}" for x in mma[g]) + "  (1..10 px)")
     logger.info("Wrote %s and the plot next to it.", outputs / f"hpatches_mma_{tag}.json")
@@ -131,8 +163,12 @@ def main(argv=None):
     p = cli_parser(__doc__, "hpatches-sequences-release root")
     add_feature_args(p, "tasp_aachen")
     p.add_argument("--matcher", default="NN-mutual")
-    p.add_argument("--exclude", nargs="*", default=D2NET_EXCLUDED,
-                   help="sequences left out (default: the 8 of the D2-Net protocol)")
+    p.add_argument(
+        "--exclude",
+        nargs="*",
+        default=D2NET_EXCLUDED,
+        help="sequences left out (default: the 8 of the D2-Net protocol)",
+    )
     return run(p.parse_args(argv))
 
 

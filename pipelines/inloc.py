@@ -18,7 +18,13 @@ from pathlib import Path
 
 from pipelines.aachen import add_common_args
 from pipelines.common import PipelineError, cli_parser, done, require_hloc
-from pipelines.hloc_steps import check_features, extract, feature_conf_from_args, match, matcher_conf
+from pipelines.hloc_steps import (
+    check_features,
+    extract,
+    feature_conf_from_args,
+    match,
+    matcher_conf,
+)
 from pipelines.inloc_localize import localize_inloc
 from pipelines.results import read_results
 from pipelines.retrieval import localization_paths, query_pairs, read_given_pairs
@@ -43,8 +49,10 @@ def dataset_images(dataset: Path):
         raise FileNotFoundError(f"{dataset} is not an InLoc dataset: {'; '.join(problems)}.")
     no_mat = [c for c in cutouts if not (dataset / (c + ".mat")).exists()]
     if no_mat:
-        raise FileNotFoundError(f"{len(no_mat)} cutouts have no XYZcut file next to them, e.g. "
-                                f"{dataset / (no_mat[0] + '.mat')}.")
+        raise FileNotFoundError(
+            f"{len(no_mat)} cutouts have no XYZcut file next to them, e.g. "
+            f"{dataset / (no_mat[0] + '.mat')}."
+        )
     for c in cutouts:
         floor, scan, name = c.split("/")[2:5]
         align = dataset / f"database/alignments/{floor}/transformations/{name[:3]}_trans_{scan}.txt"
@@ -72,8 +80,9 @@ def run(args):
     mconf = matcher_conf(args.matcher)
     tag = f"{fconf['output']}_{mconf['output']}"
     given = read_given_pairs(args.query_pairs, queries, cutouts) if args.query_pairs else {}
-    loc_pairs, results = localization_paths(args, outputs, tag, "InLoc",
-                                            retrieval_needed=len(given) < len(queries))
+    loc_pairs, results = localization_paths(
+        args, outputs, tag, "InLoc", retrieval_needed=len(given) < len(queries)
+    )
     features = extract(fconf, dataset, outputs, queries + cutouts)
     check_features(features, queries + cutouts)
 
@@ -83,27 +92,48 @@ def run(args):
     if done(results, "localization"):
         read_results(results)
         return results
-    _, failed = localize_inloc(dataset, loc_pairs, features, loc_matches, results,
-                               skip_matches=args.skip_matches, focal=args.query_focal,
-                               ransac_thresh=args.ransac_thresh)
+    _, failed = localize_inloc(
+        dataset,
+        loc_pairs,
+        features,
+        loc_matches,
+        results,
+        skip_matches=args.skip_matches,
+        focal=args.query_focal,
+        ransac_thresh=args.ransac_thresh,
+    )
     if len(failed) == len(queries):
-        raise PipelineError(f"No query was localized; {results} holds only identity poses. "
-                            f"See {results}_logs.pkl (matches per query).")
+        raise PipelineError(
+            f"No query was localized; {results} holds only identity poses. "
+            f"See {results}_logs.pkl (matches per query)."
+        )
     return results
 
 
 def main(argv=None):
     p = cli_parser(__doc__, "InLoc root (query/, database/)")
     add_common_args(p, "tasp_inloc", 40)
-    p.add_argument("--skip-matches", type=int, default=20,
-                   help="ignore retrieved cutouts with fewer matches, default: %(default)s")
-    p.add_argument("--query-focal", type=parse_focal, default="hloc",
-                   help="query focal: 'hloc' (4032*28/36 px, hloc's constant for the original "
-                        "4032x3024 images), 'scaled' (same lens at the actual image size) or "
-                        "pixels; default: %(default)s")
-    p.add_argument("--ransac-thresh", type=float, default=None,
-                   help="PnP RANSAC threshold in pixels; default: hloc's 48 px, scaled by the "
-                        "query focal / 3136 px")
+    p.add_argument(
+        "--skip-matches",
+        type=int,
+        default=20,
+        help="ignore retrieved cutouts with fewer matches, default: %(default)s",
+    )
+    p.add_argument(
+        "--query-focal",
+        type=parse_focal,
+        default="hloc",
+        help="query focal: 'hloc' (4032*28/36 px, hloc's constant for the original "
+        "4032x3024 images), 'scaled' (same lens at the actual image size) or "
+        "pixels; default: %(default)s",
+    )
+    p.add_argument(
+        "--ransac-thresh",
+        type=float,
+        default=None,
+        help="PnP RANSAC threshold in pixels; default: hloc's 48 px, scaled by the "
+        "query focal / 3136 px",
+    )
     args = p.parse_args(argv)
     return run(args)
 

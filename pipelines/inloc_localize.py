@@ -42,13 +42,20 @@ def inloc_query_camera(dataset_dir: Path, name: str, focal="hloc"):
         f = max(w, h) * 28.0 / 36.0
     else:
         f = float(focal)
-    return pycolmap.Camera(model="SIMPLE_PINHOLE", width=w, height=h,
-                           params=[f, 0.5 * w, 0.5 * h])
+    return pycolmap.Camera(model="SIMPLE_PINHOLE", width=w, height=h, params=[f, 0.5 * w, 0.5 * h])
 
 
-def localize_inloc(dataset_dir: Path, retrieval: Path, features: Path, matches: Path,
-                   results: Path, skip_matches: Optional[int] = 20, focal="hloc",
-                   ransac_thresh: Optional[float] = None, min_inliers: int = 6):
+def localize_inloc(
+    dataset_dir: Path,
+    retrieval: Path,
+    features: Path,
+    matches: Path,
+    results: Path,
+    skip_matches: Optional[int] = 20,
+    focal="hloc",
+    ransac_thresh: Optional[float] = None,
+    min_inliers: int = 6,
+):
     """InLoc localization like hloc's `localize_inloc`, but never crashing on a hard query.
 
     Per query: 2D-3D matches from every retrieved cutout with at least `skip_matches` matches
@@ -76,20 +83,29 @@ def localize_inloc(dataset_dir: Path, retrieval: Path, features: Path, matches: 
         for q in tqdm(list(retrieval_dict), desc="localize InLoc"):
             cam = inloc_query_camera(dataset_dir, q, focal)
             if focal == "hloc" and not warned and cam.width not in (4032, 3024):
-                logger.warning("Query %s is %dx%d, not 4032x3024: hloc's fixed focal %.1f px is "
-                               "only right for the original images; pass --query-focal if they "
-                               "were resized.", q, cam.width, cam.height, INLOC_FOCAL)
+                logger.warning(
+                    "Query %s is %dx%d, not 4032x3024: hloc's fixed focal %.1f px is "
+                    "only right for the original images; pass --query-focal if they "
+                    "were resized.",
+                    q,
+                    cam.width,
+                    cam.height,
+                    INLOC_FOCAL,
+                )
                 warned = True
             # hloc's 48 px is for its 3136 px focal; keep the same angle for other focals.
-            opts.ransac.max_error = (ransac_thresh if ransac_thresh is not None
-                                     else 48.0 * cam.params[0] / INLOC_FOCAL)
+            opts.ransac.max_error = (
+                ransac_thresh if ransac_thresh is not None else 48.0 * cam.params[0] / INLOC_FOCAL
+            )
             kpq = ff[q]["keypoints"][()].astype(np.float64)
             p2d, p3d, used = [], [], []
             for r in retrieval_dict[q]:
                 pair = names_to_pair(q, r)
                 if pair not in mf:
-                    raise PipelineError(f"{matches} has no matches for pair {q} {r}; delete it "
-                                        "and rerun the matching step.")
+                    raise PipelineError(
+                        f"{matches} has no matches for pair {q} {r}; delete it "
+                        "and rerun the matching step."
+                    )
                 m = mf[pair]["matches0"][()]
                 v = m > -1
                 if skip_matches and np.count_nonzero(v) < skip_matches:
@@ -101,12 +117,18 @@ def localize_inloc(dataset_dir: Path, retrieval: Path, features: Path, matches: 
                 # interpolate_scan asserts keypoints strictly inside the cutout: clip the border.
                 mat = dataset_dir / (r + ".mat")
                 if not mat.exists():
-                    raise PipelineError(f"{mat} is missing: every InLoc cutout needs its "
-                                        "XYZcut .mat file next to it.")
+                    raise PipelineError(
+                        f"{mat} is missing: every InLoc cutout needs its "
+                        "XYZcut .mat file next to it."
+                    )
                 scan = loadmat(str(mat))["XYZcut"]
                 h, w = scan.shape[:2]
-                inside = (mkpr[:, 0] > 0) & (mkpr[:, 0] < w - 1) & (mkpr[:, 1] > 0) & (
-                    mkpr[:, 1] < h - 1)
+                inside = (
+                    (mkpr[:, 0] > 0)
+                    & (mkpr[:, 0] < w - 1)
+                    & (mkpr[:, 1] > 0)
+                    & (mkpr[:, 1] < h - 1)
+                )
                 mkpq, mkpr = mkpq[inside], mkpr[inside]
                 if len(mkpr) == 0:
                     continue
@@ -120,21 +142,30 @@ def localize_inloc(dataset_dir: Path, retrieval: Path, features: Path, matches: 
             ret = None
             if n >= min_inliers:
                 ret = pycolmap.estimate_and_refine_absolute_pose(
-                    np.concatenate(p2d), np.concatenate(p3d), cam, opts)
+                    np.concatenate(p2d), np.concatenate(p3d), cam, opts
+                )
             if ret is None or ret["num_inliers"] < min_inliers:
                 failed.append(q)
                 logs[q] = {"db": used, "num_matches": n, "localized": False}
                 continue
             poses[q] = rigid_to_pose(ret["cam_from_world"])
-            logs[q] = {"db": used, "num_matches": n, "num_inliers": int(ret["num_inliers"]),
-                       "localized": True}
+            logs[q] = {
+                "db": used,
+                "num_matches": n,
+                "num_inliers": int(ret["num_inliers"]),
+                "localized": True,
+            }
     complete_results(poses, list(retrieval_dict))
     write_results(poses, results, order=list(retrieval_dict))
     write_text_atomic(Path(f"{results}_not_localized.txt"), "".join(f"{q}\n" for q in failed))
     with open(f"{results}_logs.pkl", "wb") as fd:
         pickle.dump(logs, fd)
-    logger.info("Localized %d / %d queries; results in %s.", len(retrieval_dict) - len(failed),
-                len(retrieval_dict), results)
+    logger.info(
+        "Localized %d / %d queries; results in %s.",
+        len(retrieval_dict) - len(failed),
+        len(retrieval_dict),
+        results,
+    )
     if failed:
         logger.warning("Not localized (identity pose written): %s", ", ".join(failed))
     return poses, failed

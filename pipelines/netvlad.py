@@ -42,10 +42,12 @@ def default_checkpoint() -> Path:
 
 
 def missing_weights_message(path: Path) -> str:
-    return (f"NetVLAD weights not found at {path}.\nDownload {CHECKPOINT_URL} and either save it "
-            f"as {default_checkpoint()} (hloc's cache path) or pass its location with "
-            "--netvlad-weights /path/to/Pitts30K_struct.mat. For small datasets, "
-            "--retrieval exhaustive skips NetVLAD altogether.")
+    return (
+        f"NetVLAD weights not found at {path}.\nDownload {CHECKPOINT_URL} and either save it "
+        f"as {default_checkpoint()} (hloc's cache path) or pass its location with "
+        "--netvlad-weights /path/to/Pitts30K_struct.mat. For small datasets, "
+        "--retrieval exhaustive skips NetVLAD altogether."
+    )
 
 
 class NetVLADNet(nn.Module):
@@ -73,8 +75,12 @@ class NetVLADNet(nn.Module):
             self.whiten = nn.Linear(whiten_w.shape[1], whiten_w.shape[0])
             self.whiten.weight.data.copy_(whiten_w)
             self.whiten.bias.data.copy_(whiten_b)
-        self.register_buffer("mean", torch.as_tensor(
-            np.zeros(3) if mean is None else mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer(
+            "mean",
+            torch.as_tensor(np.zeros(3) if mean is None else mean, dtype=torch.float32).view(
+                1, -1, 1, 1
+            ),
+        )
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         x = image.clamp(0, 1) * 255.0 - self.mean
@@ -111,23 +117,31 @@ def load_checkpoint(path: Path, whiten: bool = True) -> NetVLADNet:
         for i, v in enumerate(_layer_sequence()):
             if v == "conv":
                 w, b = layers[i].weights[0], layers[i].weights[1]
-                convs.append((torch.tensor(np.asarray(w), dtype=torch.float32).permute(3, 2, 0, 1),
-                              torch.tensor(np.asarray(b), dtype=torch.float32).reshape(-1)))
-        score_w = torch.tensor(np.asarray(layers[NETVLAD_LAYER].weights[0]),
-                               dtype=torch.float32).T.contiguous()  # K x D
+                convs.append(
+                    (
+                        torch.tensor(np.asarray(w), dtype=torch.float32).permute(3, 2, 0, 1),
+                        torch.tensor(np.asarray(b), dtype=torch.float32).reshape(-1),
+                    )
+                )
+        score_w = torch.tensor(
+            np.asarray(layers[NETVLAD_LAYER].weights[0]), dtype=torch.float32
+        ).T.contiguous()  # K x D
         centers = -torch.tensor(np.asarray(layers[NETVLAD_LAYER].weights[1]), dtype=torch.float32)
         ww = wb = None
         if whiten:
             w = np.asarray(layers[WHITEN_LAYER].weights[0])
             ww = torch.tensor(w.reshape(w.shape[-2], w.shape[-1]), dtype=torch.float32).T
-            wb = torch.tensor(np.asarray(layers[WHITEN_LAYER].weights[1]),
-                              dtype=torch.float32).reshape(-1)
+            wb = torch.tensor(
+                np.asarray(layers[WHITEN_LAYER].weights[1]), dtype=torch.float32
+            ).reshape(-1)
         avg = mat["net"].meta.normalization.averageImage
         mean = np.asarray(avg)[0, 0] if np.ndim(avg) >= 2 else np.asarray(avg)
         mean = np.asarray(mean, np.float32).reshape(-1)
     except (KeyError, AttributeError, IndexError, ValueError, TypeError) as e:
-        raise ValueError(f"{path} is not a NetVLAD checkpoint in hloc's layout "
-                         f"(Pitts30K_struct.mat from {CHECKPOINT_URL}): {e!r}") from e
+        raise ValueError(
+            f"{path} is not a NetVLAD checkpoint in hloc's layout "
+            f"(Pitts30K_struct.mat from {CHECKPOINT_URL}): {e!r}"
+        ) from e
     return NetVLADNet(convs, score_w, centers, ww, wb, mean).eval()
 
 
@@ -139,8 +153,9 @@ def _layer_sequence():
     return seq
 
 
-def make_random_checkpoint(path: Path, widths=(4, 4, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8), K=8,
-                           dim_out=32, seed=0):
+def make_random_checkpoint(
+    path: Path, widths=(4, 4, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8), K=8, dim_out=32, seed=0
+):
     """A randomly initialised checkpoint in hloc's MATLAB layout (tests: no download).
 
     `widths` are the 13 conv output channels (VGG16: 64, 64, 128, 128, 256 x3, 512 x6).
@@ -167,15 +182,18 @@ def make_random_checkpoint(path: Path, widths=(4, 4, 8, 8, 8, 8, 8, 8, 8, 8, 8, 
             cin = cout
         layers[i] = layer
     D = cin
-    layers[NETVLAD_LAYER]["weights"] = cell(rng.normal(0, 1, (D, K)).astype(np.float32),
-                                            rng.normal(0, 0.1, (D, K)).astype(np.float32))
+    layers[NETVLAD_LAYER]["weights"] = cell(
+        rng.normal(0, 1, (D, K)).astype(np.float32), rng.normal(0, 0.1, (D, K)).astype(np.float32)
+    )
     layers[WHITEN_LAYER]["weights"] = cell(
         rng.normal(0, 1 / np.sqrt(D * K), (1, 1, D * K, dim_out)).astype(np.float32),
-        np.zeros(dim_out, np.float32))
+        np.zeros(dim_out, np.float32),
+    )
     avg = np.tile(np.array([122.7, 114.9, 101.6], np.float32), (2, 2, 1))  # indexed [0, 0]
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    savemat(str(path), {"net": {"layers": layers,
-                                "meta": {"normalization": {"averageImage": avg}}}})
+    savemat(
+        str(path), {"net": {"layers": layers, "meta": {"normalization": {"averageImage": avg}}}}
+    )
     return Path(path)
 
 
@@ -193,8 +211,9 @@ def register_hloc_extractor():
             required_inputs = ["image"]
 
             def _init(self, conf):
-                self.net = load_checkpoint(conf["checkpoint"] or default_checkpoint(),
-                                           conf["whiten"])
+                self.net = load_checkpoint(
+                    conf["checkpoint"] or default_checkpoint(), conf["whiten"]
+                )
 
             def _forward(self, data):
                 return {"global_descriptor": self.net(data["image"])}
@@ -205,9 +224,11 @@ def register_hloc_extractor():
 
 
 def retrieval_conf(checkpoint: Optional[Path] = None, resize_max: int = 1024) -> dict:
-    return {"output": OUTPUT_NAME,
-            "model": {"name": EXTRACTOR_NAME, "checkpoint": str(checkpoint or default_checkpoint())},
-            "preprocessing": {"resize_max": resize_max, "grayscale": False}}
+    return {
+        "output": OUTPUT_NAME,
+        "model": {"name": EXTRACTOR_NAME, "checkpoint": str(checkpoint or default_checkpoint())},
+        "preprocessing": {"resize_max": resize_max, "grayscale": False},
+    }
 
 
 def extract(image_dir: Path, export_dir: Path, names, checkpoint: Optional[Path] = None) -> Path:

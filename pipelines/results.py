@@ -32,8 +32,12 @@ def format_pose(name: str, q, t) -> str:
     return " ".join([name, *(n if n.strip("-0.") else n.lstrip("-") for n in numbers)])
 
 
-def write_results(poses: Mapping[str, Pose], path: Path, prepend_camera_name: bool = False,
-                  order: Optional[Sequence[str]] = None):
+def write_results(
+    poses: Mapping[str, Pose],
+    path: Path,
+    prepend_camera_name: bool = False,
+    order: Optional[Sequence[str]] = None,
+):
     """Write `name qw qx qy qz tx ty tz` lines (cam_from_world), atomically: the submission file
     of visuallocalization.net for Aachen v1.1 and InLoc (see :func:`format_pose`).
 
@@ -44,15 +48,19 @@ def write_results(poses: Mapping[str, Pose], path: Path, prepend_camera_name: bo
     names = list(order) if order is not None else list(poses)
     missing = [n for n in names if n not in poses]
     if missing:
-        raise ValueError(f"No pose for {len(missing)} queries, e.g. {missing[:3]}; fill them in "
-                         "first (complete_results).")
+        raise ValueError(
+            f"No pose for {len(missing)} queries, e.g. {missing[:3]}; fill them in "
+            "first (complete_results)."
+        )
     names += [n for n in poses if n not in set(names)]
     lines, seen = [], set()
     for name in names:
         out = results_name(name, prepend_camera_name)
         if out in seen:
-            raise ValueError(f"Two queries map to the same results name {out!r}; "
-                             "use prepend_camera_name to disambiguate.")
+            raise ValueError(
+                f"Two queries map to the same results name {out!r}; "
+                "use prepend_camera_name to disambiguate."
+            )
         seen.add(out)
         lines.append(format_pose(out, *poses[name]))
     write_text_atomic(Path(path), "\n".join(lines) + ("\n" if lines else ""))
@@ -80,8 +88,11 @@ def read_results(path: Path) -> Dict[str, Pose]:
     return poses
 
 
-def complete_results(poses: Dict[str, Pose], query_names: Sequence[str],
-                     fallback: Optional[Mapping[str, Pose]] = None) -> List[str]:
+def complete_results(
+    poses: Dict[str, Pose],
+    query_names: Sequence[str],
+    fallback: Optional[Mapping[str, Pose]] = None,
+) -> List[str]:
     """Give every query a line: missing ones get `fallback[name]` or the identity pose.
 
     Returns the names that were filled in (not localized).

@@ -14,16 +14,18 @@ from pipelines.common import done, logger, require_hloc
 from pipelines.hloc_steps import check_pairs
 
 
-def retrieval_pairs(descriptors: Path, output: Path, k: int, query_names: Sequence[str],
-                    db_names: Sequence[str]):
+def retrieval_pairs(
+    descriptors: Path, output: Path, k: int, query_names: Sequence[str], db_names: Sequence[str]
+):
     """Top-k retrieval with hloc's `pairs_from_retrieval` (k clamped to the database size)."""
     require_hloc()
     from hloc import pairs_from_retrieval
 
     k = min(k, len(db_names))
     tmp = Path(output).with_name(Path(output).name + ".hloc.tmp")
-    pairs_from_retrieval.main(descriptors, tmp, k, query_list=list(query_names),
-                              db_list=list(db_names))
+    pairs_from_retrieval.main(
+        descriptors, tmp, k, query_list=list(query_names), db_list=list(db_names)
+    )
     # hloc writes no trailing newline; normalise and move into place atomically.
     write_pairs(read_pairs(tmp), output)
     tmp.unlink()
@@ -33,8 +35,9 @@ def exhaustive_pairs(query_names: Sequence[str], db_names: Sequence[str], output
     write_pairs([(q, d) for q in query_names for d in db_names], output)
 
 
-def read_given_pairs(files: Sequence[Path], query_names: Sequence[str],
-                     db_names: Sequence[str]) -> Dict[str, List[str]]:
+def read_given_pairs(
+    files: Sequence[Path], query_names: Sequence[str], db_names: Sequence[str]
+) -> Dict[str, List[str]]:
     """{query: [database images]} from given pairs files (`name0 name1` per line, either order).
 
     Made for lists such as the official one of the Aachen v1.1 local-feature evaluation
@@ -59,20 +62,32 @@ def read_given_pairs(files: Sequence[Path], query_names: Sequence[str],
                 skipped += 1
                 continue
             elif a in queries and b in queries:
-                raise ValueError(f"{f}:{i}: pairs two query images ({a}, {b}); each line needs "
-                                 "a query and a database image.")
+                raise ValueError(
+                    f"{f}:{i}: pairs two query images ({a}, {b}); each line needs "
+                    "a query and a database image."
+                )
             else:
-                raise ValueError(_unknown_name_message(f, i, [n for n in (a, b) if n not in
-                                                              queries | dbs][0], query_names,
-                                                       db_names))
+                raise ValueError(
+                    _unknown_name_message(
+                        f,
+                        i,
+                        [n for n in (a, b) if n not in queries | dbs][0],
+                        query_names,
+                        db_names,
+                    )
+                )
             if d not in given.setdefault(q, []):
                 given[q].append(d)
     if skipped:
-        logger.info("Skipped %d database-database pairs of %s (triangulation uses its own).",
-                    skipped, ", ".join(map(str, files)))
+        logger.info(
+            "Skipped %d database-database pairs of %s (triangulation uses its own).",
+            skipped,
+            ", ".join(map(str, files)),
+        )
     if not given:
-        raise ValueError(f"{', '.join(map(str, files))}: no line pairs a query with a database "
-                         "image.")
+        raise ValueError(
+            f"{', '.join(map(str, files))}: no line pairs a query with a database image."
+        )
     return given
 
 
@@ -81,12 +96,15 @@ def _unknown_name_message(path, line, name, query_names, db_names) -> str:
     close = [n for n in list(query_names) + list(db_names) if n.split("/")[-1] == base]
     hint = f" Did you mean {close[0]!r}?" if len(close) == 1 else ""
     examples = ", ".join(repr(n) for n in (list(query_names)[:1] + list(db_names)[:1]))
-    return (f"{path}:{line}: {name!r} is neither a query of the dataset's query list nor a "
-            f"database image.{hint} Names are relative to the image folder, e.g. {examples}.")
+    return (
+        f"{path}:{line}: {name!r} is neither a query of the dataset's query list nor a "
+        f"database image.{hint} Names are relative to the image folder, e.g. {examples}."
+    )
 
 
-def localization_paths(args, outputs: Path, tag: str, dataset_name: str,
-                       retrieval_needed: bool = True) -> Tuple[Path, Path]:
+def localization_paths(
+    args, outputs: Path, tag: str, dataset_name: str, retrieval_needed: bool = True
+) -> Tuple[Path, Path]:
     """(query pairs file, results file), named after the retrieval (and the given pairs files,
     `--query-pairs`); checks NetVLAD's weights before any work when they will be needed."""
     retrieval = f"netvlad{args.num_loc}" if args.retrieval == "netvlad" else "exhaustive"
@@ -97,8 +115,9 @@ def localization_paths(args, outputs: Path, tag: str, dataset_name: str,
     else:
         method = retrieval
     loc_pairs = outputs / f"pairs-query-{method}.txt"
-    results = Path(args.results) if args.results else (
-        outputs / f"{dataset_name}_{tag}_{method}.txt")
+    results = (
+        Path(args.results) if args.results else (outputs / f"{dataset_name}_{tag}_{method}.txt")
+    )
     if retrieval_needed and args.retrieval == "netvlad" and not loc_pairs.exists():
         from pipelines.netvlad import check_weights
 
@@ -106,9 +125,15 @@ def localization_paths(args, outputs: Path, tag: str, dataset_name: str,
     return loc_pairs, results
 
 
-def query_pairs(args, image_dir: Path, outputs: Path, loc_pairs: Path,
-                query_names: Sequence[str], db_names: Sequence[str],
-                given: Optional[Mapping[str, Sequence[str]]] = None) -> Path:
+def query_pairs(
+    args,
+    image_dir: Path,
+    outputs: Path,
+    loc_pairs: Path,
+    query_names: Sequence[str],
+    db_names: Sequence[str],
+    given: Optional[Mapping[str, Sequence[str]]] = None,
+) -> Path:
     """The query-to-database pairs: NetVLAD top-k or exhaustive, computed once.
 
     With `given` ({query: [database images]}, from `--query-pairs`), those queries keep their
@@ -135,8 +160,13 @@ def query_pairs(args, image_dir: Path, outputs: Path, loc_pairs: Path,
     pairs = [(q, d) for q in query_names for d in (given.get(q) or retrieved.get(q, []))]
     if not loc_pairs.exists() or read_pairs(loc_pairs) != pairs:
         write_pairs(pairs, loc_pairs)
-    logger.info("Query pairs: %d queries from %s, %d retrieved (%s).", len(given),
-                ", ".join(map(str, args.query_pairs)), len(rest), args.retrieval)
+    logger.info(
+        "Query pairs: %d queries from %s, %d retrieved (%s).",
+        len(given),
+        ", ".join(map(str, args.query_pairs)),
+        len(rest),
+        args.retrieval,
+    )
     check_pairs(loc_pairs, "query pairs")
     return loc_pairs
 
@@ -147,8 +177,9 @@ def _retrieve(args, image_dir, outputs, output, query_names, db_names):
     if args.retrieval == "netvlad":
         from pipelines import netvlad
 
-        desc = netvlad.extract(image_dir, outputs, list(db_names) + list(query_names),
-                               args.netvlad_weights)
+        desc = netvlad.extract(
+            image_dir, outputs, list(db_names) + list(query_names), args.netvlad_weights
+        )
         retrieval_pairs(desc, output, args.num_loc, query_names, db_names)
     else:
         exhaustive_pairs(query_names, db_names, output)

@@ -41,8 +41,9 @@ def load_model(path: Path, what: str, min_points: int = 1):
 
     path = Path(path)
     if not any((path / f"images{e}").exists() for e in (".bin", ".txt")):
-        raise PipelineError(f"{what}: no COLMAP model in {path} (need cameras/images/points3D "
-                            ".bin or .txt).")
+        raise PipelineError(
+            f"{what}: no COLMAP model in {path} (need cameras/images/points3D .bin or .txt)."
+        )
     rec = pycolmap.Reconstruction(str(path))
     if rec.num_images() == 0:
         raise PipelineError(f"{what}: the model in {path} has no images.")
@@ -51,7 +52,8 @@ def load_model(path: Path, what: str, min_points: int = 1):
             f"{what}: the model in {path} has {rec.num_points3D()} 3D points. With pycolmap 4.x "
             "this is what hloc's triangulation gives for unconfigured two-view geometries; here it "
             "means no match survived verification: check features, matches and pairs, then "
-            f"delete {path} and rerun.")
+            f"delete {path} and rerun."
+        )
     return rec
 
 
@@ -69,8 +71,15 @@ def count_matches(pairs: Path, matches: Path) -> int:
     return n
 
 
-def triangulate_known_poses(sfm_dir: Path, reference_model: Path, image_dir: Path, pairs: Path,
-                            features: Path, matches: Path, verbose: bool = False):
+def triangulate_known_poses(
+    sfm_dir: Path,
+    reference_model: Path,
+    image_dir: Path,
+    pairs: Path,
+    features: Path,
+    matches: Path,
+    verbose: bool = False,
+):
     """hloc's triangulation from a reference model with known poses, working on pycolmap 4.
 
     Uses hloc's own steps (database from the model, feature and match import, epipolar
@@ -85,14 +94,17 @@ def triangulate_known_poses(sfm_dir: Path, reference_model: Path, image_dir: Pat
     if (sfm_dir / "points3D.bin").exists():
         try:
             rec = load_model(sfm_dir, "triangulation")
-            logger.info("Skipping triangulation: %s exists (%d points).", sfm_dir,
-                        rec.num_points3D())
+            logger.info(
+                "Skipping triangulation: %s exists (%d points).", sfm_dir, rec.num_points3D()
+            )
             return rec
         except PipelineError:
             logger.warning("Model in %s is empty; triangulating again.", sfm_dir)
     if count_matches(pairs, matches) == 0:  # (hloc's verification also crashes on this)
-        raise PipelineError(f"No image pair of {pairs} kept any match in {matches}: nothing to "
-                            "triangulate; check the features and the matcher.")
+        raise PipelineError(
+            f"No image pair of {pairs} kept any match in {matches}: nothing to "
+            "triangulate; check the features and the matcher."
+        )
     sfm_dir.mkdir(parents=True, exist_ok=True)
     database = sfm_dir / "database.db"
     reference = pycolmap.Reconstruction(str(reference_model))
@@ -104,8 +116,10 @@ def triangulate_known_poses(sfm_dir: Path, reference_model: Path, image_dir: Pat
         triangulation.geometric_verification(image_ids, reference, db, features, pairs, matches)
     n = fix_two_view_geometries(database)
     if n == 0:
-        raise PipelineError(f"No image pair of {pairs} kept any match after verification "
-                            f"against the known poses ({matches}); check features/matches.")
+        raise PipelineError(
+            f"No image pair of {pairs} kept any match after verification "
+            f"against the known poses ({matches}); check features/matches."
+        )
     # Write to a temporary folder and move into place so a crash never leaves a partial model.
     tmp = sfm_dir / "tmp_model"
     tmp.mkdir(exist_ok=True)

@@ -27,7 +27,9 @@ def _model_overrides(args) -> dict:
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="tasp_aachen", choices=sorted(PRESETS))
-    p.add_argument("--weights", help="released name, .pth path, or 'random' (untrained, tests only)")
+    p.add_argument(
+        "--weights", help="released name, .pth path, or 'random' (untrained, tests only)"
+    )
     p.add_argument("--max-keypoints", dest="max_keypoints", type=int)
     p.add_argument("--detection-threshold", dest="detection_threshold", type=float)
     p.add_argument("--resize-max", dest="resize_max", type=int, help="longest image side")
@@ -36,9 +38,15 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_commit_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--commit-every", dest="commit_every", type=float, default=1.0,
-                   metavar="SECONDS", help="commit the output at most this often; a kill -9 "
-                   "loses at most the work since (0: commit after every item; default: 1)")
+    p.add_argument(
+        "--commit-every",
+        dest="commit_every",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="commit the output at most this often; a kill -9 "
+        "loses at most the work since (0: commit after every item; default: 1)",
+    )
 
 
 def _conf(args) -> dict:
@@ -54,9 +62,17 @@ def cmd_extract(args) -> int:
 
     names = read_image_list(args.image_list) if args.image_list else None
     _, failures = extract_sharded(  # one process, or shards under torchrun
-        _conf(args), args.images, args.output, names=names, as_half=not args.no_half,
-        overwrite=args.overwrite, device=args.device, num_workers=args.workers,
-        fail_fast=args.fail_fast, commit_every=args.commit_every, batch_size=args.batch_size,
+        _conf(args),
+        args.images,
+        args.output,
+        names=names,
+        as_half=not args.no_half,
+        overwrite=args.overwrite,
+        device=args.device,
+        num_workers=args.workers,
+        fail_fast=args.fail_fast,
+        commit_every=args.commit_every,
+        batch_size=args.batch_size,
     )
     return 1 if failures else 0
 
@@ -72,9 +88,15 @@ def cmd_match(args) -> int:
         if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reads the pairs
             write_pairs(exhaustive_pairs(feature_names(args.features)), pairs)
             print(f"No --pairs given: matching all pairs, listed in {pairs}")
-    match_sharded(pairs, args.features, args.output, device=args.device,
-                  batch_size=args.batch_size, overwrite=args.overwrite,
-                  commit_every=args.commit_every)
+    match_sharded(
+        pairs,
+        args.features,
+        args.output,
+        device=args.device,
+        batch_size=args.batch_size,
+        overwrite=args.overwrite,
+        commit_every=args.commit_every,
+    )
     return 0
 
 
@@ -96,11 +118,20 @@ def main(argv=None) -> int:
     _add_model_args(p)
     p.add_argument("--no-half", action="store_true", help="store float32 instead of float16")
     p.add_argument("--overwrite", action="store_true", help="re-extract images already stored")
-    p.add_argument("--fail-fast", dest="fail_fast", action="store_true",
-                   help="stop at the first unreadable image instead of skipping it")
+    p.add_argument(
+        "--fail-fast",
+        dest="fail_fast",
+        action="store_true",
+        help="stop at the first unreadable image instead of skipping it",
+    )
     p.add_argument("--workers", type=int, default=2, help="image decoding processes")
-    p.add_argument("--batch-size", dest="batch_size", type=int, default=1,
-                   help="images of one size per network call (for GPUs; default 1)")
+    p.add_argument(
+        "--batch-size",
+        dest="batch_size",
+        type=int,
+        default=1,
+        help="images of one size per network call (for GPUs; default 1)",
+    )
     _add_commit_arg(p)
     p.set_defaults(func=cmd_extract)
 

@@ -54,10 +54,13 @@ def add_presets(module) -> None:
 def _warn(what: str, error: BaseException) -> None:
     import warnings
 
-    warnings.warn(f"tasp_hloc could not {what} ({type(error).__name__}: {error}); set "
-                  f"{ENV_VAR}=0 to switch its hloc hook off, or call "
-                  "tasp_hloc.hloc_plugin.register() to see the full error.", RuntimeWarning,
-                  stacklevel=3)
+    warnings.warn(
+        f"tasp_hloc could not {what} ({type(error).__name__}: {error}); set "
+        f"{ENV_VAR}=0 to switch its hloc hook off, or call "
+        "tasp_hloc.hloc_plugin.register() to see the full error.",
+        RuntimeWarning,
+        stacklevel=3,
+    )
 
 
 class _PresetsLoader:

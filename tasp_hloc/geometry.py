@@ -14,7 +14,10 @@ from __future__ import annotations
 from typing import Optional, Tuple
 
 import torch
-from kornia.geometry.conversions import convert_points_from_homogeneous, convert_points_to_homogeneous
+from kornia.geometry.conversions import (
+    convert_points_from_homogeneous,
+    convert_points_to_homogeneous,
+)
 from kornia.geometry.linalg import transform_points
 
 from .grid import cell_centers
@@ -81,8 +84,10 @@ def inside_image(kpts: torch.Tensor, size: Tuple[int, int], border: float = 0.0)
     x, y = kpts[..., 0], kpts[..., 1]
     return (
         torch.isfinite(kpts).all(-1)
-        & (x >= border) & (x <= w - 1 - border)
-        & (y >= border) & (y <= h - 1 - border)
+        & (x >= border)
+        & (x <= w - 1 - border)
+        & (y >= border)
+        & (y <= h - 1 - border)
     )
 
 

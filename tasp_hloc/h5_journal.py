@@ -57,30 +57,49 @@ def lookup3(data: bytes, initval: int = 0) -> int:
     a = b = c = (0xDEADBEEF + n + initval) & _M32
     i = 0
     while n > 12:
-        a = (a + int.from_bytes(data[i:i + 4], "little")) & _M32
-        b = (b + int.from_bytes(data[i + 4:i + 8], "little")) & _M32
-        c = (c + int.from_bytes(data[i + 8:i + 12], "little")) & _M32
-        a = (a - c) & _M32; a ^= _rot(c, 4); c = (c + b) & _M32  # noqa: E702
-        b = (b - a) & _M32; b ^= _rot(a, 6); a = (a + c) & _M32  # noqa: E702
-        c = (c - b) & _M32; c ^= _rot(b, 8); b = (b + a) & _M32  # noqa: E702
-        a = (a - c) & _M32; a ^= _rot(c, 16); c = (c + b) & _M32  # noqa: E702
-        b = (b - a) & _M32; b ^= _rot(a, 19); a = (a + c) & _M32  # noqa: E702
-        c = (c - b) & _M32; c ^= _rot(b, 4); b = (b + a) & _M32  # noqa: E702
+        a = (a + int.from_bytes(data[i : i + 4], "little")) & _M32
+        b = (b + int.from_bytes(data[i + 4 : i + 8], "little")) & _M32
+        c = (c + int.from_bytes(data[i + 8 : i + 12], "little")) & _M32
+        a = (a - c) & _M32
+        a ^= _rot(c, 4)
+        c = (c + b) & _M32  # noqa: E702
+        b = (b - a) & _M32
+        b ^= _rot(a, 6)
+        a = (a + c) & _M32  # noqa: E702
+        c = (c - b) & _M32
+        c ^= _rot(b, 8)
+        b = (b + a) & _M32  # noqa: E702
+        a = (a - c) & _M32
+        a ^= _rot(c, 16)
+        c = (c + b) & _M32  # noqa: E702
+        b = (b - a) & _M32
+        b ^= _rot(a, 19)
+        a = (a + c) & _M32  # noqa: E702
+        c = (c - b) & _M32
+        c ^= _rot(b, 4)
+        b = (b + a) & _M32  # noqa: E702
         n -= 12
         i += 12
     if n == 0:
         return c
-    tail = data[i:i + n] + bytes(12 - n)
+    tail = data[i : i + n] + bytes(12 - n)
     a = (a + int.from_bytes(tail[0:4], "little")) & _M32
     b = (b + int.from_bytes(tail[4:8], "little")) & _M32
     c = (c + int.from_bytes(tail[8:12], "little")) & _M32
-    c ^= b; c = (c - _rot(b, 14)) & _M32  # noqa: E702
-    a ^= c; a = (a - _rot(c, 11)) & _M32  # noqa: E702
-    b ^= a; b = (b - _rot(a, 25)) & _M32  # noqa: E702
-    c ^= b; c = (c - _rot(b, 16)) & _M32  # noqa: E702
-    a ^= c; a = (a - _rot(c, 4)) & _M32  # noqa: E702
-    b ^= a; b = (b - _rot(a, 14)) & _M32  # noqa: E702
-    c ^= b; c = (c - _rot(b, 24)) & _M32  # noqa: E702
+    c ^= b
+    c = (c - _rot(b, 14)) & _M32  # noqa: E702
+    a ^= c
+    a = (a - _rot(c, 11)) & _M32  # noqa: E702
+    b ^= a
+    b = (b - _rot(a, 25)) & _M32  # noqa: E702
+    c ^= b
+    c = (c - _rot(b, 16)) & _M32  # noqa: E702
+    a ^= c
+    a = (a - _rot(c, 4)) & _M32  # noqa: E702
+    b ^= a
+    b = (b - _rot(a, 14)) & _M32  # noqa: E702
+    c ^= b
+    c = (c - _rot(b, 24)) & _M32  # noqa: E702
     return c
 
 
@@ -96,7 +115,7 @@ def clear_h5_write_flag(path: Path) -> bool:
         if head[:8] != b"\x89HDF\r\n\x1a\n" or head[8] not in (2, 3):
             return False
         end = 12 + 4 * head[9]  # signature, version, sizes, flags, 4 addresses
-        if int.from_bytes(head[end:end + 4], "little") != lookup3(bytes(head[:end])):
+        if int.from_bytes(head[end : end + 4], "little") != lookup3(bytes(head[:end])):
             return False  # not the layout we know: leave it alone
         if head[11] == 0:
             return False
@@ -125,13 +144,15 @@ def _read_journal(path: Path):
     if len(data) < _HEADER.size:
         return None
     magic, size, crc = _HEADER.unpack_from(data)
-    if magic != _MAGIC or crc != zlib.crc32(data[:_HEADER.size - 4]):
-        raise OSError(f"{path} is not a journal written by tasp_hloc; move it away if the "
-                      f"data file next to it is known to be good.")
+    if magic != _MAGIC or crc != zlib.crc32(data[: _HEADER.size - 4]):
+        raise OSError(
+            f"{path} is not a journal written by tasp_hloc; move it away if the "
+            f"data file next to it is known to be good."
+        )
     records, at = [], _HEADER.size
     while at + _RECORD.size <= len(data):
         offset, length, crc = _RECORD.unpack_from(data, at)
-        chunk = data[at + _RECORD.size: at + _RECORD.size + length]
+        chunk = data[at + _RECORD.size : at + _RECORD.size + length]
         if len(chunk) < length or zlib.crc32(chunk) != crc:
             break
         records.append((offset, chunk))
@@ -153,7 +174,8 @@ def locked(path: Path) -> Iterator[int]:
                 if time.monotonic() > deadline:
                     raise FileBusyError(
                         f"{path} is open in another process (a run writing it, or a reader): "
-                        "wait for it to finish or stop it, then run again.") from None
+                        "wait for it to finish or stop it, then run again."
+                    ) from None
                 time.sleep(0.2)
         yield fd
     finally:
@@ -184,8 +206,9 @@ def _recover_locked(path: Path) -> bool:
 def _left_by_a_killed_writer(path: Path) -> bool:
     with open(path, "rb") as fd:
         head = fd.read(12)  # signature, superblock version, sizes, status flags
-    return journal_path(path).exists() or (head[:8] == b"\x89HDF\r\n\x1a\n"
-                                           and head[8] in (2, 3) and head[11] != 0)
+    return journal_path(path).exists() or (
+        head[:8] == b"\x89HDF\r\n\x1a\n" and head[8] in (2, 3) and head[11] != 0
+    )
 
 
 def recover(path: Path) -> bool:
@@ -410,8 +433,10 @@ def open_append(path: Path, commit_every: float = 1.0) -> Iterator[H5Appender]:
         try:
             h5 = h5py.File(raw, "r+", libver="latest")
         except OSError as e:
-            raise OSError(f"{path} is not a readable HDF5 file ({e}); move it away or delete "
-                          "it to start over.") from None
+            raise OSError(
+                f"{path} is not a readable HDF5 file ({e}); move it away or delete "
+                "it to start over."
+            ) from None
         out = H5Appender(h5, raw, commit_every)
         with _interrupt_handlers(out._signal):
             try:

@@ -18,20 +18,28 @@ def main(argv=None):
     register()
     from hloc import extract_features
 
-    parser = argparse.ArgumentParser(prog="python -m tasp_hloc.hloc_extract_features",
-                                     description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m tasp_hloc.hloc_extract_features",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--image_dir", type=Path, required=True)
     parser.add_argument("--export_dir", type=Path, required=True)
-    parser.add_argument("--conf", type=str, default="tasp_aachen",
-                        choices=list(extract_features.confs.keys()))
+    parser.add_argument(
+        "--conf", type=str, default="tasp_aachen", choices=list(extract_features.confs.keys())
+    )
     parser.add_argument("--as_half", action="store_true")
     parser.add_argument("--image_list", type=Path)
     parser.add_argument("--feature_path", type=Path)
     args = parser.parse_args(argv)
-    return extract_features.main(extract_features.confs[args.conf], args.image_dir,
-                                 args.export_dir, args.as_half, args.image_list,
-                                 args.feature_path)
+    return extract_features.main(
+        extract_features.confs[args.conf],
+        args.image_dir,
+        args.export_dir,
+        args.as_half,
+        args.image_list,
+        args.feature_path,
+    )
 
 
 if __name__ == "__main__":

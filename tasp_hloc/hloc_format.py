@@ -26,9 +26,11 @@ def list_h5_names(path: Path) -> Set[str]:
     """Names of the groups that hold datasets (image names, or pairs in a match file)."""
     names = set()
     with h5py.File(str(path), "r", libver="latest") as fd:
+
         def visit(_, obj):
             if isinstance(obj, h5py.Dataset):
                 names.add(obj.parent.name.strip("/"))
+
         fd.visititems(visit)
     return names
 
@@ -36,8 +38,9 @@ def list_h5_names(path: Path) -> Set[str]:
 def to_hloc_prediction(pred: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     """TaSP's output (B = 1) in hloc's extractor convention: descriptors (B, D, N)."""
     if pred["keypoints"].shape[0] != 1:
-        raise ValueError("hloc extracts one image at a time; got a batch of "
-                         f"{pred['keypoints'].shape[0]}.")
+        raise ValueError(
+            f"hloc extracts one image at a time; got a batch of {pred['keypoints'].shape[0]}."
+        )
     return {
         "keypoints": pred["keypoints"],
         "scores": pred["keypoint_scores"],
@@ -45,8 +48,13 @@ def to_hloc_prediction(pred: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]
     }
 
 
-def rescale_prediction(pred: Dict[str, np.ndarray], resized_size: np.ndarray,
-                       original_size: np.ndarray, detection_noise: float, as_half: bool):
+def rescale_prediction(
+    pred: Dict[str, np.ndarray],
+    resized_size: np.ndarray,
+    original_size: np.ndarray,
+    detection_noise: float,
+    as_half: bool,
+):
     """Keypoints to original pixels, as hloc does: ``(kp + .5) * scale - .5``.
 
     Args:

@@ -50,7 +50,9 @@ def check_model_conf(conf: dict) -> None:
             f"max_keypoints={k}: hloc stores matches as int16, so set 1..{MAX_KEYPOINTS_HLOC}."
         )
     if conf.get("remove_borders", TaSP.default_conf["remove_borders"]) < 1:
-        raise ValueError("remove_borders must be >= 1: hloc needs keypoints strictly inside the image.")
+        raise ValueError(
+            "remove_borders must be >= 1: hloc needs keypoints strictly inside the image."
+        )
 
 
 def _make_extractor_class(BaseModel):

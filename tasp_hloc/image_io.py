@@ -28,8 +28,10 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".t
 
 def extension_globs(extensions: Sequence[str] = IMAGE_EXTENSIONS) -> List[str]:
     """Case-insensitive globs for file endings, e.g. ``.jpg`` -> ``*.[jJ][pP][gG]``."""
-    return ["*" + "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in ext)
-            for ext in extensions]
+    return [
+        "*" + "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in ext)
+        for ext in extensions
+    ]
 
 
 class ImageReadError(ValueError, OSError):
@@ -53,20 +55,24 @@ def read_image(path: Path, grayscale: bool = False) -> np.ndarray:
 def resize_image(image: np.ndarray, size: Sequence[int], interp: str = "cv2_area") -> np.ndarray:
     """Resize to ``size`` = (W, H) with ``cv2_<name>`` or ``pil_<name>`` interpolation."""
     if interp.startswith("cv2_"):
-        flag = getattr(cv2, "INTER_" + interp[len("cv2_"):].upper())
+        flag = getattr(cv2, "INTER_" + interp[len("cv2_") :].upper())
         h, w = image.shape[:2]
         if flag == cv2.INTER_AREA and (w < size[0] or h < size[1]):
             flag = cv2.INTER_LINEAR  # INTER_AREA is meant for shrinking
         return cv2.resize(image, tuple(size), interpolation=flag)
     if interp.startswith("pil_"):
-        flag = getattr(PIL.Image, interp[len("pil_"):].upper())
+        flag = getattr(PIL.Image, interp[len("pil_") :].upper())
         resized = PIL.Image.fromarray(image.astype(np.uint8)).resize(tuple(size), resample=flag)
         return np.asarray(resized, dtype=image.dtype)
     raise ValueError(f"Unknown interpolation {interp!r}; use cv2_area, cv2_linear, pil_linear...")
 
 
-def list_images(root: Path, globs: Sequence[str] = IMAGE_GLOBS, recursive: bool = True,
-                allow_empty: bool = False) -> List[str]:
+def list_images(
+    root: Path,
+    globs: Sequence[str] = IMAGE_GLOBS,
+    recursive: bool = True,
+    allow_empty: bool = False,
+) -> List[str]:
     """Sorted image names relative to ``root`` (POSIX), searched recursively by default.
 
     An empty result is an error unless ``allow_empty``; a missing folder always is.

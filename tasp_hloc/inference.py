@@ -53,8 +53,9 @@ def cpu_flags() -> FrozenSet[str]:
 
 def has_onednn() -> bool:
     """oneDNN (mkldnn) with the fused convolution kernels is available in this torch build."""
-    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn,
-                                                            "_convolution_pointwise")
+    return torch.backends.mkldnn.is_available() and hasattr(
+        torch.ops.mkldnn, "_convolution_pointwise"
+    )
 
 
 def native_bf16() -> bool:
@@ -66,7 +67,8 @@ def native_int8() -> bool:
     """int8 dot products in hardware (VNNI or AMX) and a quantized engine in this torch."""
     engines = torch.backends.quantized.supported_engines
     return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & cpu_flags()) and (
-        "x86" in engines or "fbgemm" in engines)
+        "x86" in engines or "fbgemm" in engines
+    )
 
 
 def resolve_precision(requested: str) -> str:
@@ -76,8 +78,10 @@ def resolve_precision(requested: str) -> str:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {requested!r}.")
     available = {"fp32": True, "bf16": native_bf16(), "int8": native_int8()}[requested]
     if not available:
-        warnings.warn(f"This CPU has no native {requested} support (flags: avx512_bf16/amx_bf16 "
-                      f"for bf16, avx512_vnni/avx_vnni/amx_int8 for int8): TaSP runs in fp32.")
+        warnings.warn(
+            f"This CPU has no native {requested} support (flags: avx512_bf16/amx_bf16 "
+            f"for bf16, avx512_vnni/avx_vnni/amx_int8 for int8): TaSP runs in fp32."
+        )
         return "fp32"
     return requested
 
@@ -89,13 +93,18 @@ def fold_batchnorm(conv: nn.Conv2d, bn: Optional[nn.BatchNorm2d]):
         weight :math:`(C_{out}, C_{in}/g, k, k)` and bias :math:`(C_{out})`.
     """
     weight = conv.weight.detach().float()
-    bias = (conv.bias.detach().float() if conv.bias is not None
-            else torch.zeros(weight.shape[0], device=weight.device))
+    bias = (
+        conv.bias.detach().float()
+        if conv.bias is not None
+        else torch.zeros(weight.shape[0], device=weight.device)
+    )
     if bn is None:
         return weight, bias
     scale = bn.weight.detach().float() / torch.sqrt(bn.running_var.float() + bn.eps)
-    return (weight * scale.view(-1, 1, 1, 1),
-            (bias - bn.running_mean.float()) * scale + bn.bias.detach().float())
+    return (
+        weight * scale.view(-1, 1, 1, 1),
+        (bias - bn.running_mean.float()) * scale + bn.bias.detach().float(),
+    )
 
 
 class FusedConv:
@@ -110,8 +119,17 @@ class FusedConv:
         memory_format: of the weights (the layout of the input decides oneDNN's).
     """
 
-    def __init__(self, weight, bias, stride: int, groups: int, act: type, dtype: torch.dtype,
-                 onednn: bool, memory_format=torch.channels_last):
+    def __init__(
+        self,
+        weight,
+        bias,
+        stride: int,
+        groups: int,
+        act: type,
+        dtype: torch.dtype,
+        onednn: bool,
+        memory_format=torch.channels_last,
+    ):
         self.attr, self.scalars, self.eager_act = ACTIVATIONS[act]
         self.weight = weight.to(dtype).contiguous(memory_format=memory_format)
         self.bias = bias.to(dtype)
@@ -120,8 +138,9 @@ class FusedConv:
         self.observer = None
 
     @classmethod
-    def from_module(cls, module: nn.Module, dtype: torch.dtype, onednn: bool,
-                    memory_format=torch.channels_last) -> "FusedConv":
+    def from_module(
+        cls, module: nn.Module, dtype: torch.dtype, onednn: bool, memory_format=torch.channels_last
+    ) -> "FusedConv":
         if isinstance(module, ConvBNAct):
             conv, bn, act = module.conv, module.bn, type(module.act)
         else:
@@ -133,19 +152,22 @@ class FusedConv:
         """Apply the asymmetric part of "SAME" padding; return x and the symmetric rest."""
         if self.stride == 1:
             return x, self.kernel // 2
-        (top, bottom), (left, right) = (same_padding(s, self.kernel, self.stride)
-                                        for s in x.shape[-2:])
+        (top, bottom), (left, right) = (
+            same_padding(s, self.kernel, self.stride) for s in x.shape[-2:]
+        )
         return F.pad(x, (left, right, top, bottom)), 0
 
     def __call__(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
         x, p = self.pad(x)
         args = ([p, p], [self.stride] * 2, [1, 1], self.groups)
         if self.onednn and residual is None:
-            y = torch.ops.mkldnn._convolution_pointwise(x, self.weight, self.bias, *args,
-                                                        self.attr, self.scalars, "")
+            y = torch.ops.mkldnn._convolution_pointwise(
+                x, self.weight, self.bias, *args, self.attr, self.scalars, ""
+            )
         elif self.onednn and self.attr == "none":
             y = torch.ops.mkldnn._convolution_pointwise.binary(
-                x, residual, self.weight, self.bias, *args, "add", None, None, [], None)
+                x, residual, self.weight, self.bias, *args, "add", None, None, [], None
+            )
         else:
             y = F.conv2d(x, self.weight, self.bias, self.stride, p, 1, self.groups)
             y = y if self.eager_act is None else self.eager_act(y)
@@ -181,8 +203,16 @@ class FusedTaSPNet:
             return FusedConv.from_module(module, self.dtype, onednn, self.memory_format)
 
         self.stem = fuse(trunk.stem)
-        self.blocks = [(fuse(b.expand) if b.expand is not None else None, fuse(b.depthwise),
-                        b.se, fuse(b.project), b.residual) for b in trunk.blocks]
+        self.blocks = [
+            (
+                fuse(b.expand) if b.expand is not None else None,
+                fuse(b.depthwise),
+                b.se,
+                fuse(b.project),
+                b.residual,
+            )
+            for b in trunk.blocks
+        ]
         self.detector = fuse(model.detector_head)
         self.descriptor = [fuse(m) for m in model.descriptor_head if not isinstance(m, nn.ReLU)]
 
@@ -194,8 +224,9 @@ class FusedTaSPNet:
         for expand, depthwise, se, project, residual in self.blocks:
             y = depthwise(x if expand is None else expand(x))
             if se is not None:  # squeeze-excite (B0 only): on pooled vectors, in float32
-                y = y * torch.sigmoid(se.expand(se.act(se.reduce(
-                    y.float().mean((2, 3), keepdim=True))))).to(y.dtype)
+                y = y * torch.sigmoid(
+                    se.expand(se.act(se.reduce(y.float().mean((2, 3), keepdim=True))))
+                ).to(y.dtype)
             previous, x = x, project(y, x if residual else None)
         return [previous, x]
 
@@ -204,8 +235,10 @@ class FusedTaSPNet:
         descriptors = last
         for conv in self.descriptor:
             descriptors = conv(descriptors)
-        return {"logits": self.detector(before_last).float(),
-                "descriptors_dense": descriptors.float()}
+        return {
+            "logits": self.detector(before_last).float(),
+            "descriptors_dense": descriptors.float(),
+        }
 
 
 def calibration_images(size: int = 480) -> List[torch.Tensor]:
@@ -213,6 +246,7 @@ def calibration_images(size: int = 480) -> List[torch.Tensor]:
     Apache-2.0/BSD-3, see ``assets/demo/ATTRIBUTION.md``), gray and with two fixed colour casts,
     longer side ``size``. Returns :math:`(1, 3, H, W)` tensors in [0, 1], H, W multiples of 8."""
     import cv2
+
     out = []
     for name in ("box.png", "box_in_scene.png"):
         gray = cv2.imread(str(DEMO_DIR / name), cv2.IMREAD_GRAYSCALE)
@@ -242,8 +276,12 @@ class QuantizedTaSPNet:
         if any(b.se is not None for b in model.backbone.blocks):
             raise NotImplementedError("int8 is implemented for efficientnet_lite0 trunks only.")
         self.float_net = net = FusedTaSPNet(model, "fp32")
-        self.convs = [net.stem, *[c for b in net.blocks for c in (b[0], b[1], b[3]) if c],
-                      net.detector, *net.descriptor]
+        self.convs = [
+            net.stem,
+            *[c for b in net.blocks for c in (b[0], b[1], b[3]) if c],
+            net.detector,
+            *net.descriptor,
+        ]
         # per convolution: the range of its output and, with a residual, of the sum
         ranges = {id(c): [[0.0, 0.0], [0.0, 0.0]] for c in self.convs}
 
@@ -287,11 +325,13 @@ class QuantizedTaSPNet:
     def _pack(cls, conv: FusedConv, value_ranges):
         weight = conv.weight.float().contiguous()
         scale = weight.abs().amax((1, 2, 3)).clamp(min=1e-8) / 127
-        qweight = torch.quantize_per_channel(weight, scale.double(), torch.zeros_like(
-            scale, dtype=torch.long), 0, torch.qint8)
+        qweight = torch.quantize_per_channel(
+            weight, scale.double(), torch.zeros_like(scale, dtype=torch.long), 0, torch.qint8
+        )
         pad = conv.kernel // 2 if conv.stride == 1 else 0
-        packed = torch.ops.quantized.conv2d_prepack(qweight, conv.bias.float(), [conv.stride] * 2,
-                                                    [pad, pad], [1, 1], conv.groups)
+        packed = torch.ops.quantized.conv2d_prepack(
+            qweight, conv.bias.float(), [conv.stride] * 2, [pad, pad], [1, 1], conv.groups
+        )
         return (packed, *cls._qparams(conv, value_ranges[0]), *cls._qparams(conv, value_ranges[1]))
 
     def _conv(self, conv: FusedConv, x, residual=None):
@@ -316,5 +356,7 @@ class QuantizedTaSPNet:
         descriptors = x
         for conv in net.descriptor:
             descriptors = self._conv(conv, descriptors)
-        return {"logits": self._conv(net.detector, previous).dequantize(),
-                "descriptors_dense": descriptors.dequantize()}
+        return {
+            "logits": self._conv(net.detector, previous).dequantize(),
+            "descriptors_dense": descriptors.dequantize(),
+        }

@@ -123,8 +123,10 @@ def refine_keypoints(
         :math:`(B, N, 2)` refined x-y keypoints.
     """
     if heatmap.dim() != 3 or keypoints.dim() != 3 or keypoints.shape[-1] != 2:
-        raise ValueError(f"Expected heatmap (B, H, W) and keypoints (B, N, 2), got "
-                         f"{tuple(heatmap.shape)} and {tuple(keypoints.shape)}.")
+        raise ValueError(
+            f"Expected heatmap (B, H, W) and keypoints (B, N, 2), got "
+            f"{tuple(heatmap.shape)} and {tuple(keypoints.shape)}."
+        )
     if method not in ("quadratic", "softargmax"):
         raise ValueError(f"Unknown sub-pixel method {method!r}; use 'quadratic' or 'softargmax'.")
     b, h, w = heatmap.shape
@@ -133,13 +135,19 @@ def refine_keypoints(
     y = keypoints[..., 1].round().long().clamp(0, h - 1) + 1
     flat = padded.reshape(b, -1)
     # patch[..., dy + 1, dx + 1] = heatmap(y + dy, x + dx)
-    patch = torch.stack([
-        torch.stack([flat.gather(1, (y + dy) * (w + 2) + (x + dx)) for dx in (-1, 0, 1)], -1)
-        for dy in (-1, 0, 1)], -2)  # B x N x 3 x 3
+    patch = torch.stack(
+        [
+            torch.stack([flat.gather(1, (y + dy) * (w + 2) + (x + dx)) for dx in (-1, 0, 1)], -1)
+            for dy in (-1, 0, 1)
+        ],
+        -2,
+    )  # B x N x 3 x 3
     grid = torch.tensor([-1.0, 0.0, 1.0], device=heatmap.device, dtype=heatmap.dtype)
     if method == "softargmax":
         weights = patch / patch.sum((-1, -2), keepdim=True).clamp(min=1e-12)
-        offset = torch.stack([(weights.sum(-2) * grid).sum(-1), (weights.sum(-1) * grid).sum(-1)], -1)
+        offset = torch.stack(
+            [(weights.sum(-2) * grid).sum(-1), (weights.sum(-1) * grid).sum(-1)], -1
+        )
     else:
         v = patch.clamp(min=1e-12).log()
         gx = (v[..., 1, 2] - v[..., 1, 0]) / 2
@@ -176,8 +184,10 @@ def refine_corners(
         :math:`(B, N, 2)` refined x-y keypoints.
     """
     if image.dim() != 4 or keypoints.dim() != 3 or keypoints.shape[-1] != 2:
-        raise ValueError(f"Expected image (B, C, H, W) and keypoints (B, N, 2), got "
-                         f"{tuple(image.shape)} and {tuple(keypoints.shape)}.")
+        raise ValueError(
+            f"Expected image (B, C, H, W) and keypoints (B, N, 2), got "
+            f"{tuple(image.shape)} and {tuple(keypoints.shape)}."
+        )
     b, c, h, w = image.shape
     pad = radius + 1
     flat = image.float().reshape(b, c, -1)
@@ -232,7 +242,10 @@ def sample_descriptors(
     size = keypoints.new_tensor([w, h]) * stride
     grid = (keypoints + 0.5) / size * 2 - 1  # align_corners=False: -1 is the map's outer edge
     sampled = F.grid_sample(
-        descriptors, grid[:, None].to(descriptors.dtype), mode="bilinear",
-        padding_mode="border", align_corners=False,
+        descriptors,
+        grid[:, None].to(descriptors.dtype),
+        mode="bilinear",
+        padding_mode="border",
+        align_corners=False,
     )  # B x D x 1 x N
     return F.normalize(sampled[:, :, 0].transpose(1, 2), p=2, dim=-1)

@@ -10,16 +10,24 @@ import torch
 from tqdm import tqdm
 
 from .device import resolve_device
-from .hloc_format import (feature_names, names_to_pair, open_for_append, read_pairs, stored_names,
-                          write_matches)
+from .hloc_format import (
+    feature_names,
+    names_to_pair,
+    open_for_append,
+    read_pairs,
+    stored_names,
+    write_matches,
+)
 from .hloc_format import write_pairs  # noqa: F401 (the API's name, beside exhaustive_pairs)
 
 logger = logging.getLogger(__name__)
 
 
 def mutual_nearest_neighbor(
-    desc0: torch.Tensor, desc1: torch.Tensor,
-    mask0: Optional[torch.Tensor] = None, mask1: Optional[torch.Tensor] = None,
+    desc0: torch.Tensor,
+    desc1: torch.Tensor,
+    mask0: Optional[torch.Tensor] = None,
+    mask1: Optional[torch.Tensor] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Mutual nearest neighbours by cosine similarity, in hloc's ``NN-mutual`` convention.
 
@@ -33,7 +41,9 @@ def mutual_nearest_neighbor(
         for points whose match fails the mutual check; 0 for padding).
     """
     if desc0.dim() != 3 or desc1.dim() != 3 or desc0.shape[-1] != desc1.shape[-1]:
-        raise ValueError(f"Expected (B, N, D) descriptors, got {tuple(desc0.shape)}, {tuple(desc1.shape)}.")
+        raise ValueError(
+            f"Expected (B, N, D) descriptors, got {tuple(desc0.shape)}, {tuple(desc1.shape)}."
+        )
     b, n0, n1 = desc0.shape[0], desc0.shape[1], desc1.shape[1]
     if n0 == 0 or n1 == 0:
         return desc0.new_full((b, n0), -1, dtype=torch.long), desc0.new_zeros((b, n0))
@@ -115,8 +125,9 @@ def match(
     return match_path
 
 
-def pairs_left_to_match(pairs_path: Path, feature_path: Path, match_path: Path,
-                        overwrite: bool = False) -> List[Tuple[str, str]]:
+def pairs_left_to_match(
+    pairs_path: Path, feature_path: Path, match_path: Path, overwrite: bool = False
+) -> List[Tuple[str, str]]:
     """The unique pairs of ``pairs_path`` not yet in ``match_path`` (all with ``overwrite``),
     after checking that the feature file has every image they name."""
     pairs = read_pairs(pairs_path)
@@ -134,33 +145,45 @@ def pairs_left_to_match(pairs_path: Path, feature_path: Path, match_path: Path,
     if not todo:
         logger.info("All pairs are already matched in %s.", match_path)
     else:
-        logger.info("Matching %d pairs into %s (%d already there).", len(todo), match_path,
-                    unique - len(todo))
+        logger.info(
+            "Matching %d pairs into %s (%d already there).",
+            len(todo),
+            match_path,
+            unique - len(todo),
+        )
     return todo
 
 
 @torch.no_grad()
-def match_pairs(pairs: Sequence[Tuple[str, str]], feature_path: Path, match_path: Path,
-                device: Optional[str] = None, batch_size: int = 16,
-                commit_every: float = 1.0) -> Path:
+def match_pairs(
+    pairs: Sequence[Tuple[str, str]],
+    feature_path: Path,
+    match_path: Path,
+    device: Optional[str] = None,
+    batch_size: int = 16,
+    commit_every: float = 1.0,
+) -> Path:
     """Match ``pairs`` (checked: see ``pairs_left_to_match``) into ``match_path``."""
     device = resolve_device(device)
-    with h5py.File(str(feature_path), "r", libver="latest") as ffd, \
-            open_for_append(match_path, commit_every) as out:
+    with (
+        h5py.File(str(feature_path), "r", libver="latest") as ffd,
+        open_for_append(match_path, commit_every) as out,
+    ):
         cache = _DescriptorCache(ffd, device)
         for start in tqdm(range(0, len(pairs), batch_size), desc="match", unit="batch"):
-            batch = pairs[start: start + batch_size]
+            batch = pairs[start : start + batch_size]
             desc0, mask0 = _pad([cache[n0] for n0, _ in batch])
             desc1, mask1 = _pad([cache[n1] for _, n1 in batch])
             matches0, scores0 = mutual_nearest_neighbor(desc0, desc1, mask0, mask1)
             for i, (n0, n1) in enumerate(batch):
                 n, pair = int(mask0[i].sum()), names_to_pair(n0, n1)
                 with out.item(pair) as fd:
-                    write_matches(fd, pair, matches0[i, :n].cpu().numpy(),
-                                  scores0[i, :n].cpu().numpy())
+                    write_matches(
+                        fd, pair, matches0[i, :n].cpu().numpy(), scores0[i, :n].cpu().numpy()
+                    )
     return match_path
 
 
 def exhaustive_pairs(names: Sequence[str]) -> List[Tuple[str, str]]:
     names = sorted(names)
-    return [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
+    return [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]

@@ -62,8 +62,9 @@ def merge_shards(output: Path, order: Sequence[str] = (), commit_every: float = 
                     if name in fd:
                         del fd[name]
                     parent, _, leaf = name.rpartition("/")
-                    files[where[name]].copy(files[where[name]][name],
-                                            fd.require_group(parent) if parent else fd, leaf)
+                    files[where[name]].copy(
+                        files[where[name]][name], fd.require_group(parent) if parent else fd, leaf
+                    )
     finally:
         for f in files.values():
             f.close()
@@ -74,8 +75,13 @@ def merge_shards(output: Path, order: Sequence[str] = (), commit_every: float = 
     return len(names)
 
 
-def run_sharded(output: Path, list_work: Callable[[], List], group_name: Callable[[object], str],
-                work: Callable[[List, Path, str], List], device: Optional[str]) -> List:
+def run_sharded(
+    output: Path,
+    list_work: Callable[[], List],
+    group_name: Callable[[object], str],
+    work: Callable[[List, Path, str], List],
+    device: Optional[str],
+) -> List:
     """The protocol of the module docstring, for any kind of item.
 
     Args:
@@ -111,8 +117,15 @@ def run_sharded(output: Path, list_work: Callable[[], List], group_name: Callabl
                 "Rank %d of %d stopped (%s: %s) with %d of its %d items not done: %s. Its "
                 "finished items are kept in %s and the other ranks' in their shards: run the "
                 "same command again (any number of processes) to merge them and finish.",
-                rank, world, type(e).__name__, e, len(left), len(mine), ", ".join(left[:20])
-                + (", ..." if len(left) > 20 else ""), shard)
+                rank,
+                world,
+                type(e).__name__,
+                e,
+                len(left),
+                len(mine),
+                ", ".join(left[:20]) + (", ..." if len(left) > 20 else ""),
+                shard,
+            )
             raise
         gathered: List = [None] * world
         dist.all_gather_object(gathered, skipped)
@@ -125,10 +138,17 @@ def run_sharded(output: Path, list_work: Callable[[], List], group_name: Callabl
             cleanup()
 
 
-def extract_sharded(conf: Dict, image_dir: Path, feature_path: Path,
-                    names: Optional[Sequence[str]] = None, overwrite: bool = False,
-                    device: Optional[str] = None, **kwargs) -> Tuple[Path, List]:
+def extract_sharded(
+    conf: Dict,
+    image_dir: Path,
+    feature_path: Path,
+    names: Optional[Sequence[str]] = None,
+    overwrite: bool = False,
+    device: Optional[str] = None,
+    **kwargs,
+) -> Tuple[Path, List]:
     """``extract.extract`` over the processes of torchrun (same arguments)."""
+
     def list_work():
         all_names = ImageDataset(image_dir, conf.get("preprocessing", {}), names).names
         done = set() if overwrite else stored_names(feature_path, all_names)
@@ -137,21 +157,33 @@ def extract_sharded(conf: Dict, image_dir: Path, feature_path: Path,
         return [n for n in all_names if n not in done]
 
     def work(items, shard, device):
-        return extract(conf, image_dir, shard, names=items, overwrite=overwrite, device=device,
-                       **kwargs)[1]
+        return extract(
+            conf, image_dir, shard, names=items, overwrite=overwrite, device=device, **kwargs
+        )[1]
 
     return feature_path, run_sharded(feature_path, list_work, str, work, device)
 
 
-def match_sharded(pairs_path: Path, feature_path: Path, match_path: Path,
-                  device: Optional[str] = None, batch_size: int = 16, overwrite: bool = False,
-                  commit_every: float = 1.0) -> Path:
+def match_sharded(
+    pairs_path: Path,
+    feature_path: Path,
+    match_path: Path,
+    device: Optional[str] = None,
+    batch_size: int = 16,
+    overwrite: bool = False,
+    commit_every: float = 1.0,
+) -> Path:
     """``match.match`` over the processes of torchrun (same arguments)."""
+
     def work(pairs, shard, device):
         match_pairs(pairs, feature_path, shard, device, batch_size, commit_every)
         return []
 
-    run_sharded(match_path,
-                lambda: pairs_left_to_match(pairs_path, feature_path, match_path, overwrite),
-                lambda pair: names_to_pair(*pair), work, device)
+    run_sharded(
+        match_path,
+        lambda: pairs_left_to_match(pairs_path, feature_path, match_path, overwrite),
+        lambda pair: names_to_pair(*pair),
+        work,
+        device,
+    )
     return match_path

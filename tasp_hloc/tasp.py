@@ -13,8 +13,15 @@ from torch import nn
 
 from . import inference
 from .backbone import ConvBNAct, EfficientNetTrunk, SamePadConv2d, lite0_imagenet_state_dict
-from .keypoints import (logits_to_heatmap, nms, refine_corners, refine_keypoints, remove_borders,
-                        sample_descriptors, select_keypoints)
+from .keypoints import (
+    logits_to_heatmap,
+    nms,
+    refine_corners,
+    refine_keypoints,
+    remove_borders,
+    sample_descriptors,
+    select_keypoints,
+)
 from .weights import WeightsError, load_state_dict
 
 AMP_DTYPES = {None: None, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -86,13 +93,17 @@ class TaSP(nn.Module):
         super().__init__()
         unknown = set(conf or {}) - set(self.default_conf) - {"name"}
         if unknown:
-            raise ValueError(f"Unknown TaSP options {sorted(unknown)}; known: {list(self.default_conf)}.")
+            raise ValueError(
+                f"Unknown TaSP options {sorted(unknown)}; known: {list(self.default_conf)}."
+            )
         self.conf = conf = {**self.default_conf, **(conf or {})}
         if conf["amp"] not in AMP_MODES:
             raise ValueError(f"amp must be one of {list(AMP_MODES)}, got {conf['amp']!r}.")
         if conf["subpixel"] not in (None, "quadratic", "softargmax", "corner"):
-            raise ValueError(f"subpixel must be None, 'quadratic', 'softargmax' or 'corner', "
-                             f"got {conf['subpixel']!r}.")
+            raise ValueError(
+                f"subpixel must be None, 'quadratic', 'softargmax' or 'corner', "
+                f"got {conf['subpixel']!r}."
+            )
 
         state_dict = None
         arch = {"backbone": "efficientnet_b0", "descriptor_dim": 128}
@@ -149,8 +160,11 @@ class TaSP(nn.Module):
         amp = self.conf["amp"]
         requested = {None: "fp32", "fp16": "fp32", "auto": AUTO_CPU_PRECISION}.get(amp, amp)
         if amp == "auto":
-            native = {"fp32": True, "bf16": inference.native_bf16(),
-                      "int8": inference.native_int8()}[requested]
+            native = {
+                "fp32": True,
+                "bf16": inference.native_bf16(),
+                "int8": inference.native_int8(),
+            }[requested]
             return requested if native else "fp32"
         return inference.resolve_precision(requested)
 
@@ -159,8 +173,11 @@ class TaSP(nn.Module):
         (replaced or updated in place; tensors made under inference_mode have no version
         counter, so only their replacement is seen)."""
         tensors = [*self.parameters(), *self.buffers()]
-        key = (self.conf["amp"], self.conf["channels_last"],
-               tuple((t.data_ptr(), 0 if t.is_inference() else t._version) for t in tensors))
+        key = (
+            self.conf["amp"],
+            self.conf["channels_last"],
+            tuple((t.data_ptr(), 0 if t.is_inference() else t._version) for t in tensors),
+        )
         cached = self.__dict__.get("_fused")
         if cached is not None and cached[0] == key:
             return cached[1]
@@ -181,8 +198,9 @@ class TaSP(nn.Module):
             return False
         if self.conf["amp"] == "fp16":
             return False  # CPU fp16: the autocast path
-        if torch.is_grad_enabled() and (image.requires_grad or any(
-                p.requires_grad for p in self.parameters())):
+        if torch.is_grad_enabled() and (
+            image.requires_grad or any(p.requires_grad for p in self.parameters())
+        ):
             return False  # someone wants gradients: the autograd-aware modules
         return True
 
@@ -250,7 +268,9 @@ class TaSP(nn.Module):
         pred = self.forward({"image": resized})
         if resized is not image:
             factor = pred["keypoints"].new_tensor([w / resized.shape[-1], h / resized.shape[-2]])
-            pred["keypoints"] = ((pred["keypoints"] + 0.5) * factor - 0.5) * pred["keypoint_mask"][..., None]
+            pred["keypoints"] = ((pred["keypoints"] + 0.5) * factor - 0.5) * pred["keypoint_mask"][
+                ..., None
+            ]
         pred["image_size"] = pred["keypoints"].new_tensor([[w, h]]).expand(len(image), -1)
         return pred
 

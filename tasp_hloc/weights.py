@@ -61,7 +61,9 @@ def read_manifest(weights_dir: Path = WEIGHTS_DIR) -> Dict:
     return manifest
 
 
-def resolve(name_or_path: Union[str, Path], weights_dir: Path = WEIGHTS_DIR) -> Tuple[Path, Optional[Dict]]:
+def resolve(
+    name_or_path: Union[str, Path], weights_dir: Path = WEIGHTS_DIR
+) -> Tuple[Path, Optional[Dict]]:
     """Return the file of a released name or an explicit path, and its manifest entry if any."""
     manifest = read_manifest(weights_dir)
     entry = manifest["weights"].get(str(name_or_path))
@@ -82,9 +84,11 @@ def resolve(name_or_path: Union[str, Path], weights_dir: Path = WEIGHTS_DIR) -> 
     known = ", ".join(sorted(manifest["weights"])) or "none yet"
     hint = ""
     if not (Path(weights_dir) / MANIFEST_NAME).is_file():
-        hint = (f" No {MANIFEST_NAME} was found in {weights_dir}: this installation lacks the "
-                f"released weights; reinstall tasp-hloc (pip install . or the wheel), or set "
-                f"TASP_WEIGHTS_DIR to a folder holding them.")
+        hint = (
+            f" No {MANIFEST_NAME} was found in {weights_dir}: this installation lacks the "
+            f"released weights; reinstall tasp-hloc (pip install . or the wheel), or set "
+            f"TASP_WEIGHTS_DIR to a folder holding them."
+        )
     raise WeightsError(
         f"Unknown weights '{name_or_path}': it is neither a released name (released: {known}) "
         f"nor a .pth file. Pass a path to a checkpoint exported by tasp_hloc.train, or "

@@ -20,7 +20,9 @@ def render_scene(h: int, w: int, seed: int) -> np.ndarray:
     for _ in range(12):
         x0, y0 = rng.integers(0, w - 8), rng.integers(0, h - 8)
         x1, y1 = x0 + rng.integers(6, w // 2), y0 + rng.integers(6, h // 2)
-        cv2.rectangle(image, (int(x0), int(y0)), (int(x1), int(y1)), rng.integers(60, 255, 3).tolist(), -1)
+        cv2.rectangle(
+            image, (int(x0), int(y0)), (int(x1), int(y1)), rng.integers(60, 255, 3).tolist(), -1
+        )
     for _ in range(8):
         c = (int(rng.integers(0, w)), int(rng.integers(0, h)))
         cv2.circle(image, c, int(rng.integers(3, 12)), rng.integers(0, 255, 3).tolist(), -1)
@@ -70,7 +72,9 @@ def texture_error(batch):
     kp1, valid, _, _ = warp_points(kp0, batch)
     v0 = batch["image0"][:, :, kp0[0, :, 1].long(), kp0[0, :, 0].long()]
     grid = kp1 / torch.tensor([w - 1.0, h - 1.0]) * 2 - 1
-    v1 = torch.nn.functional.grid_sample(batch["image1"], grid[:, None], align_corners=True)[:, :, 0]
+    v1 = torch.nn.functional.grid_sample(batch["image1"], grid[:, None], align_corners=True)[
+        :, :, 0
+    ]
     err = (v0 - v1).abs().mean(1)[valid].mean()
     base = (v0 - v1[..., torch.randperm(v1.shape[-1])]).abs().mean(1)[valid].mean()
     return float(err), float(base), float(valid.float().mean())

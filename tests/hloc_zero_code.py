@@ -20,8 +20,9 @@ from hloc.utils.base_model import dynamic_load  # noqa: E402
 Model = dynamic_load(hloc.extractors, "tasp")
 print("MODEL", Model.__module__, Model.__name__)
 print("CONFS", sorted(k for k in extract_features.confs if k.startswith("tasp")))
-out = extract_features.main(extract_features.confs["tasp_aachen"], Path(sys.argv[1]),
-                            Path(sys.argv[2]))
+out = extract_features.main(
+    extract_features.confs["tasp_aachen"], Path(sys.argv[1]), Path(sys.argv[2])
+)
 with h5py.File(out, "r") as fd:
     name = sorted(fd.keys())[0]
     n = fd[name]["keypoints"].shape[0]

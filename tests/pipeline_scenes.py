@@ -112,12 +112,26 @@ def make_texture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
             pts = rng.integers(-s, s, (3, 2)) + [x, y]
             cv2.fillPoly(img, [pts.astype(np.int32)], col, cv2.LINE_AA)
         elif kind == 3:
-            cv2.line(img, (x, y), (x + int(rng.integers(-30, 30)), y + int(rng.integers(-30, 30))),
-                     col, int(rng.integers(1, 4)), cv2.LINE_AA)
+            cv2.line(
+                img,
+                (x, y),
+                (x + int(rng.integers(-30, 30)), y + int(rng.integers(-30, 30))),
+                col,
+                int(rng.integers(1, 4)),
+                cv2.LINE_AA,
+            )
         else:
             txt = "".join(rng.choice(list(string.ascii_uppercase + string.digits), 2))
-            cv2.putText(img, txt, (x, y), fonts[int(rng.integers(0, 3))], s / 14, col,
-                        int(rng.integers(1, 3)), cv2.LINE_AA)
+            cv2.putText(
+                img,
+                txt,
+                (x, y),
+                fonts[int(rng.integers(0, 3))],
+                s / 14,
+                col,
+                int(rng.integers(1, 3)),
+                cv2.LINE_AA,
+            )
     return cv2.GaussianBlur(img, (3, 3), 0.6)
 
 
@@ -215,8 +229,9 @@ def imwrite(path: Path, rgb: np.ndarray):
     assert ok, path
 
 
-def random_camera(rng, room: Room, name, width, height, f, margin=1.2, pitch=0.15, roll=0.0,
-                  condition=""):
+def random_camera(
+    rng, room: Room, name, width, height, f, margin=1.2, pitch=0.15, roll=0.0, condition=""
+):
     c = room.lo + margin + rng.random(3) * (room.hi - room.lo - 2 * margin)
     c[2] = room.lo[2] + 1.2 + rng.random() * 0.6
     R = look_R(rng.uniform(-np.pi, np.pi), rng.uniform(-pitch, pitch), rng.uniform(-roll, roll))
@@ -228,8 +243,9 @@ def near_camera(rng, ref: Camera, name, width, height, f, dpos=0.35, dang=0.12, 
     from scipy.spatial.transform import Rotation
 
     dR = Rotation.from_rotvec(rng.uniform(-dang, dang, 3)).as_matrix()
-    return Camera(name, width, height, f, dR @ ref.R, ref.center + rng.uniform(-dpos, dpos, 3),
-                  condition)
+    return Camera(
+        name, width, height, f, dR @ ref.R, ref.center + rng.uniform(-dpos, dpos, 3), condition
+    )
 
 
 def write_poses_txt(path: Path, cams, with_condition=True):
@@ -253,19 +269,28 @@ def write_sift_model(out_dir: Path, room: Room, db: list, rng, n_points=3000, no
     X = room.sample_surface(rng, n_points)
     rec = pycolmap.Reconstruction()
     cam0 = db[0]
-    camera = pycolmap.Camera(model="SIMPLE_RADIAL", width=cam0.width, height=cam0.height,
-                             params=[cam0.f, cam0.cx, cam0.cy, 0.0], camera_id=1)
+    camera = pycolmap.Camera(
+        model="SIMPLE_RADIAL",
+        width=cam0.width,
+        height=cam0.height,
+        params=[cam0.f, cam0.cx, cam0.cy, 0.0],
+        camera_id=1,
+    )
     rec.add_camera_with_trivial_rig(camera)
     obs = {}  # point idx -> [(image_id, point2D_idx)]
     for image_id, c in enumerate(db, start=1):
         uv, z = c.project(X)
-        vis = (z > 0.1) & (uv[:, 0] > 1) & (uv[:, 1] > 1) & (uv[:, 0] < c.width - 1) & (
-            uv[:, 1] < c.height - 1)
+        vis = (
+            (z > 0.1)
+            & (uv[:, 0] > 1)
+            & (uv[:, 1] > 1)
+            & (uv[:, 0] < c.width - 1)
+            & (uv[:, 1] < c.height - 1)
+        )
         idx = np.flatnonzero(vis)
         pts = uv[idx] + rng.normal(0, noise_px, (len(idx), 2))
         image = pycolmap.Image(name=c.name, keypoints=pts, camera_id=1, image_id=image_id)
-        rec.add_image_with_trivial_frame(
-            image, pycolmap.Rigid3d(pycolmap.Rotation3d(c.R), c.t))
+        rec.add_image_with_trivial_frame(image, pycolmap.Rigid3d(pycolmap.Rotation3d(c.R), c.t))
         for k, i in enumerate(idx):
             obs.setdefault(i, []).append((image_id, k))
     for i, elems in obs.items():
@@ -278,8 +303,17 @@ def write_sift_model(out_dir: Path, room: Room, db: list, rng, n_points=3000, no
     return rec
 
 
-def make_aachen(root: Path, seed=0, n_db=16, n_day=4, n_night=2, size=(320, 240), f=260.0,
-                qsize=(320, 240), qf=240.0):
+def make_aachen(
+    root: Path,
+    seed=0,
+    n_db=16,
+    n_day=4,
+    n_night=2,
+    size=(320, 240),
+    f=260.0,
+    qsize=(320, 240),
+    qf=240.0,
+):
     """Aachen v1.1 layout under `root`; returns the query cameras (ground truth)."""
     rng = np.random.default_rng(seed)
     room = Room.random(rng, [0, 0, 0], [8, 6, 3.2])
@@ -288,8 +322,10 @@ def make_aachen(root: Path, seed=0, n_db=16, n_day=4, n_night=2, size=(320, 240)
     for i in range(n_db):
         # Database: cameras on a ring looking outwards, so that views overlap their neighbours.
         yaw = 2 * np.pi * i / n_db + rng.uniform(-0.1, 0.1)
-        c = np.array([4 + 1.2 * np.cos(yaw + 2), 3 + 0.8 * np.sin(yaw + 2), 1.5 + rng.uniform(-.2, .2)])
-        db.append(Camera(f"db/{1000 + i}.jpg", W, H, f, look_R(yaw, rng.uniform(-.1, .1)), c))
+        c = np.array(
+            [4 + 1.2 * np.cos(yaw + 2), 3 + 0.8 * np.sin(yaw + 2), 1.5 + rng.uniform(-0.2, 0.2)]
+        )
+        db.append(Camera(f"db/{1000 + i}.jpg", W, H, f, look_R(yaw, rng.uniform(-0.1, 0.1)), c))
     queries = []
     devices = ["nexus5x", "milestone"]
     for i in range(n_day + n_night):
@@ -306,8 +342,10 @@ def make_aachen(root: Path, seed=0, n_db=16, n_day=4, n_night=2, size=(320, 240)
         rgb = render(room, c)[0]
         imwrite(images / c.name, night(rgb, rng) if c.condition == "night" else rgb)
     # Sequences exist in the real layout; the pipeline must not trip over them.
-    imwrite(images / "sequences/gopro3_undistorted/00001.png",
-            render(room, random_camera(rng, room, "s", 160, 120, 130))[0])
+    imwrite(
+        images / "sequences/gopro3_undistorted/00001.png",
+        render(room, random_camera(rng, room, "s", 160, 120, 130))[0],
+    )
 
     write_sift_model(root / "3D-models/aachen_v_1_1", room, db, rng)
     qdir = root / "queries"
@@ -345,9 +383,18 @@ def write_alignment(path: Path, T: np.ndarray, floor: str, scan: str):
         fd.write(mat(T) + "\n")
 
 
-def make_inloc(root: Path, seed=1, scans_per_floor=2, yaws=6, size=(320, 240), f=180.0,
-               n_queries_per_floor=2, qsize=(640, 480), qf=INLOC_FOCAL / 4032 * 640,
-               query_focal_hloc=False):
+def make_inloc(
+    root: Path,
+    seed=1,
+    scans_per_floor=2,
+    yaws=6,
+    size=(320, 240),
+    f=180.0,
+    n_queries_per_floor=2,
+    qsize=(640, 480),
+    qf=INLOC_FOCAL / 4032 * 640,
+    query_focal_hloc=False,
+):
     """InLoc layout under `root`; returns query cameras (ground truth, condition = floor).
 
     With `query_focal_hloc`, queries are rendered with hloc's fixed focal (3136 px) at `qsize`,
@@ -364,11 +411,15 @@ def make_inloc(root: Path, seed=1, scans_per_floor=2, yaws=6, size=(320, 240), f
         cutouts = []
         for si in range(scans_per_floor):
             scan = f"{24 + 10 * si + fi:03d}"
-            centre = np.array([2.3 + 2.4 * si, 2.5 + rng.uniform(-.3, .3), 4.0 * fi + 1.6])
+            centre = np.array([2.3 + 2.4 * si, 2.5 + rng.uniform(-0.3, 0.3), 4.0 * fi + 1.6])
             # The scan's local frame: world = T @ local (a rotation about z plus translation).
-            T = _rt(rng.uniform(-np.pi, np.pi), centre + rng.uniform(-.5, .5, 3))
-            write_alignment(root / f"database/alignments/{floor}/transformations/DUC_trans_{scan}.txt",
-                            T, floor, scan)
+            T = _rt(rng.uniform(-np.pi, np.pi), centre + rng.uniform(-0.5, 0.5, 3))
+            write_alignment(
+                root / f"database/alignments/{floor}/transformations/DUC_trans_{scan}.txt",
+                T,
+                floor,
+                scan,
+            )
             for yi in range(yaws):
                 yaw = 2 * np.pi * yi / yaws
                 name = f"database/cutouts/{floor}/{scan}/DUC_cutout_{scan}_{int(np.rad2deg(yaw))}_0.jpg"
@@ -386,8 +437,9 @@ def make_inloc(root: Path, seed=1, scans_per_floor=2, yaws=6, size=(320, 240), f
             qW, qH = qsize
             focal = INLOC_FOCAL if query_focal_hloc else qf
             name = f"query/iphone7/IMG_{len(queries) + 1:04d}.JPG"
-            queries.append(near_camera(rng, ref, name, qW, qH, focal, dpos=0.3, dang=0.1,
-                                       condition=floor))
+            queries.append(
+                near_camera(rng, ref, name, qW, qH, focal, dpos=0.3, dang=0.1, condition=floor)
+            )
             imwrite(root / name, render(room, queries[-1])[0])
     return queries
 

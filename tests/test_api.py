@@ -15,12 +15,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def readme_api_snippet() -> str:
     text = (ROOT / "README.md").read_text()
-    section = text[text.index("## Python API"):]
+    section = text[text.index("## Python API") :]
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
 def test_top_level_names_are_the_real_objects():
-    from tasp_hloc import (PRESETS, extract_features, get_preset, match_features, register)
+    from tasp_hloc import PRESETS, extract_features, get_preset, match_features, register
     from tasp_hloc import confs, extract, hloc_plugin, match, tasp
 
     assert TaSP is tasp.TaSP and extract_features is extract.extract
@@ -30,12 +30,15 @@ def test_top_level_names_are_the_real_objects():
 
 
 def test_import_tasp_hloc_is_light():
-    code = ("import sys, tasp_hloc\n"
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'hloc', 'cv2')))\n"
-            "tasp_hloc.TaSP\n"
-            "print('torch' in sys.modules)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=ROOT, timeout=300)
+    code = (
+        "import sys, tasp_hloc\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'hloc', 'cv2')))\n"
+        "tasp_hloc.TaSP\n"
+        "print('torch' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300
+    )
     assert out.stdout.split("\n")[:2] == ["[]", "True"], out
 
 

@@ -3,6 +3,7 @@
 No peer package and no /work/shared data are needed: peer tests skip with a reason, and the
 end-to-end test fabricates its own small data tree.
 """
+
 import importlib.util
 import json
 
@@ -13,12 +14,18 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks import compare, datasets
-from benchmarks.features import (MethodUnavailable, deform_conv2d, load_method,
-                                 resize_max_side)
-from benchmarks.metrics import (estimate_relative_pose, homography_match_errors,
-                                mean_matching_accuracy, mutual_nn_match, pose_auc,
-                                relative_pose_error, scale_homography, scale_intrinsics,
-                                symmetric_epipolar_distance)
+from benchmarks.features import MethodUnavailable, deform_conv2d, load_method, resize_max_side
+from benchmarks.metrics import (
+    estimate_relative_pose,
+    homography_match_errors,
+    mean_matching_accuracy,
+    mutual_nn_match,
+    pose_auc,
+    relative_pose_error,
+    scale_homography,
+    scale_intrinsics,
+    symmetric_epipolar_distance,
+)
 from tasp_hloc.match_metrics import apply_homography as warp_points
 
 
@@ -54,8 +61,9 @@ def test_scale_homography_and_intrinsics_use_pixel_centres():
     # Halving an image: pixel centre 0 and 1 of the original land at 0.25 - 0.5 = -0.25 and 0.25.
     H = np.eye(3)
     Hs = scale_homography(H, (0.5, 0.5), (1.0, 1.0))  # resized image 0 -> original image 1
-    np.testing.assert_allclose(warp_points(Hs, np.array([[-0.25, -0.25], [0.25, 0.25]])),
-                               [[0, 0], [1, 1]], atol=1e-12)
+    np.testing.assert_allclose(
+        warp_points(Hs, np.array([[-0.25, -0.25], [0.25, 0.25]])), [[0, 0], [1, 1]], atol=1e-12
+    )
     K = np.array([[500.0, 0, 319.5], [0, 500, 239.5], [0, 0, 1]])
     X = np.array([0.3, -0.2, 2.0])
     u = (K @ X)[:2] / X[2]
@@ -127,7 +135,7 @@ def _shift_x(x, d):
 def test_deform_conv2d_matches_conv2d_for_zero_and_integer_offsets():
     torch.manual_seed(0)
     x = torch.randn(2, 4, 9, 11)
-    w = torch.randn(6, 2, 3, 3)   # groups = 2
+    w = torch.randn(6, 2, 3, 3)  # groups = 2
     b = torch.randn(6)
     zero = torch.zeros(2, 2 * 9, 5, 6)  # stride 2 -> 5 x 6
     ref = F.conv2d(x, w, b, stride=2, padding=1, groups=2)
@@ -144,8 +152,10 @@ def test_deform_conv2d_matches_conv2d_for_zero_and_integer_offsets():
     off_y[:, 0::2] = -1.0
     down = torch.zeros_like(x)
     down[..., 1:, :] = x[..., :-1, :]
-    torch.testing.assert_close(deform_conv2d(x, off_y, w, None, padding=1)[..., :-1, :],
-                               F.conv2d(down, w, None, padding=1, groups=2)[..., :-1, :])
+    torch.testing.assert_close(
+        deform_conv2d(x, off_y, w, None, padding=1)[..., :-1, :],
+        F.conv2d(down, w, None, padding=1, groups=2)[..., :-1, :],
+    )
     # dx = 0.5 is the mean of the two integer shifts (bilinear); a 0.5 mask halves the output.
     off[:, 1::2] = 0.5
     half = 0.5 * (F.conv2d(x, w, None, padding=1, groups=2) + got)
@@ -154,8 +164,10 @@ def test_deform_conv2d_matches_conv2d_for_zero_and_integer_offsets():
     torch.testing.assert_close(deform_conv2d(x, off, w, None, padding=1, mask=mask), 0.5 * half)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("torchvision") is None,
-                    reason="torchvision not installed (the shim exists because of that)")
+@pytest.mark.skipif(
+    importlib.util.find_spec("torchvision") is None,
+    reason="torchvision not installed (the shim exists because of that)",
+)
 def test_deform_conv2d_agrees_with_torchvision():
     try:
         from torchvision.ops import deform_conv2d as tv_deform
@@ -164,20 +176,28 @@ def test_deform_conv2d_agrees_with_torchvision():
     torch.manual_seed(0)
     x, w = torch.randn(1, 4, 8, 10), torch.randn(5, 4, 3, 3)
     off, mask = 2 * torch.randn(1, 2 * 2 * 9, 8, 10), torch.rand(1, 2 * 9, 8, 10)
-    torch.testing.assert_close(deform_conv2d(x, off, w, padding=1, mask=mask),
-                               tv_deform(x, off, w, padding=1, mask=mask), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(
+        deform_conv2d(x, off, w, padding=1, mask=mask),
+        tv_deform(x, off, w, padding=1, mask=mask),
+        atol=1e-4,
+        rtol=1e-4,
+    )
 
 
 # ----------------------------------------------------------------------------- features / data
 def _texture(h=240, w=320, seed=0):
     """A random blob texture, RGB uint8, with plenty of corners and blobs."""
     rng = np.random.default_rng(seed)
-    img = cv2.resize(rng.uniform(0, 255, (h // 8, w // 8, 3)).astype(np.uint8), (w, h),
-                     interpolation=cv2.INTER_CUBIC)
+    img = cv2.resize(
+        rng.uniform(0, 255, (h // 8, w // 8, 3)).astype(np.uint8),
+        (w, h),
+        interpolation=cv2.INTER_CUBIC,
+    )
     for _ in range(40):
         c = tuple(int(v) for v in rng.integers(0, 255, 3))
-        cv2.circle(img, (int(rng.integers(0, w)), int(rng.integers(0, h))),
-                   int(rng.integers(3, 15)), c, -1)
+        cv2.circle(
+            img, (int(rng.integers(0, w)), int(rng.integers(0, h))), int(rng.integers(3, 15)), c, -1
+        )
     return img
 
 
@@ -233,8 +253,15 @@ def _fabricate_data(root):
     K0, K1, T, _, _ = _two_view_scene()
     for name in ("a.png", "b.png"):
         cv2.imwrite(str(pose_dir / "images" / name), _texture(seed=7)[:, :, ::-1])
-    line = ["a.png", "b.png", "0", "0", *map(str, K0.ravel()), *map(str, K1.ravel()),
-            *map(str, T.ravel())]
+    line = [
+        "a.png",
+        "b.png",
+        "0",
+        "0",
+        *map(str, K0.ravel()),
+        *map(str, K1.ravel()),
+        *map(str, T.ravel()),
+    ]
     (pose_dir / "x_with_gt.txt").write_text(" ".join(line) + "\n")
     return K0, T
 
@@ -257,12 +284,20 @@ def test_rgbd_sequence_pairs_use_camera_to_world_poses(tmp_path):
         T[:3, 3] = rng.normal(size=3)
         poses.append(T)
         cv2.imwrite(str(tmp_path / "image" / f"{i:05d}.jpg"), _texture(seed=i)[:, :, ::-1])
-    log = "".join(f"{i} {i} {i + 1}\n" + "\n".join(" ".join(f"{v:.10f}" for v in row)
-                                                  for row in T) + "\n"
-                  for i, T in enumerate(poses))
+    log = "".join(
+        f"{i} {i} {i + 1}\n" + "\n".join(" ".join(f"{v:.10f}" for v in row) for row in T) + "\n"
+        for i, T in enumerate(poses)
+    )
     (tmp_path / "trajectory.log").write_text(log)
-    (tmp_path / "camera_x.json").write_text(json.dumps(
-        {"width": 320, "height": 240, "intrinsic_matrix": [300, 0, 0, 0, 310, 0, 159.5, 119.5, 1]}))
+    (tmp_path / "camera_x.json").write_text(
+        json.dumps(
+            {
+                "width": 320,
+                "height": 240,
+                "intrinsic_matrix": [300, 0, 0, 0, 310, 0, 159.5, 119.5, 1],
+            }
+        )
+    )
     pairs = datasets.load_rgbd_sequence_pairs(tmp_path, 320, n_pairs=3, gaps=(2, 4))
     assert [p.name for p in pairs] == ["00000-00002", "00004-00008", "00007-00009"]
     np.testing.assert_allclose(pairs[1].K0, [[300, 0, 159.5], [0, 310, 119.5], [0, 0, 1]])
@@ -307,10 +342,27 @@ def test_compare_end_to_end_without_peers(tmp_path, capsys):
     _fabricate_data(tmp_path)
     _fabricate_multiview_scene(tmp_path / "eval" / "multiview" / "scene")
     out = tmp_path / "report.json"
-    compare.main(["--data", str(tmp_path), "--methods", "sift", "orb", "--max-side", "320",
-                  "--homography-source", "photos/held_out", "--homography-images", "2",
-                  "--pose-sets", "eval/multiview,eval/pairs", "--out", str(out),
-                  "--device", "cpu"])
+    compare.main(
+        [
+            "--data",
+            str(tmp_path),
+            "--methods",
+            "sift",
+            "orb",
+            "--max-side",
+            "320",
+            "--homography-source",
+            "photos/held_out",
+            "--homography-images",
+            "2",
+            "--pose-sets",
+            "eval/multiview,eval/pairs",
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+        ]
+    )
     text = capsys.readouterr().out
     assert "multiview AUC@5 %" in text  # the first pose set is the summary's
     assert "RootSIFT (OpenCV)" in text and "ORB (OpenCV)" in text and "MMA@3px" in text
@@ -326,28 +378,59 @@ def test_compare_end_to_end_without_peers(tmp_path, capsys):
 
 def test_compare_reports_missing_data_clearly(tmp_path):
     with pytest.raises(SystemExit, match="No evaluation data"):
-        compare.main(["--data", str(tmp_path / "nowhere"), "--methods", "sift",
-                      "--out", str(tmp_path / "r.json")])
+        compare.main(
+            [
+                "--data",
+                str(tmp_path / "nowhere"),
+                "--methods",
+                "sift",
+                "--out",
+                str(tmp_path / "r.json"),
+            ]
+        )
 
 
 def test_extract_speed_runs_on_synthetic_images(tmp_path, capsys):
     from benchmarks import extract_speed
+
     out = tmp_path / "speed.json"
-    extract_speed.main(["--synthetic", "--n-images", "2", "--sizes", "256", "320",
-                        "--methods", "sift", "orb", "--device", "cpu", "--out", str(out)])
+    extract_speed.main(
+        [
+            "--synthetic",
+            "--n-images",
+            "2",
+            "--sizes",
+            "256",
+            "320",
+            "--methods",
+            "sift",
+            "orb",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+        ]
+    )
     text = capsys.readouterr().out
     assert "img/s" in text and "| sift | 320 | 320x240 |" in text
     records = json.loads(out.read_text())["records"]
     assert [(r["method"], r["max_side"]) for r in records] == [
-        ("sift", 256), ("orb", 256), ("sift", 320), ("orb", 320)]
+        ("sift", 256),
+        ("orb", 256),
+        ("sift", 320),
+        ("orb", 320),
+    ]
 
 
 def test_ablation_table_reads_results_as_stored():
     from benchmarks.ablations import ARMS, table
 
     mma = {"1": 0.2, "3": 0.5, "5": 0.7, "10": 0.75}
-    hom = {"all": {"mma": mma, "matches": 1000.0}, "illumination": {"mma": mma},
-           "viewpoint": {"mma": {**mma, "3": 0.25}}}
+    hom = {
+        "all": {"mma": mma, "matches": 1000.0},
+        "illumination": {"mma": mma},
+        "viewpoint": {"mma": {**mma, "3": 0.25}},
+    }
     text = table({"reference": {"bench": {"homography": hom}, "train_wall_s": 600.0}})
     row = text.splitlines()[-1]
     assert row.startswith("| reference | " + ARMS["reference"][2])
@@ -356,9 +439,17 @@ def test_ablation_table_reads_results_as_stored():
 
 def test_learning_curve_exports_checkpoints_and_reads_reports(tmp_path):
     from benchmarks import learning_curve
+
     model = {"w": torch.arange(3.0)}
-    torch.save({"model": model, "step": 400, "config": {"name": "run_a"},
-                "rng": {"numpy": np.random.get_state()}}, tmp_path / "ckpt.pth")
+    torch.save(
+        {
+            "model": model,
+            "step": 400,
+            "config": {"name": "run_a"},
+            "rng": {"numpy": np.random.get_state()},
+        },
+        tmp_path / "ckpt.pth",
+    )
     out, step, run = learning_curve.export_checkpoint(tmp_path / "ckpt.pth", tmp_path / "lc")
     assert (step, run, out.name) == (400, "run_a", "run_a_step400.pth")
     assert torch.equal(torch.load(out, weights_only=True)["w"], model["w"])
@@ -366,11 +457,33 @@ def test_learning_curve_exports_checkpoints_and_reads_reports(tmp_path):
     with pytest.raises(ValueError, match="not a training checkpoint"):
         learning_curve.export_checkpoint(tmp_path / "plain.pth", tmp_path / "lc")
     mma = {"1": 0.25, "3": 0.5, "5": 0.625, "10": 0.75}
-    report = {"pose_sets": ["strecha_dev", "scannet_pairs"], "methods": {"tasp": {
-        "homography": {"all": {"mma": mma}, "illumination": {"mma": {"3": 0.6}},
-                       "viewpoint": {"mma": {"3": 0.4}}},
-        "pose": {"scannet_pairs": {"auc": {"5": 0, "10": 0, "20": 0}, "matches": 1},
-                 "strecha_dev": {"auc": {"5": 0.1, "10": 0.2, "20": 0.3}, "matches": 812}}}}}
+    report = {
+        "pose_sets": ["strecha_dev", "scannet_pairs"],
+        "methods": {
+            "tasp": {
+                "homography": {
+                    "all": {"mma": mma},
+                    "illumination": {"mma": {"3": 0.6}},
+                    "viewpoint": {"mma": {"3": 0.4}},
+                },
+                "pose": {
+                    "scannet_pairs": {"auc": {"5": 0, "10": 0, "20": 0}, "matches": 1},
+                    "strecha_dev": {"auc": {"5": 0.1, "10": 0.2, "20": 0.3}, "matches": 812},
+                },
+            }
+        },
+    }
     assert learning_curve.row("run_a", "400", report) == [
-        "run_a", "400", "25.0", "50.0", "62.5", "75.0", "60.0", "40.0", "10.0", "20.0", "30.0",
-        "812"]
+        "run_a",
+        "400",
+        "25.0",
+        "50.0",
+        "62.5",
+        "75.0",
+        "60.0",
+        "40.0",
+        "10.0",
+        "20.0",
+        "30.0",
+        "812",
+    ]

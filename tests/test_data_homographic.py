@@ -23,15 +23,18 @@ def photo_dir(tmp_path):
     d = tmp_path / "photos"
     (d / "sub").mkdir(parents=True)
     cv2.imwrite(str(d / "a.png"), textured_photo(seed=1))
-    cv2.imwrite(str(d / "sub" / "b.jpg"), textured_photo(260, 300, seed=2), [cv2.IMWRITE_JPEG_QUALITY, 98])
+    cv2.imwrite(
+        str(d / "sub" / "b.jpg"), textured_photo(260, 300, seed=2), [cv2.IMWRITE_JPEG_QUALITY, 98]
+    )
     cv2.imwrite(str(d / "gray.png"), textured_photo(seed=3)[..., 0])  # grayscale source
     (d / "notes.txt").write_text("not an image")
     return d
 
 
 def test_sample_format_and_seed(photo_dir):
-    ds = HomographicDataset({"image_dirs": [str(photo_dir)], "size": [64, 96], "seed": 3,
-                             "short_side": [70, 120]})
+    ds = HomographicDataset(
+        {"image_dirs": [str(photo_dir)], "size": [64, 96], "seed": 3, "short_side": [70, 120]}
+    )
     assert len(ds) == 3
     for i in range(len(ds)):
         s = ds[i]
@@ -63,21 +66,29 @@ def test_homography_maps_a_rendered_dot(tmp_path):
     for k, (cx, cy) in enumerate(centres):
         img = 255 * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * 2.0**2))
         cv2.imwrite(str(tmp_path / f"dot{k}.png"), img.astype(np.uint8))
-    ds = HomographicDataset({"image_dirs": [str(tmp_path)], "size": [h, w], "seed": 0,
-                             "short_side": [h, h], "photometric": NO_PHOTO,
-                             "homography": {"scale": [0.5, 0.6], "translation": 0.05,
-                                            "min_overlap": 0.2}})
+    ds = HomographicDataset(
+        {
+            "image_dirs": [str(tmp_path)],
+            "size": [h, w],
+            "seed": 0,
+            "short_side": [h, h],
+            "photometric": NO_PHOTO,
+            "homography": {"scale": [0.5, 0.6], "translation": 0.05, "min_overlap": 0.2},
+        }
+    )
     found = 0
     for i in range(len(ds)):
         s = ds[i]
         g0, g1 = s["image0"][0].numpy(), s["image1"][0].numpy()
         if g0.max() < 0.5 or g1.max() < 0.5:
             continue
+
         def centroid(g):
             m = g > 0.05 * g.max()
             ys, xs = np.nonzero(m)
             wts = g[m]
             return np.array([(xs * wts).sum(), (ys * wts).sum()]) / wts.sum()
+
         p0 = centroid(g0)
         q = s["H_1from0"].double().numpy() @ np.array([p0[0], p0[1], 1.0])
         p1 = centroid(g1)
@@ -88,8 +99,9 @@ def test_homography_maps_a_rendered_dot(tmp_path):
 
 
 def test_correspondences_same_texture(photo_dir):
-    ds = HomographicDataset({"image_dirs": [str(photo_dir)], "size": [96, 96], "seed": 0,
-                             "photometric": NO_PHOTO})
+    ds = HomographicDataset(
+        {"image_dirs": [str(photo_dir)], "size": [96, 96], "seed": 0, "photometric": NO_PHOTO}
+    )
     b = collate([ds[i] for i in range(3)])
     ys, xs = torch.meshgrid(torch.arange(4, 92, 3.0), torch.arange(4, 92, 3.0), indexing="ij")
     kp0 = torch.stack([xs.flatten(), ys.flatten()], -1)[None].expand(3, -1, -1)
@@ -98,8 +110,12 @@ def test_correspondences_same_texture(photo_dir):
     grid = kp1 / 95 * 2 - 1
     v1 = torch.nn.functional.grid_sample(b["image1"], grid[:, None], align_corners=True)[:, :, 0]
     v0 = b["image0"][:, :, kp0[0, :, 1].long(), kp0[0, :, 0].long()]
-    inside1 = torch.nn.functional.grid_sample(b["valid1"][:, None].float(), grid[:, None],
-                                              align_corners=True)[:, 0, 0] > 0.999
+    inside1 = (
+        torch.nn.functional.grid_sample(
+            b["valid1"][:, None].float(), grid[:, None], align_corners=True
+        )[:, 0, 0]
+        > 0.999
+    )
     m = valid & inside1
     err = (v0 - v1).abs().mean(1)[m].mean()
     shuffled = (v0 - v1[..., torch.randperm(v1.shape[-1])]).abs().mean(1)[m].mean()
@@ -111,6 +127,7 @@ def test_sample_homography_keeps_overlap():
     rng = np.random.default_rng(0)
     conf = dict(HomographicDataset.default_conf["homography"], max_angle=45, perspective=0.2)
     from tasp_hloc.data.homographic import overlap_fraction
+
     for _ in range(20):
         H = sample_homography((64, 64), conf, rng)
         assert overlap_fraction(H, (64, 64)) >= conf["min_overlap"]
@@ -118,8 +135,14 @@ def test_sample_homography_keeps_overlap():
 
 def test_photometric_night_darkens():
     img = np.full((32, 32, 3), 0.6, np.float32)
-    conf = {"p_night": 1.0, "noise_std": [0, 0], "night_noise_std": [0, 0], "p_blur": 0,
-            "p_motion_blur": 0, "p_grayscale": 0}
+    conf = {
+        "p_night": 1.0,
+        "noise_std": [0, 0],
+        "night_noise_std": [0, 0],
+        "p_blur": 0,
+        "p_motion_blur": 0,
+        "p_grayscale": 0,
+    }
     out = PhotometricAugmentation(conf)(img, np.random.default_rng(0))
     assert out.dtype == np.float32 and out.shape == img.shape and out.mean() < 0.35
     same = PhotometricAugmentation(conf)(img, np.random.default_rng(0))

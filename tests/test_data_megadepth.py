@@ -14,9 +14,14 @@ K_OURS = np.array([[100.0, 0, 63.5], [0, 100.0, 47.5], [0, 0, 1]])  # pixel cent
 
 
 def texture(X, Y):
-    return np.stack([0.5 + 0.25 * np.sin(9 * X + 2 * Y) + 0.2 * np.cos(13 * Y - 4 * X),
-                     0.5 + 0.3 * np.sin(7 * Y + 11 * X * Y),
-                     0.5 + 0.3 * np.cos(10 * X) * np.sin(6 * Y)], -1)
+    return np.stack(
+        [
+            0.5 + 0.25 * np.sin(9 * X + 2 * Y) + 0.2 * np.cos(13 * Y - 4 * X),
+            0.5 + 0.3 * np.sin(7 * Y + 11 * X * Y),
+            0.5 + 0.3 * np.cos(10 * X) * np.sin(6 * Y),
+        ],
+        -1,
+    )
 
 
 def render(K, T_cam_from_world, h, w):
@@ -78,10 +83,18 @@ def write_megadepth(root, scene="0001", n=4):
                 scale[i, j] = 1.1
     overlap[0, 3] = overlap[3, 0] = 0.3  # below min_overlap
     scale[1, 2], scale[2, 1] = 3.0, 1 / 3.0  # beyond max_scale_ratio 2
-    np.savez(root / "scene_info" / f"{scene}.0.npz", image_paths=image_paths,
-             depth_paths=depth_paths, intrinsics=intrinsics, poses=poses, overlap_matrix=overlap,
-             scale_ratio_matrix=scale, angles=np.zeros((m, m)), n_points3D=np.full(m, 10),
-             points3D_id_to_2D=np.array([{} for _ in range(m)], dtype=object))
+    np.savez(
+        root / "scene_info" / f"{scene}.0.npz",
+        image_paths=image_paths,
+        depth_paths=depth_paths,
+        intrinsics=intrinsics,
+        poses=poses,
+        overlap_matrix=overlap,
+        scale_ratio_matrix=scale,
+        angles=np.zeros((m, m)),
+        n_points3D=np.full(m, 10),
+        points3D_id_to_2D=np.array([{} for _ in range(m)], dtype=object),
+    )
     return root
 
 
@@ -96,7 +109,12 @@ def mega(tmp_path):
 def test_pairs_filter_and_epochs(mega):
     ds = MegaDepthDataset({"root": str(mega), "max_scale_ratio": 2.0, "size": [64, 64]})
     pairs = {tuple(p) for p in ds.scenes[0]["pairs"].tolist()}
-    expected = {(i, j) for i in range(4) for j in range(4) if i != j} - {(0, 3), (3, 0), (1, 2), (2, 1)}
+    expected = {(i, j) for i in range(4) for j in range(4) if i != j} - {
+        (0, 3),
+        (3, 0),
+        (1, 2),
+        (2, 1),
+    }
     assert pairs == expected and len(ds) == len(expected)
     ds = MegaDepthDataset({"root": str(mega), "pairs_per_scene": 3, "seed": 1, "size": [64, 64]})
     assert len(ds) == 3
@@ -107,7 +125,9 @@ def test_pairs_filter_and_epochs(mega):
         draws.add(tuple(ds.items))
     ds.set_epoch(0)
     assert ds.items == e0 and len(draws) > 1  # re-drawn per epoch, reproducible
-    val = MegaDepthDataset({"root": str(mega), "split": "val", "pairs_per_scene": 3, "size": [64, 64]})
+    val = MegaDepthDataset(
+        {"root": str(mega), "split": "val", "pairs_per_scene": 3, "size": [64, 64]}
+    )
     v0 = list(val.items)
     val.set_epoch(4)
     assert val.items == v0  # validation pairs are fixed
@@ -116,9 +136,14 @@ def test_pairs_filter_and_epochs(mega):
 def test_sample_format_and_correspondences(mega):
     ds = get_dataset("megadepth")({"root": str(mega), "size": [64, 64], "seed": 0})
     s = ds[0]
-    for key, shape, dtype in (("image0", (3, 64, 64), torch.float32), ("depth1", (64, 64), torch.float32),
-                              ("K0", (3, 3), torch.float32), ("T_1from0", (4, 4), torch.float32),
-                              ("H_1from0", (3, 3), torch.float32), ("valid0", (64, 64), torch.bool)):
+    for key, shape, dtype in (
+        ("image0", (3, 64, 64), torch.float32),
+        ("depth1", (64, 64), torch.float32),
+        ("K0", (3, 3), torch.float32),
+        ("T_1from0", (4, 4), torch.float32),
+        ("H_1from0", (3, 3), torch.float32),
+        ("valid0", (64, 64), torch.bool),
+    ):
         assert s[key].shape == shape and s[key].dtype == dtype, key
     assert not bool(s["is_homography"]) and s["name"].startswith("0001/")
     assert torch.equal(s["image0"], ds[0]["image0"])  # seeded
@@ -130,7 +155,9 @@ def test_sample_format_and_correspondences(mega):
     for k in range(len(ds)):
         for key in ("K0", "K1"):
             K = ds[k][key].double()
-            assert torch.allclose(K[[0, 1], [0, 1]], torch.tensor([100.0, 100.0], dtype=torch.double))
+            assert torch.allclose(
+                K[[0, 1], [0, 1]], torch.tensor([100.0, 100.0], dtype=torch.double)
+            )
             off = torch.tensor([63.5, 47.5], dtype=torch.double) - K[:2, 2]
             assert torch.allclose(off, off.round(), atol=1e-4) and (off >= 0).all()
 

@@ -19,9 +19,16 @@ def make_photos(folder, n, value):
 def sources(tmp_path):
     make_photos(tmp_path / "a", 2, 10)
     make_photos(tmp_path / "b", 3, 240)
-    common = {"name": "homographic", "size": [32, 32], "short_side": [40, 60],
-              "photometric": {"enable": False}}
-    return [dict(common, image_dirs=[str(tmp_path / "a")]), dict(common, image_dirs=[str(tmp_path / "b")])]
+    common = {
+        "name": "homographic",
+        "size": [32, 32],
+        "short_side": [40, 60],
+        "photometric": {"enable": False},
+    }
+    return [
+        dict(common, image_dirs=[str(tmp_path / "a")]),
+        dict(common, image_dirs=[str(tmp_path / "b")]),
+    ]
 
 
 def source_of(sample):
@@ -29,10 +36,18 @@ def source_of(sample):
 
 
 def test_mix_weights_seed_and_length(sources):
-    mix = build_dataset({"name": "mix", "seed": 0, "length": 40,
-                         "sources": [dict(sources[0], weight=1.0), dict(sources[1], weight=0.0)]})
+    mix = build_dataset(
+        {
+            "name": "mix",
+            "seed": 0,
+            "length": 40,
+            "sources": [dict(sources[0], weight=1.0), dict(sources[1], weight=0.0)],
+        }
+    )
     assert len(mix) == 40 and {source_of(mix[i]) for i in range(10)} == {"a"}
-    mix = get_dataset("mix")({"seed": 0, "sources": [dict(sources[0], weight=1.0), dict(sources[1], weight=3.0)]})
+    mix = get_dataset("mix")(
+        {"seed": 0, "sources": [dict(sources[0], weight=1.0), dict(sources[1], weight=3.0)]}
+    )
     assert len(mix) == 5  # default: sum of the sources' lengths
     mix.conf["length"] = 60
     names = [source_of(mix[i]) for i in range(60)]

@@ -61,8 +61,9 @@ def write_icl(root, n=5):
         lines.append(f"{i} {i} {i + 1}")
         lines += [" ".join(f"{v:.9f}" for v in row) for row in T]
     (root / "trajectory.log").write_text("\n".join(lines) + "\n")
-    (root / "camera_primesense.json").write_text(json.dumps(
-        {"width": W, "height": H, "intrinsic_matrix": K_TRUE.T.flatten().tolist()}))
+    (root / "camera_primesense.json").write_text(
+        json.dumps({"width": W, "height": H, "intrinsic_matrix": K_TRUE.T.flatten().tolist()})
+    )
     return root
 
 
@@ -72,8 +73,13 @@ def icl(tmp_path):
 
 
 def test_icl_format_crop_and_correspondences(icl, tmp_path):
-    conf = {"roots": [str(icl)], "size": [64, 64], "seed": 0, "min_overlap": 0.2,
-            "cache_dir": str(tmp_path / "cache")}
+    conf = {
+        "roots": [str(icl)],
+        "size": [64, 64],
+        "seed": 0,
+        "min_overlap": 0.2,
+        "cache_dir": str(tmp_path / "cache"),
+    }
     ds = RGBDDataset(conf)
     assert len(ds.frames) == 5 and len(ds) > 0
     assert np.all((ds.pair_overlap >= 0.2) & (ds.pair_overlap <= 0.95))
@@ -113,8 +119,9 @@ def test_icl_format_crop_and_correspondences(icl, tmp_path):
 
 
 def test_icl_resize_and_seed(icl):
-    ds = RGBDDataset({"roots": str(icl), "size": [48, 48], "resize_max": 80, "seed": 5,
-                      "min_overlap": 0.2})
+    ds = RGBDDataset(
+        {"roots": str(icl), "size": [48, 48], "resize_max": 80, "seed": 5, "min_overlap": 0.2}
+    )
     a, b = ds[1], ds[1]
     for key in ("image0", "image1", "K0", "K1", "T_1from0", "depth1"):
         assert torch.equal(a[key], b[key])
@@ -125,8 +132,16 @@ def test_icl_resize_and_seed(icl):
     assert abs(float(cx) - round(float(cx))) < 1e-4
     err, base, frac = texture_error(collate([ds[k] for k in range(min(4, len(ds)))]))
     assert frac > 0.3 and err < 0.025 and base > 10 * err
-    ds2 = RGBDDataset({"roots": str(icl), "size": [48, 48], "resize_max": 80, "seed": 5,
-                       "min_overlap": 0.2, "pairs_per_epoch": 2})
+    ds2 = RGBDDataset(
+        {
+            "roots": str(icl),
+            "size": [48, 48],
+            "resize_max": 80,
+            "seed": 5,
+            "min_overlap": 0.2,
+            "pairs_per_epoch": 2,
+        }
+    )
     assert len(ds2) == 2
     p0 = ds2.pairs.copy()
     ds2.set_epoch(0)
@@ -157,12 +172,22 @@ def write_seven_scenes(root, n_seq=2, n=3):
 
 def test_seven_scenes(tmp_path):
     root = write_seven_scenes(tmp_path / "stairs")
-    ds = build_dataset({"name": "rgbd", "roots": [str(root)], "size": [64, 64], "seed": 0,
-                        "min_overlap": 0.2, "sequences": "TrainSplit.txt",
-                        "seven_scenes": {"K_rgb": [100, 100, 64, 48], "K_depth": [117, 117, 64, 48]}})
+    ds = build_dataset(
+        {
+            "name": "rgbd",
+            "roots": [str(root)],
+            "size": [64, 64],
+            "seed": 0,
+            "min_overlap": 0.2,
+            "sequences": "TrainSplit.txt",
+            "seven_scenes": {"K_rgb": [100, 100, 64, 48], "K_depth": [117, 117, 64, 48]},
+        }
+    )
     assert len(ds.frames) == 6
-    assert any(ds.frames[i]["name"].split("/")[1] != ds.frames[j]["name"].split("/")[1]
-               for i, j in ds.all_pairs)  # pairs across sequences (shared world frame)
+    assert any(
+        ds.frames[i]["name"].split("/")[1] != ds.frames[j]["name"].split("/")[1]
+        for i, j in ds.all_pairs
+    )  # pairs across sequences (shared world frame)
     err, base, frac = texture_error(collate([ds[k] for k in range(4)]))
     assert frac > 0.3 and err < 0.015 and base > 10 * err
 

@@ -103,7 +103,11 @@ def test_pose_reprojects_onto_same_colour(samples):
         c1 = F.grid_sample(s["image1"][None], grid, align_corners=True)[0, :, 0].T
         c0 = s["image0"][:, y[ok], x[ok]].T
         errs.append((c1 - c0).abs().mean(1))
-        base.append((c1 - c0[torch.randperm(len(c0), generator=torch.Generator().manual_seed(0))]).abs().mean(1))
+        base.append(
+            (c1 - c0[torch.randperm(len(c0), generator=torch.Generator().manual_seed(0))])
+            .abs()
+            .mean(1)
+        )
     err, rnd = torch.cat(errs).mean(), torch.cat(base).mean()
     print(f"photometric error {err:.4f} vs random {rnd:.4f}")
     assert len(torch.cat(errs)) > 500

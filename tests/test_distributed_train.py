@@ -33,8 +33,10 @@ pytestmark = [
         importlib.util.find_spec("kornia") is None or importlib.util.find_spec("omegaconf") is None,
         reason="training needs the [train] extras",
     ),
-    pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
-                       reason="needs torch.distributed with gloo"),
+    pytest.mark.skipif(
+        not (dist.is_available() and dist.is_gloo_available()),
+        reason="needs torch.distributed with gloo",
+    ),
 ]
 
 STEPS = 4
@@ -44,6 +46,7 @@ EXACT = ["step", "epoch", "lr", "n_valid"]
 
 
 # --- the trainer under torchrun -------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
@@ -66,8 +69,17 @@ train: {{batch_size: 2, steps: {STEPS}, freeze_blocks: 3, num_workers: 0, log_ev
 
 
 def torchrun(cfg, args, nproc=2):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           f"--nproc_per_node={nproc}", "-m", "tasp_hloc.train", str(cfg), *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        "tasp_hloc.train",
+        str(cfg),
+        *args,
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("WORLD_SIZE", None)
     run = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
@@ -107,7 +119,11 @@ def test_two_processes_take_the_steps_of_one(tiny):
             assert rel(a, b, key) < tol, (i + 1, key, a[key], b[key])
 
     ckpt_one, ckpt_two = checkpoint(tmp / "one"), checkpoint(two)
-    assert ckpt_two["step"] == STEPS and ckpt_two["world_size"] == 2 and len(ckpt_two["rng_ranks"]) == 2
+    assert (
+        ckpt_two["step"] == STEPS
+        and ckpt_two["world_size"] == 2
+        and len(ckpt_two["rng_ranks"]) == 2
+    )
     # Both processes held exactly this network and DIW histogram (the trainer compares them).
     pdf_two = ckpt_two["loss"]["importance.histogram.pdf"]
     assert ckpt_two["ranks_digest"] == state_digest(ckpt_two["model"], pdf_two)
@@ -126,6 +142,7 @@ def test_two_processes_stopped_and_resumed_continue_exactly(tiny):
     assert checkpoint(resumed)["step"] == 2 and len(metrics(resumed)) == 2
     run = torchrun(cfg, [f"output_dir={resumed}"])  # fresh processes, from the checkpoint
     assert "at step 2" in run.stdout + run.stderr
+
     def strip(rows):
         return [{k: v for k, v in r.items() if k != "sec_per_step"} for r in rows]
 
@@ -138,6 +155,7 @@ def test_two_processes_stopped_and_resumed_continue_exactly(tiny):
 
 # --- the pieces, without the trainer ----------------------------------------------------------
 
+
 def test_epoch_sampler_shards_each_global_batch():
     from tasp_hloc.train.trainer import EpochSampler
 
@@ -147,8 +165,8 @@ def test_epoch_sampler_shards_each_global_batch():
         parts = [list(EpochSampler(40, 5, 2, start, B, r, N)) for r in range(N)]
         assert [len(p) for p in parts] == [len(whole) // B * (B // N)] * N
         for k in range(len(whole) // B):
-            union = sum((p[k * (B // N):(k + 1) * (B // N)] for p in parts), [])
-            assert union == whole[k * B:(k + 1) * B]
+            union = sum((p[k * (B // N) : (k + 1) * (B // N)] for p in parts), [])
+            assert union == whole[k * B : (k + 1) * B]
     with pytest.raises(ValueError, match="split"):
         EpochSampler(40, 5, batch_size=4, rank=0, world_size=3)
 
@@ -158,8 +176,10 @@ def test_anchors_of_a_share_are_those_of_the_global_batch():
 
     g1, g2, g3 = (torch.Generator().manual_seed(3) for _ in range(3))
     whole = grid_points(64, 64, 4, 50, generator=g1, batch_size=4)
-    halves = [grid_points(64, 64, 4, 50, generator=g, batch_size=4)[o:o + 2]
-              for g, o in ((g2, 0), (g3, 2))]
+    halves = [
+        grid_points(64, 64, 4, 50, generator=g, batch_size=4)[o : o + 2]
+        for g, o in ((g2, 0), (g3, 2))
+    ]
     assert torch.equal(torch.cat(halves), whole)
     assert torch.equal(g1.get_state(), g2.get_state())  # every process's generator stays in step
 
@@ -174,8 +194,9 @@ def _net():
     from torch import nn
 
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 4, 3),
-                         nn.BatchNorm2d(4))
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 4, 3), nn.BatchNorm2d(4)
+    )
 
 
 def _data():
@@ -186,7 +207,9 @@ def _data():
 def _histogram_values():
     """Per step, per rank: values of unequal counts; rank 1 has none at step 1."""
     g = torch.Generator().manual_seed(2)
-    return [[torch.rand(n, generator=g) * 8 for n in counts] for counts in [(50, 70), (30, 0), (90, 10)]]
+    return [
+        [torch.rand(n, generator=g) * 8 for n in counts] for counts in [(50, 70), (30, 0), (90, 10)]
+    ]
 
 
 def _worker(rank, world, port, out):
@@ -211,10 +234,16 @@ def _worker(rank, world, port, out):
         ddp = nn.parallel.DistributedDataParallel(model)
         x, t = _data()
         b = len(x) // world
-        loss = ((ddp(x[rank * b:(rank + 1) * b]) - t[rank * b:(rank + 1) * b]) ** 2).mean()
+        loss = ((ddp(x[rank * b : (rank + 1) * b]) - t[rank * b : (rank + 1) * b]) ** 2).mean()
         loss.backward()
-        torch.save({"pdfs": pdfs, "grads": {n: p.grad for n, p in model.named_parameters()},
-                    "buffers": dict(model.named_buffers())}, Path(out) / f"rank{rank}.pt")
+        torch.save(
+            {
+                "pdfs": pdfs,
+                "grads": {n: p.grad for n, p in model.named_parameters()},
+                "buffers": dict(model.named_buffers()),
+            },
+            Path(out) / f"rank{rank}.pt",
+        )
     finally:
         dist.destroy_process_group()
 
@@ -240,4 +269,6 @@ def test_histogram_and_batch_norm_are_synchronised(tmp_path):
         for name, p in model.named_parameters():
             assert torch.allclose(r["grads"][name], p.grad, rtol=1e-5, atol=1e-6), name
         for name, buf in model.named_buffers():
-            assert torch.allclose(r["buffers"][name].float(), buf.float(), rtol=1e-5, atol=1e-6), name
+            assert torch.allclose(r["buffers"][name].float(), buf.float(), rtol=1e-5, atol=1e-6), (
+                name
+            )

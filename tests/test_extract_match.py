@@ -27,8 +27,11 @@ def test_keypoint_rescale_round_trip():
     kp_orig = np.array([[0.0, 0.0], [999.0, 749.0], [123.4, 567.8]], np.float32)
     s = original / resized
     kp_resized = (kp_orig + 0.5) / s - 0.5
-    pred = {"keypoints": kp_resized.astype(np.float32), "scores": np.ones(3, np.float32),
-            "descriptors": np.zeros((4, 3), np.float32)}
+    pred = {
+        "keypoints": kp_resized.astype(np.float32),
+        "scores": np.ones(3, np.float32),
+        "descriptors": np.zeros((4, 3), np.float32),
+    }
     out, unc = rescale_prediction(pred, resized, original, 1.0, as_half=False)
     assert np.allclose(out["keypoints"], kp_orig, atol=1e-3)
     assert unc == pytest.approx(s.mean(), rel=1e-6)
@@ -87,11 +90,13 @@ def _groups(path):
     """{name: {dataset: array, dataset + "@" + attribute: value}} of a feature or match file."""
     out = {}
     with h5py.File(path, "r") as fd:
+
         def visit(name, obj):
             if isinstance(obj, h5py.Dataset):
                 group = out.setdefault(obj.parent.name.strip("/"), {})
                 group[obj.name.rsplit("/", 1)[1]] = obj[()]
                 group.update({f"{obj.name}@{k}": v for k, v in obj.attrs.items()})
+
         fd.visititems(visit)
     return out
 
@@ -108,14 +113,20 @@ def _assert_same_groups(a, b):
 def _killed_cli(*args, kill):
     """Run ``python -m tasp_hloc`` until the test hook SIGKILLs it (see h5_journal.H5Appender)."""
     env = {**os.environ, KILL_ENV: kill}
-    r = subprocess.run([sys.executable, "-m", "tasp_hloc", *args, "--commit-every", "0"],
-                       env=env, capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [sys.executable, "-m", "tasp_hloc", *args, "--commit-every", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == -signal.SIGKILL, r.stderr
 
 
 @pytest.mark.parametrize("kill, committed", [("after:2", 2), ("during:3", 2)])
 def test_extract_killed_by_sigkill_resumes_with_only_the_missing_images(
-        tmp_path, tiny_conf, kill, committed):
+    tmp_path, tiny_conf, kill, committed
+):
     """SIGKILL after image k, or in the middle of writing image k (file torn on disk): the
     rerun extracts only the images not committed and ends equal to an uninterrupted run."""
     images = tmp_path / "images"
@@ -127,9 +138,22 @@ def test_extract_killed_by_sigkill_resumes_with_only_the_missing_images(
     conf = get_preset("tasp_aachen", weights=str(weights), max_keypoints=32)
     conf["preprocessing"]["resize_max"] = 80
     out = tmp_path / "f.h5"
-    _killed_cli("extract", "--images", str(images), "--output", str(out), "--weights",
-                str(weights), "--max-keypoints", "32", "--resize-max", "80", "--workers", "0",
-                kill=kill)
+    _killed_cli(
+        "extract",
+        "--images",
+        str(images),
+        "--output",
+        str(out),
+        "--weights",
+        str(weights),
+        "--max-keypoints",
+        "32",
+        "--resize-max",
+        "80",
+        "--workers",
+        "0",
+        kill=kill,
+    )
     assert journal_path(out).exists() == kill.startswith("during")  # "during": file torn
 
     model = extract_module.build_model(conf["model"], "cpu")
@@ -144,20 +168,36 @@ def test_extract_killed_by_sigkill_resumes_with_only_the_missing_images(
 
 @pytest.mark.parametrize("kill, committed", [("after:4", 4), ("during:7", 6)])
 def test_match_killed_by_sigkill_resumes_with_only_the_missing_pairs(
-        tmp_path, monkeypatch, kill, committed):
+    tmp_path, monkeypatch, kill, committed
+):
     feats = tmp_path / "f.h5"
     _write_random_features(feats, {f"db/{i}.jpg": 20 + 3 * i for i in range(5)})
     pair_list = exhaustive_pairs([f"db/{i}.jpg" for i in range(5)])
     pairs = write_pairs(pair_list, tmp_path / "p.txt")
     out = tmp_path / "m.h5"
-    _killed_cli("match", "--features", str(feats), "--pairs", str(pairs), "--output", str(out),
-                "--batch-size", "3", "--device", "cpu", kill=kill)
+    _killed_cli(
+        "match",
+        "--features",
+        str(feats),
+        "--pairs",
+        str(pairs),
+        "--output",
+        str(out),
+        "--batch-size",
+        "3",
+        "--device",
+        "cpu",
+        kill=kill,
+    )
     assert journal_path(out).exists() == kill.startswith("during")
 
     written = []
     real = match_module.write_matches
-    monkeypatch.setattr(match_module, "write_matches",
-                        lambda fd, pair, *a: written.append(pair) or real(fd, pair, *a))
+    monkeypatch.setattr(
+        match_module,
+        "write_matches",
+        lambda fd, pair, *a: written.append(pair) or real(fd, pair, *a),
+    )
     match(pairs, feats, out, device="cpu")
     assert written == [names_to_pair(*p) for p in pair_list[committed:]]
     monkeypatch.undo()
@@ -171,8 +211,14 @@ def test_unreadable_image_is_skipped_and_listed_or_fails_fast(image_dir, tiny_co
     assert [n for n, _ in failures] == ["broken.png"]
     assert list_h5_names(tmp_path / "f.h5") == {"a.png", "b.jpg", "sub/c.png"}
     with pytest.raises(ImageReadError, match="broken.png"):
-        extract(tiny_conf, image_dir, tmp_path / "g.h5", num_workers=0, fail_fast=True,
-                names=["a.png", "broken.png", "b.jpg"])
+        extract(
+            tiny_conf,
+            image_dir,
+            tmp_path / "g.h5",
+            num_workers=0,
+            fail_fast=True,
+            names=["a.png", "broken.png", "b.jpg"],
+        )
     assert list_h5_names(tmp_path / "g.h5") == {"a.png"}  # nothing done is lost
 
 
@@ -201,15 +247,19 @@ def _write_random_features(path, sizes, seed=0):
     with h5py.File(path, "w") as fd:
         for name, n in sizes.items():
             d = rng.normal(size=(8, n)).astype(np.float32)
-            fd.create_group(name).create_dataset("descriptors", data=(d / np.linalg.norm(d, axis=0)).astype(np.float16))
+            fd.create_group(name).create_dataset(
+                "descriptors", data=(d / np.linalg.norm(d, axis=0)).astype(np.float16)
+            )
             fd[name].create_dataset("keypoints", data=rng.uniform(0, 50, (n, 2)).astype(np.float16))
 
 
 def test_match_file_layout_resume_and_unknown_names(tmp_path):
     feats = tmp_path / "f.h5"
     _write_random_features(feats, {"q/a.jpg": 30, "db/b.jpg": 25, "db/c.jpg": 0})
-    pairs = write_pairs([("q/a.jpg", "db/b.jpg"), ("db/b.jpg", "q/a.jpg"), ("q/a.jpg", "db/c.jpg")],
-                        tmp_path / "pairs.txt")
+    pairs = write_pairs(
+        [("q/a.jpg", "db/b.jpg"), ("db/b.jpg", "q/a.jpg"), ("q/a.jpg", "db/c.jpg")],
+        tmp_path / "pairs.txt",
+    )
     out = match(pairs, feats, tmp_path / "m.h5", device="cpu", batch_size=2)
     with h5py.File(out, "r") as fd:
         assert set(fd) == {"q-a.jpg"}  # names_to_pair flattens slashes
@@ -232,27 +282,50 @@ def test_match_file_layout_resume_and_unknown_names(tmp_path):
 
 def test_cli_extract_match_and_errors(image_dir, tmp_path):
     def run(*a):
-        return subprocess.run([sys.executable, "-m", "tasp_hloc", *a], capture_output=True,
-                              text=True)
+        return subprocess.run(
+            [sys.executable, "-m", "tasp_hloc", *a], capture_output=True, text=True
+        )
 
     feats, matches = tmp_path / "f.h5", tmp_path / "m.h5"
-    r = run("extract", "--images", str(image_dir), "--output", str(feats), "--weights", "random",
-            "--max-keypoints", "32", "--resize-max", "80", "--workers", "0")
+    r = run(
+        "extract",
+        "--images",
+        str(image_dir),
+        "--output",
+        str(feats),
+        "--weights",
+        "random",
+        "--max-keypoints",
+        "32",
+        "--resize-max",
+        "80",
+        "--workers",
+        "0",
+    )
     assert r.returncode == 0, r.stderr
     r = run("match", "--features", str(feats), "--output", str(matches))
     assert r.returncode == 0, r.stderr
     assert len(list_h5_names(matches)) == 3
     r = run("extract", "--images", str(tmp_path / "missing"), "--output", str(feats))
     assert r.returncode == 2 and "does not exist" in r.stderr
-    r = run("extract", "--images", str(image_dir), "--output", str(tmp_path / "x.h5"),
-            "--weights", "no_such_weights")
+    r = run(
+        "extract",
+        "--images",
+        str(image_dir),
+        "--output",
+        str(tmp_path / "x.h5"),
+        "--weights",
+        "no_such_weights",
+    )
     assert r.returncode == 2 and "Unknown weights 'no_such_weights'" in r.stderr
 
 
 def test_same_size_runs_groups_consecutive_images_of_one_size():
     shapes = [(3, 8, 8), (3, 8, 8), (3, 8, 8), None, (3, 8, 8), (3, 6, 8), (3, 6, 8)]
-    items = [{"name": str(k), "error": "bad"} if s is None else
-             {"name": str(k), "image": np.zeros(s)} for k, s in enumerate(shapes)]
+    items = [
+        {"name": str(k), "error": "bad"} if s is None else {"name": str(k), "image": np.zeros(s)}
+        for k, s in enumerate(shapes)
+    ]
     runs = [[i["name"] for i in run] for run in extract_module.same_size_runs(items, 2)]
     assert runs == [["0", "1"], ["2"], ["3"], ["4"], ["5", "6"]]
     runs = [[i["name"] for i in run] for run in extract_module.same_size_runs(items, 1)]
@@ -273,25 +346,40 @@ def test_batched_extraction_equals_one_at_a_time(tmp_path, tiny_conf):
         calls.append(len(data["image"]))
         return model(data)
 
-    one, failures_one = extract(tiny_conf, root, tmp_path / "one.h5", num_workers=0, model=model,
-                                as_half=False)
-    many, failures_many = extract(tiny_conf, root, tmp_path / "many.h5", num_workers=2,
-                                  model=counting, batch_size=3, as_half=False)
+    one, failures_one = extract(
+        tiny_conf, root, tmp_path / "one.h5", num_workers=0, model=model, as_half=False
+    )
+    many, failures_many = extract(
+        tiny_conf,
+        root,
+        tmp_path / "many.h5",
+        num_workers=2,
+        model=counting,
+        batch_size=3,
+        as_half=False,
+    )
     assert calls == [3, 1, 1]  # s0-s2, s3, t0; the broken file never reaches the network
     assert [n for n, _ in failures_one] == [n for n, _ in failures_many] == ["u_broken.png"]
-    assert list_h5_names(one) == list_h5_names(many) == {"s0.png", "s1.png", "s2.png",
-                                                          "s3.png", "t0.png"}
+    assert (
+        list_h5_names(one)
+        == list_h5_names(many)
+        == {"s0.png", "s1.png", "s2.png", "s3.png", "t0.png"}
+    )
     with h5py.File(one, "r") as a, h5py.File(many, "r") as b:
         for name in list_h5_names(one):
             assert a[name]["keypoints"].shape == b[name]["keypoints"].shape
             assert set(a[name]) == set(b[name])
             for key in a[name]:
-                np.testing.assert_allclose(a[name][key][()].astype(np.float32),
-                                           b[name][key][()].astype(np.float32), atol=2e-3)
+                np.testing.assert_allclose(
+                    a[name][key][()].astype(np.float32),
+                    b[name][key][()].astype(np.float32),
+                    atol=2e-3,
+                )
 
 
-def test_writer_error_stops_extraction_and_keeps_earlier_images(image_dir, tiny_conf, tmp_path,
-                                                                monkeypatch):
+def test_writer_error_stops_extraction_and_keeps_earlier_images(
+    image_dir, tiny_conf, tmp_path, monkeypatch
+):
     real_write = extract_module.write_features
 
     def failing(fd, name, pred, uncertainty):

@@ -17,6 +17,7 @@ from tasp_hloc.data import gather_photos as gp
 
 # --- a .rcc writer following Qt's format (rcc.cpp), for the reader's tests ----------------------
 
+
 def qt_hash(name: str) -> int:
     h = 0
     for ch in name:
@@ -76,7 +77,10 @@ def build_rcc(files: dict, version: int = 3) -> bytes:
 
 
 FILES = {
-    "/gcompris/src/activities/x/resource/README": (b"Copyright: A\nLicense: CC0-1.0\nFiles:\nphoto.webp\n", None),
+    "/gcompris/src/activities/x/resource/README": (
+        b"Copyright: A\nLicense: CC0-1.0\nFiles:\nphoto.webp\n",
+        None,
+    ),
     "/gcompris/src/activities/x/resource/photo.webp": (bytes(range(256)) * 40, "zlib"),
     "/gcompris/src/activities/x/resource/sub/dir/t\u00e9st.svg": (b"<svg/>", None),
     "/gcompris/src/activities/y.qml": (b"import QtQuick 2.12\n" * 50, "zlib"),
@@ -90,7 +94,9 @@ def test_rcc_reader_round_trip(version):
 
 
 def test_rcc_reader_zstd():
-    pytest.importorskip("zstandard", reason="zstandard (PyPI) not installed; Qt 6 zstd entries need it")
+    pytest.importorskip(
+        "zstandard", reason="zstandard (PyPI) not installed; Qt 6 zstd entries need it"
+    )
     files = {"/a/b.bin": (b"zstd payload " * 100, "zstd"), "/a/c.bin": (b"plain", None)}
     assert gp.read_rcc(build_rcc(files)) == {k: v[0] for k, v in files.items()}
 
@@ -116,7 +122,9 @@ def build_eet(entries: dict) -> bytes:
     data_at = head + len(names)
     directory, name_at, out = b"", head, b""
     for (name, (raw, flags)), blob in zip(entries.items(), blobs):
-        directory += struct.pack(">6i", data_at + len(out), len(blob), len(raw), name_at, len(name) + 1, flags)
+        directory += struct.pack(
+            ">6i", data_at + len(out), len(blob), len(raw), name_at, len(name) + 1, flags
+        )
         name_at += len(name) + 1
         out += blob
     return struct.pack(">III", gp.EET_MAGIC_FILE2, n, 0) + directory + names + out
@@ -124,7 +132,9 @@ def build_eet(entries: dict) -> bytes:
 
 def test_eet_reader():
     jpeg = cv2.imencode(".jpg", np.full((20, 30, 3), 128, np.uint8))[1].tobytes()
-    data = build_eet({"edje/images/0": (jpeg, 0), "edje/file": (b"x" * 300, 1), "secret": (b"y", 2)})
+    data = build_eet(
+        {"edje/images/0": (jpeg, 0), "edje/file": (b"x" * 300, 1), "secret": (b"y", 2)}
+    )
     out = gp.read_eet(data)
     assert out == {"edje/images/0": jpeg, "edje/file": b"x" * 300}  # the ciphered entry is skipped
     assert gp._jpeg_size(jpeg) == (30, 20)
@@ -134,32 +144,44 @@ def test_eet_reader():
 
 # --- licences and credits --------------------------------------------------------------------
 
-@pytest.mark.parametrize("text, ok, name", [
-    ("CC0-1.0", True, "CC0-1.0"),
-    ("Public Domain", True, "public-domain"),
-    ("public domain", True, "public-domain"),
-    ("CC-BY 2.0", True, "CC-BY-2.0"),
-    ("CC-BY-4.0", True, "CC-BY-4.0"),
-    ("Creative Commons Attribution 3.0", True, "CC-BY-3.0"),
-    ("Released under a creative commons license. https://creativecommons.org/licenses/by/2.0/", True, "CC-BY-2.0"),
-    ("BSD-2-clause", True, "BSD-2-Clause"),
-    ("Apache-2.0 AND BSD-3-Clause", True, "BSD-3-Clause AND Apache-2.0"),
-    ("MIT/Expat", True, "MIT"),
-    ("No copyright restrictions. CC0 by the photographer (Lav Varshney).", True, "CC0-1.0"),
-    ("CC-BY-SA 4.0", False, ""),
-    ("CC-BY-SA-4.0", False, ""),
-    ("Attribution-ShareAlike 4.0 International", False, ""),
-    ("https://creativecommons.org/licenses/by-sa/3.0/", False, ""),
-    ("CC BY-NC 2.0", False, ""),
-    ("CC-BY-ND 4.0", False, ""),
-    ("GPLv3 or later", False, ""),
-    ("GNU-FDL", False, ""),
-    ("unknown", False, ""),
-    ("", False, ""),
-    (None, False, ""),
-    ("No known copyright restrictions.", False, ""),
-    ("Photo from https://example.org/public_domain_cc0_images/x.jpg", False, ""),  # URLs say nothing
-])
+
+@pytest.mark.parametrize(
+    "text, ok, name",
+    [
+        ("CC0-1.0", True, "CC0-1.0"),
+        ("Public Domain", True, "public-domain"),
+        ("public domain", True, "public-domain"),
+        ("CC-BY 2.0", True, "CC-BY-2.0"),
+        ("CC-BY-4.0", True, "CC-BY-4.0"),
+        ("Creative Commons Attribution 3.0", True, "CC-BY-3.0"),
+        (
+            "Released under a creative commons license. https://creativecommons.org/licenses/by/2.0/",
+            True,
+            "CC-BY-2.0",
+        ),
+        ("BSD-2-clause", True, "BSD-2-Clause"),
+        ("Apache-2.0 AND BSD-3-Clause", True, "BSD-3-Clause AND Apache-2.0"),
+        ("MIT/Expat", True, "MIT"),
+        ("No copyright restrictions. CC0 by the photographer (Lav Varshney).", True, "CC0-1.0"),
+        ("CC-BY-SA 4.0", False, ""),
+        ("CC-BY-SA-4.0", False, ""),
+        ("Attribution-ShareAlike 4.0 International", False, ""),
+        ("https://creativecommons.org/licenses/by-sa/3.0/", False, ""),
+        ("CC BY-NC 2.0", False, ""),
+        ("CC-BY-ND 4.0", False, ""),
+        ("GPLv3 or later", False, ""),
+        ("GNU-FDL", False, ""),
+        ("unknown", False, ""),
+        ("", False, ""),
+        (None, False, ""),
+        ("No known copyright restrictions.", False, ""),
+        (
+            "Photo from https://example.org/public_domain_cc0_images/x.jpg",
+            False,
+            "",
+        ),  # URLs say nothing
+    ],
+)
 def test_licence_classifier(text, ok, name):
     verdict = gp.classify_licence(text)
     assert verdict.ok is ok
@@ -171,7 +193,9 @@ def test_licence_classifier_reasons():
     assert "share-alike" in gp.classify_licence("CC-BY-SA 4.0").reason
     assert "non-commercial" in gp.classify_licence("CC BY-NC 2.0").reason
     assert "no recognised licence" in gp.classify_licence("unknown").reason
-    assert gp.classify_licence("CC-BY-SA 3.0 or CC0").ok  # a choice of licences: one passing is enough
+    assert gp.classify_licence(
+        "CC-BY-SA 3.0 or CC0"
+    ).ok  # a choice of licences: one passing is enough
 
 
 README = """Copyright: Timothee Giet, 2018
@@ -199,8 +223,12 @@ Copyright: Stephan
 
 def test_credit_stanzas_and_lookup():
     stanzas = gp.parse_credit_stanzas(README)
-    assert [s["files"] for s in stanzas] == [["background.svg"], ["wonders/a.webp"],
-                                              ["castle_0.webp", "castle_background.webp"], ["heron.webp"]]
+    assert [s["files"] for s in stanzas] == [
+        ["background.svg"],
+        ["wonders/a.webp"],
+        ["castle_0.webp", "castle_background.webp"],
+        ["heron.webp"],
+    ]
     assert stanzas[2]["licence"] == "CC-BY 4.0" and "Guillaume Piolle" in stanzas[2]["comment"]
     assert stanzas[3]["licence"] == "Public domain" and stanzas[3]["copyright"] == "Stephan"
     readmes = {"/r": stanzas}
@@ -237,12 +265,17 @@ License: CC-BY-SA-4.0
 def test_dep5_lookup():
     stanzas = gp.parse_credit_stanzas(DEP5)
     assert gp.dep5_lookup(stanzas, "data/backgrounds/Mountain.edj")["licence"] == "BSD-2-clause"
-    assert gp.dep5_lookup(stanzas, "16.04/photo_by_A.jpg")["licence"] == "CC-BY-SA-4.0"  # last match wins
+    assert (
+        gp.dep5_lookup(stanzas, "16.04/photo_by_A.jpg")["licence"] == "CC-BY-SA-4.0"
+    )  # last match wins
     assert gp.dep5_lookup(stanzas, "debian/rules")["licence"] == "Expat"
-    assert gp.dep5_lookup(stanzas, "data/backgrounds/Mountain.edj")["copyright"].startswith("2000-2020 Carsten")
+    assert gp.dep5_lookup(stanzas, "data/backgrounds/Mountain.edj")["copyright"].startswith(
+        "2000-2020 Carsten"
+    )
 
 
 # --- checks, manifest, gather ----------------------------------------------------------------
+
 
 def textured(h, w, seed=0, channels=3):
     rng = np.random.default_rng(seed)
@@ -255,8 +288,19 @@ def enc(im, ext=".jpg"):
 
 
 def cand(name, data, licence="CC0-1.0", group=""):
-    return gp.Candidate("fake", "fake-pkg", "1.0", f"usr/share/{name}", "", data, name, licence,
-                        "Some One", "https://example.org", group=group)
+    return gp.Candidate(
+        "fake",
+        "fake-pkg",
+        "1.0",
+        f"usr/share/{name}",
+        "",
+        data,
+        name,
+        licence,
+        "Some One",
+        "https://example.org",
+        group=group,
+    )
 
 
 def fake_candidates():
@@ -276,8 +320,9 @@ def fake_candidates():
 
 
 def test_process_source_checks(tmp_path):
-    records, drops = gp.process_source("fake", ("fake-pkg", "1.0", fake_candidates(), []), tmp_path, {},
-                                       min_side=256, max_side=800)
+    records, drops = gp.process_source(
+        "fake", ("fake-pkg", "1.0", fake_candidates(), []), tmp_path, {}, min_side=256, max_side=800
+    )
     kept = {r["file"]: r for r in records}
     assert sorted(kept) == ["fake/big.png", "fake/good.jpg", "fake/v_large.jpg"]
     reasons = {d["path"].split("/")[-1]: d["reason"] for d in drops}
@@ -287,21 +332,45 @@ def test_process_source_checks(tmp_path):
     assert reasons["copy.jpg"] == "duplicate of fake/good.jpg"
     assert "same original" in reasons["v_small.jpg"]
     good = kept["fake/good.jpg"]
-    assert (tmp_path / "fake/good.jpg").read_bytes() == fake_candidates()[0].data  # copied byte for byte
+    assert (tmp_path / "fake/good.jpg").read_bytes() == fake_candidates()[
+        0
+    ].data  # copied byte for byte
     assert good["sha256"] == good["source_sha256"] and good["licence_class"] == "CC0-1.0"
     big = kept["fake/big.png"]
-    assert (big["width"], big["height"]) == (800, 400) and "downscaled from 2000x1000" in big["note"]
+    assert (big["width"], big["height"]) == (800, 400) and "downscaled from 2000x1000" in big[
+        "note"
+    ]
     assert cv2.imread(str(tmp_path / "fake/big.png")).shape == (400, 800, 3)
     assert big["sha256"] != big["source_sha256"]
 
 
 def test_manifest_writer(tmp_path):
-    rec = dict(file="a/x.jpg", source="a", package="p", version="1:2.0", path="usr/x.rcc",
-               inner_path="/g/x.webp", licence="CC-BY 4.0", licence_class="CC-BY-4.0",
-               attribution='Name, "Nick", 2018', origin="https://e.org/x?y=1,2", width=640, height=480,
-               sha256="ab" * 32, source_sha256="cd" * 32, note="")
-    drop = dict(source="a", package="p", version="1", path="usr/y.png", inner_path="", licence="GPL-3",
-                reason="licence: copyleft (GPL/FDL)")
+    rec = dict(
+        file="a/x.jpg",
+        source="a",
+        package="p",
+        version="1:2.0",
+        path="usr/x.rcc",
+        inner_path="/g/x.webp",
+        licence="CC-BY 4.0",
+        licence_class="CC-BY-4.0",
+        attribution='Name, "Nick", 2018',
+        origin="https://e.org/x?y=1,2",
+        width=640,
+        height=480,
+        sha256="ab" * 32,
+        source_sha256="cd" * 32,
+        note="",
+    )
+    drop = dict(
+        source="a",
+        package="p",
+        version="1",
+        path="usr/y.png",
+        inner_path="",
+        licence="GPL-3",
+        reason="licence: copyleft (GPL/FDL)",
+    )
     gp.write_manifest([rec], [drop], tmp_path)
     rows = gp.read_manifest(tmp_path / "manifest.csv")
     assert rows == [{k: str(v) for k, v in rec.items()}]
@@ -336,7 +405,10 @@ def test_gather_skips_finished_sources_and_isolates_failures(tmp_path, monkeypat
     broken["b"] = False
     s = gp.gather(out, cache, ["a", "b"], log=logs.append)
     assert calls == {"a": 1, "b": 2}  # a was not redone
-    assert s["sources"]["a"]["status"].startswith("done before") and s["sources"]["b"]["status"] == "ok"
+    assert (
+        s["sources"]["a"]["status"].startswith("done before")
+        and s["sources"]["b"]["status"] == "ok"
+    )
     assert [r["file"] for r in gp.read_manifest(out / "manifest.csv")] == ["a/one.jpg", "b/two.jpg"]
     assert json.loads((out / "sources.json").read_text())["total"] == 2
 
@@ -365,6 +437,7 @@ def test_gather_refuses_folders_in_the_repo_or_cache_in_output(tmp_path):
 
 # --- the trainer reads the gathered folder ------------------------------------------------------
 
+
 def test_trainer_uses_the_gathered_folder(tmp_path, monkeypatch):
     monkeypatch.setattr(gp, "SOURCES", {"a": lambda cache: ("pkg", "1", fake_candidates(), [])})
     out = tmp_path / "photos"
@@ -374,11 +447,16 @@ def test_trainer_uses_the_gathered_folder(tmp_path, monkeypatch):
     from tasp_hloc.data.homographic import HomographicDataset
     from tasp_hloc.data.synthetic import SyntheticScenes
 
-    ds = HomographicDataset({"image_dirs": [str(out)], "size": [64, 64], "seed": 0, "short_side": [70, 90]})
-    assert sorted(map(str, ds.files)) == kept  # manifest.csv, dropped.csv and .state/ are not images
+    ds = HomographicDataset(
+        {"image_dirs": [str(out)], "size": [64, 64], "seed": 0, "short_side": [70, 90]}
+    )
+    assert (
+        sorted(map(str, ds.files)) == kept
+    )  # manifest.csv, dropped.csv and .state/ are not images
     assert ds[0]["image0"].shape == (3, 64, 64)
-    s = SyntheticScenes({"size": 64, "num_samples": 2, "seed": 1, "texture_size": 64,
-                         "texture_dir": str(out)})[0]
+    s = SyntheticScenes(
+        {"size": 64, "num_samples": 2, "seed": 1, "texture_size": 64, "texture_dir": str(out)}
+    )[0]
     assert s["image0"].std() > 0.02
 
     from tasp_hloc.train.config import load_config
@@ -400,7 +478,12 @@ def test_gatherer_is_never_imported_by_the_package():
     import re
 
     root = pathlib.Path(gp.__file__).parents[1]
-    imports = re.compile(r"^\s*(?:from|import)\s+[\w.]*gather_photos\b|import_module\([^)]*gather_photos", re.M)
-    users = [p for p in root.rglob("*.py")
-             if p.name != "gather_photos.py" and imports.search(p.read_text(errors="replace"))]
+    imports = re.compile(
+        r"^\s*(?:from|import)\s+[\w.]*gather_photos\b|import_module\([^)]*gather_photos", re.M
+    )
+    users = [
+        p
+        for p in root.rglob("*.py")
+        if p.name != "gather_photos.py" and imports.search(p.read_text(errors="replace"))
+    ]
     assert users == []

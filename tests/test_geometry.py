@@ -7,8 +7,14 @@ from tasp_hloc import geometry as G
 
 
 def rot(ax, ay, az, dtype=torch.float64):
-    cx, sx, cy, sy, cz, sz = (math.cos(ax), math.sin(ax), math.cos(ay), math.sin(ay),
-                              math.cos(az), math.sin(az))
+    cx, sx, cy, sy, cz, sz = (
+        math.cos(ax),
+        math.sin(ax),
+        math.cos(ay),
+        math.sin(ay),
+        math.cos(az),
+        math.sin(az),
+    )
     Rx = torch.tensor([[1, 0, 0], [0, cx, -sx], [0, sx, cx]], dtype=dtype)
     Ry = torch.tensor([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]], dtype=dtype)
     Rz = torch.tensor([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]], dtype=dtype)
@@ -17,8 +23,9 @@ def rot(ax, ay, az, dtype=torch.float64):
 
 def plane_depth(K, n, d, h, w):
     """Depth map of the plane n.X = d seen by a camera with intrinsics K at the origin."""
-    ys, xs = torch.meshgrid(torch.arange(h, dtype=K.dtype), torch.arange(w, dtype=K.dtype),
-                            indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(h, dtype=K.dtype), torch.arange(w, dtype=K.dtype), indexing="ij"
+    )
     pix = torch.stack([xs, ys, torch.ones_like(xs)], -1)
     rays = pix @ torch.linalg.inv(K).T
     return d / (rays @ n)
@@ -42,8 +49,9 @@ def make_plane_pair(dtype=torch.float64, h=60, w=80):
 
 
 def integer_grid(h, w, step, dtype):
-    ys, xs = torch.meshgrid(torch.arange(0, h, step, dtype=dtype),
-                            torch.arange(0, w, step, dtype=dtype), indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(0, h, step, dtype=dtype), torch.arange(0, w, step, dtype=dtype), indexing="ij"
+    )
     return torch.stack([xs, ys], -1).reshape(1, -1, 2)
 
 
@@ -52,7 +60,8 @@ def test_plane_warp_matches_induced_homography(dtype, tol):
     K, T, H, depth0, depth1 = make_plane_pair(dtype)
     kpts0 = integer_grid(60, 80, 3, dtype)
     kpts1, valid, xyz0, xyz1 = G.warp_depth_pose(
-        kpts0, depth0[None], depth1[None], K[None], K[None], T[None])
+        kpts0, depth0[None], depth1[None], K[None], K[None], T[None]
+    )
     kpts1_h, valid_h = G.warp_homography(kpts0, H[None], (60, 80))
     assert valid.sum() > 0.5 * valid.numel()
     assert torch.equal(valid, valid_h)  # a plane occludes nothing: same support
@@ -65,8 +74,9 @@ def test_plane_warp_matches_induced_homography(dtype, tol):
 def test_subpixel_depth_lookup_on_plane():
     K, T, H, depth0, depth1 = make_plane_pair()
     kpts0 = integer_grid(60, 80, 7, torch.float64)[:, 5:-5] + 0.37
-    kpts1, valid, _, _ = G.warp_depth_pose(kpts0, depth0[None], depth1[None], K[None], K[None],
-                                           T[None])
+    kpts1, valid, _, _ = G.warp_depth_pose(
+        kpts0, depth0[None], depth1[None], K[None], K[None], T[None]
+    )
     kpts1_h, _ = G.warp_homography(kpts0, H[None], (60, 80))
     # bilinear depth of a plane is only approximately right (1/z is linear, not z)
     assert (kpts1 - kpts1_h).norm(dim=-1)[valid].max() < 0.05
@@ -76,8 +86,14 @@ def test_identity_pose_is_identity_warp():
     K, _, _, depth0, _ = make_plane_pair(torch.float32)
     kpts0 = torch.rand(2, 50, 2) * torch.tensor([79.0, 59.0])
     d = depth0[None].expand(2, -1, -1)
-    kpts1, valid, xyz0, xyz1 = G.warp_depth_pose(kpts0, d, d, K[None].expand(2, 3, 3),
-                                                 K[None].expand(2, 3, 3), torch.eye(4)[None].expand(2, 4, 4))
+    kpts1, valid, xyz0, xyz1 = G.warp_depth_pose(
+        kpts0,
+        d,
+        d,
+        K[None].expand(2, 3, 3),
+        K[None].expand(2, 3, 3),
+        torch.eye(4)[None].expand(2, 4, 4),
+    )
     assert valid.all()
     assert torch.allclose(kpts1, kpts0, atol=1e-3)
     assert torch.allclose(xyz0, xyz1)
@@ -93,8 +109,9 @@ def test_occlusion_and_unknown_depth_and_out_of_image():
     depth1 = torch.full((h, w), 4.0)
     depth1[10:30, 20:40] = 1.0  # a foreground box in view 1 hides the background there
     kpts0 = integer_grid(h, w, 1, torch.float32)
-    kpts1, valid, _, _ = G.warp_depth_pose(kpts0, depth0[None], depth1[None], K[None], K[None],
-                                           T[None])
+    kpts1, valid, _, _ = G.warp_depth_pose(
+        kpts0, depth0[None], depth1[None], K[None], K[None], T[None]
+    )
     kpts1, valid, kpts0 = kpts1[0], valid[0], kpts0[0]
     known = kpts0[:, 0] >= 5
     assert torch.allclose(kpts1[known, 0], kpts0[known, 0] + 5.0, atol=1e-4)
@@ -127,15 +144,17 @@ def test_homography_warp_and_dispatch():
     data = {
         "depth0": torch.stack([depth0, torch.ones(h, w)]),
         "depth1": torch.stack([depth1, torch.ones(h, w)]),
-        "K0": torch.stack([K, Kn]), "K1": torch.stack([K, Kn]),
+        "K0": torch.stack([K, Kn]),
+        "K1": torch.stack([K, Kn]),
         "T_1from0": torch.stack([T, torch.eye(4)]),
         "H_1from0": torch.stack([torch.eye(3), Hh]),
         "is_homography": torch.tensor([False, True]),
     }
     kpts0 = integer_grid(h, w, 2, torch.float32).expand(b, -1, -1)
     kpts1, valid, xyz0, xyz1 = G.warp_points(kpts0, data)
-    ref_pose = G.warp_depth_pose(kpts0[:1], data["depth0"][:1], data["depth1"][:1], K[None],
-                                 K[None], T[None])
+    ref_pose = G.warp_depth_pose(
+        kpts0[:1], data["depth0"][:1], data["depth1"][:1], K[None], K[None], T[None]
+    )
     assert torch.allclose(kpts1[0], ref_pose[0][0]) and torch.equal(valid[0], ref_pose[1][0])
     assert torch.allclose(kpts1[1], kpts0[1] + torch.tensor([3.0, -2.0]))
     inside = (kpts0[1, :, 0] + 3 <= w - 1) & (kpts0[1, :, 1] - 2 >= 0)

@@ -18,9 +18,25 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_gpu_check_dry_run_on_cpu(tmp_path, capsys):
     out = tmp_path / "check.json"
-    rc = gpu_check.main(["--device", "cpu", "--synthetic", "--size", "96", "--n-images", "2",
-                         "--batch", "2", "--speed-images", "2", "--max-keypoints", "256",
-                         "--out", str(out)])
+    rc = gpu_check.main(
+        [
+            "--device",
+            "cpu",
+            "--synthetic",
+            "--size",
+            "96",
+            "--n-images",
+            "2",
+            "--batch",
+            "2",
+            "--speed-images",
+            "2",
+            "--max-keypoints",
+            "256",
+            "--out",
+            str(out),
+        ]
+    )
     text = capsys.readouterr().out
     report = json.loads(out.read_text())
     assert rc == 0, text
@@ -36,26 +52,39 @@ def test_gpu_check_dry_run_on_cpu(tmp_path, capsys):
 
 
 def test_gpu_check_compare_flags_disagreement():
-    ref_dense = {"logits": torch.zeros(1, 65, 2, 2),
-                 "descriptors_dense": torch.ones(1, 4, 4, 4) / 2}
+    ref_dense = {
+        "logits": torch.zeros(1, 65, 2, 2),
+        "descriptors_dense": torch.ones(1, 4, 4, 4) / 2,
+    }
     kpts = torch.tensor([[[1.0, 1.0], [5.0, 5.0]]])
-    ref = {"keypoints": kpts, "keypoint_mask": torch.ones(1, 2, dtype=torch.bool),
-           "descriptors": torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])}
+    ref = {
+        "keypoints": kpts,
+        "keypoint_mask": torch.ones(1, 2, dtype=torch.bool),
+        "descriptors": torch.tensor([[[1.0, 0.0], [0.0, 1.0]]]),
+    }
     moved = {**ref, "keypoints": kpts + torch.tensor([[[0.5, 0.0], [2.0, 0.0]]])}
-    row = gpu_check.compare(ref_dense, {**ref_dense, "logits": ref_dense["logits"] + 0.1},
-                            ref, moved)
+    row = gpu_check.compare(
+        ref_dense, {**ref_dense, "logits": ref_dense["logits"] + 0.1}, ref, moved
+    )
     assert row["logits_max"] == pytest.approx(0.1) and row["desc_map_cos"] == pytest.approx(1.0)
     assert row["repeatability"] == 0.5 and row["kpt_desc_cos"] == pytest.approx(1.0)
 
 
-@pytest.mark.skipif(shutil.which("bash") is None or shutil.which("timeout") is None,
-                    reason="needs bash and coreutils' timeout")
+@pytest.mark.skipif(
+    shutil.which("bash") is None or shutil.which("timeout") is None,
+    reason="needs bash and coreutils' timeout",
+)
 def test_gpu_check_script_refuses_cuda_without_gpu():
     if torch.cuda.is_available():
         pytest.skip("a GPU is here: the script would run the full check")
     env = {**os.environ, "PYTHON": sys.executable}
-    proc = subprocess.run(["bash", str(REPO / "benchmarks/gpu_check.sh")], capture_output=True,
-                          text=True, timeout=300, env=env)
+    proc = subprocess.run(
+        ["bash", str(REPO / "benchmarks/gpu_check.sh")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert proc.returncode != 0 and "No CUDA device" in proc.stderr
 
 
@@ -63,18 +92,41 @@ def test_extract_speed_table_of_modes_with_accuracy(tmp_path, capsys):
     from benchmarks import extract_speed
 
     def report(mma1, auc5):
-        tasp = {"homography": {"all": {"mma": {"1": mma1, "3": 0.78}}},
-                "pose": {"strecha_dev": {"auc": {"5": auc5, "10": 0.85, "20": 0.92}}}}
+        tasp = {
+            "homography": {"all": {"mma": {"1": mma1, "3": 0.78}}},
+            "pose": {"strecha_dev": {"auc": {"5": auc5, "10": 0.85, "20": 0.92}}},
+        }
         path = tmp_path / f"{mma1}.json"
         path.write_text(json.dumps({"methods": {"tasp": tasp}}))
         return path
 
     out = tmp_path / "speed.json"
-    extract_speed.main(["--synthetic", "--n-images", "1", "--repeats", "1", "--sizes", "64",
-                        "--entries", "tasp:fp32", "tasp:default", "sift", "--device", "cpu",
-                        "--tasp-weights", "none", "--max-keypoints", "64",
-                        "--accuracy", f"fp32={report(0.395, 0.717)}",
-                        f"bf16={report(0.390, 0.720)}", "--out", str(out)])
+    extract_speed.main(
+        [
+            "--synthetic",
+            "--n-images",
+            "1",
+            "--repeats",
+            "1",
+            "--sizes",
+            "64",
+            "--entries",
+            "tasp:fp32",
+            "tasp:default",
+            "sift",
+            "--device",
+            "cpu",
+            "--tasp-weights",
+            "none",
+            "--max-keypoints",
+            "64",
+            "--accuracy",
+            f"fp32={report(0.395, 0.717)}",
+            f"bf16={report(0.390, 0.720)}",
+            "--out",
+            str(out),
+        ]
+    )
     text = capsys.readouterr().out
     records = json.loads(out.read_text())["records"]
     assert [r["entry"] for r in records] == ["tasp:fp32", "tasp:default", "sift"]

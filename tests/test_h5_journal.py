@@ -12,8 +12,10 @@ from tasp_hloc.h5_journal import journal_path, open_append, recover
 
 
 def _item(i):
-    return {"keypoints": np.full((3 + i, 2), i, np.float16),
-            "descriptors": np.arange(8 * (3 + i), dtype=np.float16).reshape(8, -1)}
+    return {
+        "keypoints": np.full((3 + i, 2), i, np.float16),
+        "descriptors": np.arange(8 * (3 + i), dtype=np.float16).reshape(8, -1),
+    }
 
 
 def _write(out, name, i):
@@ -26,8 +28,9 @@ def _write(out, name, i):
 def _names(path):
     with h5py.File(path, "r") as fd:
         found = []
-        fd.visititems(lambda n, o: found.append(n)
-                      if isinstance(o, h5py.Group) and "keypoints" in o else None)
+        fd.visititems(
+            lambda n, o: found.append(n) if isinstance(o, h5py.Group) and "keypoints" in o else None
+        )
     return found
 
 
@@ -56,7 +59,7 @@ def test_a_kill_at_any_write_recovers_to_the_last_commit(tmp_path, monkeypatch):
             cur = bytearray(target.read_bytes() if target.exists() else b"")
             at = offset if offset is not None else len(cur)
             half = data[: len(data) // 2]
-            cur[at: at + len(half)] = half
+            cur[at : at + len(half)] = half
             snapshot((target, bytes(cur)))
         real_write(fd, data, offset)
 
@@ -71,7 +74,8 @@ def test_a_kill_at_any_write_recovers_to_the_last_commit(tmp_path, monkeypatch):
     committed.update(current)
     with open_append(path, commit_every=0) as out:  # the session under test
         for name, value in [("db/05.jpg", 99), ("db/03.jpg", 98)] + [
-                (f"db/{i:02d}.jpg", i) for i in range(12, 16)]:
+            (f"db/{i:02d}.jpg", i) for i in range(12, 16)
+        ]:
             if name in out.h5:  # replaced: frees space that HDF5 reuses
                 del out.h5[name]
             current[name] = value

@@ -44,8 +44,10 @@ except importlib.metadata.PackageNotFoundError:
     PIP_INSTALLED = False
 
 pytestmark = pytest.mark.skipif(
-    not PIP_INSTALLED, reason="tasp-hloc is not pip-installed here (the hook comes with "
-                              "`pip install -e .`), e.g. tests run from a bare checkout")
+    not PIP_INSTALLED,
+    reason="tasp-hloc is not pip-installed here (the hook comes with "
+    "`pip install -e .`), e.g. tests run from a bare checkout",
+)
 
 
 def run(code, tmp_path, pythonpath=(), env=None, argv=(), zero_code=True):
@@ -54,12 +56,12 @@ def run(code, tmp_path, pythonpath=(), env=None, argv=(), zero_code=True):
     assert not zero_code or code is None or "tasp_hloc" not in code
     cwd = tmp_path / "cwd"
     cwd.mkdir(exist_ok=True)
-    full_env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",
-                                                                   "TASP_HLOC_AUTOREGISTER")}
+    full_env = {
+        k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "TASP_HLOC_AUTOREGISTER")
+    }
     full_env.update({"PYTHONPATH": os.pathsep.join(map(str, pythonpath)), **(env or {})})
     cmd = [sys.executable, *(["-c", code] if code is not None else []), *map(str, argv)]
-    return subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True,
-                          timeout=600)
+    return subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=600)
 
 
 @pytest.fixture
@@ -88,8 +90,10 @@ def _check_zero_code(out):
 
 def test_pth_is_installed_and_current():
     pth = _installed_pth()
-    assert pth is not None, (f"{PTH} is in no site-packages of {sys.executable}: reinstall "
-                             "(pip install -e .) to get the hloc hook")
+    assert pth is not None, (
+        f"{PTH} is in no site-packages of {sys.executable}: reinstall "
+        "(pip install -e .) to get the hloc hook"
+    )
     assert pth.read_text() == (ROOT / PTH).read_text(), f"{pth} is stale: reinstall"
 
 
@@ -105,11 +109,13 @@ def test_real_hloc_selects_tasp_with_no_code(images, tmp_path):
 
 
 def test_startup_imports_neither_torch_nor_hloc(tmp_path):
-    code = ("import sys\n"
-            "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
-            "('torch', 'hloc', 'numpy', 'cv2', 'h5py'))\n"
-            "print('HEAVY', heavy)\n"
-            "print('HOOK', 'HlocFinder' in [type(f).__name__ for f in sys.meta_path])\n")
+    code = (
+        "import sys\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('torch', 'hloc', 'numpy', 'cv2', 'h5py'))\n"
+        "print('HEAVY', heavy)\n"
+        "print('HOOK', 'HlocFinder' in [type(f).__name__ for f in sys.meta_path])\n"
+    )
     out = run(code, tmp_path)
     assert out.returncode == 0 and "HEAVY []" in out.stdout, out
     assert "HOOK True" in out.stdout
@@ -118,14 +124,16 @@ def test_startup_imports_neither_torch_nor_hloc(tmp_path):
 
 
 def test_env_var_switches_it_off(standin, tmp_path):
-    code = ("import sys\n"
-            "import hloc.extractors\n"
-            "from hloc import extract_features\n"
-            "from hloc.utils.base_model import dynamic_load\n"
-            "print('CONFS', [k for k in extract_features.confs if k.startswith('tasp')])\n"
-            "print('LOADED', any(m.startswith('tasp') for m in sys.modules))\n"
-            "try:\n    dynamic_load(hloc.extractors, 'tasp')\n"
-            "except ImportError as e:\n    print('MISSING', type(e).__name__)\n")
+    code = (
+        "import sys\n"
+        "import hloc.extractors\n"
+        "from hloc import extract_features\n"
+        "from hloc.utils.base_model import dynamic_load\n"
+        "print('CONFS', [k for k in extract_features.confs if k.startswith('tasp')])\n"
+        "print('LOADED', any(m.startswith('tasp') for m in sys.modules))\n"
+        "try:\n    dynamic_load(hloc.extractors, 'tasp')\n"
+        "except ImportError as e:\n    print('MISSING', type(e).__name__)\n"
+    )
     for value in ("0", "off", "false"):
         out = run(code, tmp_path, [standin], env={"TASP_HLOC_AUTOREGISTER": value})
         assert out.returncode == 0, out.stderr
@@ -142,8 +150,11 @@ def test_nothing_broken_ever_breaks_startup(broken, standin, tmp_path):
     out = run("print('STARTED')", tmp_path, [tmp_path / "shadow", standin])
     assert out.returncode == 0 and out.stdout == "STARTED\n" and out.stderr == "", out
     if broken == "tasp_hloc":  # hloc still imports, just without TaSP
-        out = run("from hloc import extract_features; print(sorted(extract_features.confs))",
-                  tmp_path, [tmp_path / "shadow", standin])
+        out = run(
+            "from hloc import extract_features; print(sorted(extract_features.confs))",
+            tmp_path,
+            [tmp_path / "shadow", standin],
+        )
         assert out.returncode == 0 and "['superpoint_aachen']" in out.stdout, out
 
 
@@ -157,23 +168,49 @@ def test_hloc_without_torch_fails_with_its_own_error(standin, tmp_path):
 
 
 def test_explicit_register_and_the_equivalent_command(standin, images, tmp_path):
-    code = ("from tasp_hloc.hloc_plugin import register\n"
-            "import hloc.extractors\n"
-            "from hloc import extract_features\n"
-            "from hloc.utils.base_model import dynamic_load\n"
-            "m = register(weights='w.pth')\n"
-            "print('SAME', m is hloc.extractors.tasp, dynamic_load(hloc.extractors, 'tasp') is m.TaSPExtractor)\n"
-            "print('W', extract_features.confs['tasp_aachen']['model']['weights'])\n")
+    code = (
+        "from tasp_hloc.hloc_plugin import register\n"
+        "import hloc.extractors\n"
+        "from hloc import extract_features\n"
+        "from hloc.utils.base_model import dynamic_load\n"
+        "m = register(weights='w.pth')\n"
+        "print('SAME', m is hloc.extractors.tasp, dynamic_load(hloc.extractors, 'tasp') is m.TaSPExtractor)\n"
+        "print('W', extract_features.confs['tasp_aachen']['model']['weights'])\n"
+    )
     out = run(code, tmp_path, [standin], zero_code=False)
     assert out.returncode == 0, out.stderr
     assert "SAME True True" in out.stdout and "W w.pth" in out.stdout
     # hloc's own command line cannot list plugins; ours takes the same flags.
-    cli = run(None, tmp_path, [standin], argv=["-m", "tasp_hloc.hloc_extract_features",
-                                                "--conf", "tasp_inloc", "--image_dir", images,
-                                                "--export_dir", tmp_path / "cli"])
+    cli = run(
+        None,
+        tmp_path,
+        [standin],
+        argv=[
+            "-m",
+            "tasp_hloc.hloc_extract_features",
+            "--conf",
+            "tasp_inloc",
+            "--image_dir",
+            images,
+            "--export_dir",
+            tmp_path / "cli",
+        ],
+    )
     assert cli.returncode == 0, cli.stderr[-3000:]
     assert (tmp_path / "cli" / "feats-tasp-n4096-r1600.h5").is_file()
-    theirs = run(None, tmp_path, [standin], argv=["-m", "hloc.extract_features", "--conf",
-                                                   "tasp_inloc", "--image_dir", "x",
-                                                   "--export_dir", "y"])
+    theirs = run(
+        None,
+        tmp_path,
+        [standin],
+        argv=[
+            "-m",
+            "hloc.extract_features",
+            "--conf",
+            "tasp_inloc",
+            "--image_dir",
+            "x",
+            "--export_dir",
+            "y",
+        ],
+    )
     assert theirs.returncode == 2 and "invalid choice: 'tasp_inloc'" in theirs.stderr

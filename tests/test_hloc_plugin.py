@@ -19,6 +19,7 @@ def hloc_registered():
 
     register()
     import hloc
+
     return hloc
 
 
@@ -59,8 +60,11 @@ def test_standalone_equals_hloc_extraction_and_matching(hloc_registered, image_d
     from hloc.utils.io import get_keypoints, get_matches
 
     conf = {**extract_features.confs["tasp_aachen"]}
-    conf = {"output": "feats", "model": {**conf["model"], "weights": None, "max_keypoints": 64},
-            "preprocessing": {**conf["preprocessing"], "resize_max": 100}}
+    conf = {
+        "output": "feats",
+        "model": {**conf["model"], "weights": None, "max_keypoints": 64},
+        "preprocessing": {**conf["preprocessing"], "resize_max": 100},
+    }
     torch.manual_seed(0)
     ours, _ = extract(conf, image_dir, tmp_path / "ours.h5", num_workers=0)
     torch.manual_seed(0)  # same random init for hloc's instance
@@ -73,14 +77,18 @@ def test_standalone_equals_hloc_extraction_and_matching(hloc_registered, image_d
             for key in a[name]:
                 assert a[name][key].dtype == b[name][key].dtype, key
                 assert np.array_equal(a[name][key][()], b[name][key][()]), (name, key)
-            assert a[name]["keypoints"].attrs["uncertainty"] == b[name]["keypoints"].attrs["uncertainty"]
+            assert (
+                a[name]["keypoints"].attrs["uncertainty"]
+                == b[name]["keypoints"].attrs["uncertainty"]
+            )
     kp, unc = get_keypoints(ours, "sub/c.png", return_uncertainty=True)
     assert kp.shape[1] == 2 and unc > 0
 
     pairs = write_pairs([("a.png", "b.jpg"), ("a.png", "sub/c.png")], tmp_path / "pairs.txt")
     our_matches = match(pairs, ours, tmp_path / "m_ours.h5", device="cpu")
-    their_matches = match_features.main(match_features.confs["NN-mutual"], pairs, features=ours,
-                                        matches=tmp_path / "m_hloc.h5")
+    their_matches = match_features.main(
+        match_features.confs["NN-mutual"], pairs, features=ours, matches=tmp_path / "m_hloc.h5"
+    )
     for n0, n1 in [("a.png", "b.jpg"), ("a.png", "sub/c.png")]:
         m_ours, s_ours = get_matches(our_matches, n0, n1)
         m_hloc, s_hloc = get_matches(their_matches, n0, n1)

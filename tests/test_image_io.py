@@ -2,7 +2,13 @@ import cv2
 import numpy as np
 import pytest
 
-from tasp_hloc.image_io import ImageDataset, ImageReadError, list_images, read_image, read_image_list
+from tasp_hloc.image_io import (
+    ImageDataset,
+    ImageReadError,
+    list_images,
+    read_image,
+    read_image_list,
+)
 
 from conftest import render_scene
 
@@ -22,7 +28,11 @@ def test_rgba_16bit_and_gray_files_decode_like_8bit_rgb(tmp_path):
     assert np.array_equal(read_image(tmp_path / "rgba.png"), ref)
     assert np.array_equal(read_image(tmp_path / "deep.png"), ref)
     g3 = read_image(tmp_path / "gray.png")
-    assert g3.shape == (40, 50, 3) and np.array_equal(g3[..., 0], gray) and np.array_equal(g3[..., 2], gray)
+    assert (
+        g3.shape == (40, 50, 3)
+        and np.array_equal(g3[..., 0], gray)
+        and np.array_equal(g3[..., 2], gray)
+    )
     assert read_image(tmp_path / "deep.png", grayscale=True).dtype == np.uint8
 
 
@@ -35,7 +45,9 @@ def test_dataset_resize_and_layout(image_dir):
     assert 0 <= item["image"].min() and item["image"].max() <= 1
     small = ds[2]  # 64 x 64 is not upscaled unless forced
     assert small["image"].shape == (3, 64, 64)
-    forced = ImageDataset(image_dir, {"resize_max": 100, "resize_force": True, "grayscale": True})[2]
+    forced = ImageDataset(image_dir, {"resize_max": 100, "resize_force": True, "grayscale": True})[
+        2
+    ]
     assert forced["image"].shape == (1, 100, 100)
 
 

@@ -51,8 +51,9 @@ def desc_cos(a, b):
 
 
 @pytest.mark.parametrize("onednn", [True, False])
-@pytest.mark.parametrize("stride,groups,act", [(1, 1, torch.nn.ReLU6), (2, 8, torch.nn.SiLU),
-                                               (1, 8, torch.nn.Identity)])
+@pytest.mark.parametrize(
+    "stride,groups,act", [(1, 1, torch.nn.ReLU6), (2, 8, torch.nn.SiLU), (1, 8, torch.nn.Identity)]
+)
 def test_folded_conv_equals_conv_bn_act(monkeypatch, onednn, stride, groups, act):
     if onednn and not inference.has_onednn():
         pytest.skip("this torch has no oneDNN fused convolutions")
@@ -65,8 +66,9 @@ def test_folded_conv_equals_conv_bn_act(monkeypatch, onednn, stride, groups, act
         torch.testing.assert_close(fused(x), expected, atol=1e-5, rtol=1e-5)
         if act is torch.nn.Identity:  # the last 1x1 of a block: the residual add fused in
             residual = torch.randn_like(expected)
-            torch.testing.assert_close(fused(x, residual), expected + residual, atol=1e-5,
-                                       rtol=1e-5)
+            torch.testing.assert_close(
+                fused(x, residual), expected + residual, atol=1e-5, rtol=1e-5
+            )
 
 
 @pytest.mark.parametrize("backbone", ["efficientnet_b0", "efficientnet_lite0"])
@@ -165,8 +167,9 @@ def test_fused_network_follows_weight_changes():
     ref, model = twins(amp=None)
     image = photo()
     before = dense(model, image)["logits"]
-    other = TaSP({"weights": None, "backbone": "efficientnet_lite0", "amp": None,
-                  "fuse": False}).eval()
+    other = TaSP(
+        {"weights": None, "backbone": "efficientnet_lite0", "amp": None, "fuse": False}
+    ).eval()
     randomise_batchnorm(other)
     model.load_state_dict(other.state_dict())  # in place: the version counters move
     after = dense(model, image)["logits"]

@@ -4,7 +4,13 @@ import pytest
 import torch
 
 from tasp_hloc.keypoints import (
-    logits_to_heatmap, nms, refine_corners, refine_keypoints, remove_borders, sample_descriptors, select_keypoints,
+    logits_to_heatmap,
+    nms,
+    refine_corners,
+    refine_keypoints,
+    remove_borders,
+    sample_descriptors,
+    select_keypoints,
 )
 
 
@@ -42,7 +48,9 @@ def test_nms_window_3_keeps_local_maxima_only():
 def test_remove_borders_and_top_k_order():
     s = torch.rand(2, 10, 12) + 0.1
     s = remove_borders(s, 2)
-    assert s[:, :2].abs().sum() == 0 and s[:, :, -2:].abs().sum() == 0 and s[:, 2:-2, 2:-2].min() > 0
+    assert (
+        s[:, :2].abs().sum() == 0 and s[:, :, -2:].abs().sum() == 0 and s[:, 2:-2, 2:-2].min() > 0
+    )
     kpts, scores, mask = select_keypoints(s, 0.0, 5)
     assert kpts.shape == (2, 5, 2) and mask.all()
     assert (scores[:, :-1] >= scores[:, 1:]).all()  # strongest first
@@ -78,7 +86,9 @@ def test_sample_descriptors_recovers_analytic_ramp(stride):
     assert torch.allclose(recovered, pts, atol=1e-3)
     # Outside the outer cell centres: clamped to the border cell.
     corner = sample_descriptors(dmap, torch.tensor([[[0.0, 0.0]]]), stride)
-    assert torch.allclose(corner[..., :2] / corner[..., 2:] * big, torch.tensor([[[lo, lo]]]), atol=1e-3)
+    assert torch.allclose(
+        corner[..., :2] / corner[..., 2:] * big, torch.tensor([[[lo, lo]]]), atol=1e-3
+    )
 
 
 def _gaussian_peak(cx: float, cy: float, h: int = 40, w: int = 30, sigma: float = 1.2):
@@ -129,8 +139,13 @@ def test_refine_corners_agrees_with_opencv_and_follows_subpixel_shifts():
     image = _corner_image(20.3, 15.6)
     kp = torch.tensor([[[21.0, 17.0], [19.0, 15.0]]])
     refined = refine_corners(image, kp, radius=2)
-    ref = cv2.cornerSubPix(image[0, 0].numpy().copy(), kp[0].numpy().reshape(-1, 1, 2), (2, 2),
-                           (-1, -1), (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 30, 0.01))
+    ref = cv2.cornerSubPix(
+        image[0, 0].numpy().copy(),
+        kp[0].numpy().reshape(-1, 1, 2),
+        (2, 2),
+        (-1, -1),
+        (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 30, 0.01),
+    )
     assert torch.allclose(refined[0], torch.from_numpy(ref.reshape(-1, 2)), atol=0.15)
     # both starting points converge to one corner, and it moves with the image
     assert torch.allclose(refined[0], torch.tensor([20.3, 15.6]), atol=0.3)  # blur biases both

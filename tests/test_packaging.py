@@ -17,16 +17,31 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PTH = "tasp_hloc_autoregister.pth"
-SKIP = shutil.ignore_patterns(".git", ".venv", "venv", "runs", "outputs", "build", "dist",
-                              "*.egg-info", "__pycache__", ".pytest_cache", "*.h5", "*.tmp")
+SKIP = shutil.ignore_patterns(
+    ".git",
+    ".venv",
+    "venv",
+    "runs",
+    "outputs",
+    "build",
+    "dist",
+    "*.egg-info",
+    "__pycache__",
+    ".pytest_cache",
+    "*.h5",
+    "*.tmp",
+)
 
-pytest.importorskip("setuptools", reason="building the wheel needs setuptools (pip install -e .[dev])")
+pytest.importorskip(
+    "setuptools", reason="building the wheel needs setuptools (pip install -e .[dev])"
+)
 
 
 def _backend(source: Path, hook: str, out: Path) -> Path:
     code = f"import setuptools.build_meta as b; print(b.{hook}({str(out)!r}))"
-    done = subprocess.run([sys.executable, "-c", code], cwd=source, capture_output=True,
-                          text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=source, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return out / done.stdout.strip().splitlines()[-1]
 
@@ -45,11 +60,18 @@ def wheel(source, tmp_path_factory):
 
 def expected_files():
     """Wheel path -> repository file: all of weights/ and of tasp_hloc/train/configs/."""
-    files = {f"tasp_hloc/_weights/{p.relative_to(ROOT / 'weights').as_posix()}": p
-             for p in (ROOT / "weights").rglob("*") if p.is_file()}
+    files = {
+        f"tasp_hloc/_weights/{p.relative_to(ROOT / 'weights').as_posix()}": p
+        for p in (ROOT / "weights").rglob("*")
+        if p.is_file()
+    }
     configs = ROOT / "tasp_hloc" / "train" / "configs"
-    files.update({f"tasp_hloc/train/configs/{p.relative_to(configs).as_posix()}": p
-                  for p in configs.rglob("*.yaml")})
+    files.update(
+        {
+            f"tasp_hloc/train/configs/{p.relative_to(configs).as_posix()}": p
+            for p in configs.rglob("*.yaml")
+        }
+    )
     files[PTH] = ROOT / PTH
     files["tasp_hloc/_autoregister.py"] = ROOT / "tasp_hloc" / "_autoregister.py"
     return files
@@ -86,19 +108,27 @@ def test_installed_copy_finds_its_weights_outside_the_checkout(wheel, tmp_path):
     site = tmp_path / "site"
     with zipfile.ZipFile(wheel) as z:
         z.extractall(site)
-    code = ("import tasp_hloc, tasp_hloc.weights as w\n"
-            "from tasp_hloc import TaSP\n"
-            "print('FILE', tasp_hloc.__file__)\n"
-            "print('DIR', w.WEIGHTS_DIR)\n"
-            "model = TaSP()\n"  # the default released weights
-            "print('LOADED', model.conf['weights'], model.conf['backbone'])\n"
-            "from tasp_hloc.train.config import CONFIG_DIR\n"
-            "print('CONFIGS', len(list(CONFIG_DIR.rglob('*.yaml'))))\n")
+    code = (
+        "import tasp_hloc, tasp_hloc.weights as w\n"
+        "from tasp_hloc import TaSP\n"
+        "print('FILE', tasp_hloc.__file__)\n"
+        "print('DIR', w.WEIGHTS_DIR)\n"
+        "model = TaSP()\n"  # the default released weights
+        "print('LOADED', model.conf['weights'], model.conf['backbone'])\n"
+        "from tasp_hloc.train.config import CONFIG_DIR\n"
+        "print('CONFIGS', len(list(CONFIG_DIR.rglob('*.yaml'))))\n"
+    )
     env = {k: v for k, v in os.environ.items() if k != "TASP_WEIGHTS_DIR"}
     env["PYTHONPATH"] = str(site)  # before the editable install's finder
     (tmp_path / "cwd").mkdir()
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path / "cwd", env=env,
-                         capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path / "cwd",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert f"FILE {site / 'tasp_hloc' / '__init__.py'}" in out.stdout
     assert f"DIR {site / 'tasp_hloc' / '_weights'}" in out.stdout

@@ -14,7 +14,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 import pipeline_scenes as ps  # noqa: E402
 
 from pipelines import (  # noqa: E402
-    common, evaluate, h5_repair, hpatches, netvlad, retrieval, triangulate,
+    common,
+    evaluate,
+    h5_repair,
+    hpatches,
+    netvlad,
+    retrieval,
+    triangulate,
 )
 from pipelines import poses as pose_math  # noqa: E402
 from pipelines import results as results_files  # noqa: E402
@@ -35,10 +41,14 @@ def _rand_pose(rng):
 
 def test_results_roundtrip_names_and_sign(tmp_path):
     rng = np.random.default_rng(0)
-    poses = {"query/day/nexus5x/IMG_1.jpg": _rand_pose(rng),
-             "query/night/milestone/IMG_2.jpg": _rand_pose(rng)}
-    poses["query/day/nexus5x/IMG_1.jpg"] = (-np.abs(poses["query/day/nexus5x/IMG_1.jpg"][0]),
-                                           poses["query/day/nexus5x/IMG_1.jpg"][1])
+    poses = {
+        "query/day/nexus5x/IMG_1.jpg": _rand_pose(rng),
+        "query/night/milestone/IMG_2.jpg": _rand_pose(rng),
+    }
+    poses["query/day/nexus5x/IMG_1.jpg"] = (
+        -np.abs(poses["query/day/nexus5x/IMG_1.jpg"][0]),
+        poses["query/day/nexus5x/IMG_1.jpg"][1],
+    )
     out = tmp_path / "r.txt"
     results_files.write_results(poses, out)
     back = results_files.read_results(out)
@@ -54,13 +64,16 @@ def test_results_roundtrip_names_and_sign(tmp_path):
     assert "nexus5x/IMG_1.jpg" in results_files.read_results(out)
 
 
-@pytest.mark.parametrize("text,msg", [
-    ("a.jpg 1 0 0 0 1 2\n", "expected"),
-    ("a.jpg 1 0 0 x 1 2 3\n", "non-numeric"),
-    ("a.jpg 2 0 0 0 1 2 3\n", "unit-norm"),
-    ("a.jpg 1 0 0 0 1 2 nan\n", "non-finite"),
-    ("a.jpg 1 0 0 0 1 2 3\na.jpg 1 0 0 0 1 2 3\n", "duplicate"),
-])
+@pytest.mark.parametrize(
+    "text,msg",
+    [
+        ("a.jpg 1 0 0 0 1 2\n", "expected"),
+        ("a.jpg 1 0 0 x 1 2 3\n", "non-numeric"),
+        ("a.jpg 2 0 0 0 1 2 3\n", "unit-norm"),
+        ("a.jpg 1 0 0 0 1 2 nan\n", "non-finite"),
+        ("a.jpg 1 0 0 0 1 2 3\na.jpg 1 0 0 0 1 2 3\n", "duplicate"),
+    ],
+)
 def test_read_results_errors_name_file_and_line(tmp_path, text, msg):
     f = tmp_path / "bad.txt"
     f.write_text(text)
@@ -104,12 +117,17 @@ def test_complete_results_fills_every_query():
 # the translation of the world-to-camera pose), fields separated by single spaces.
 SUBMISSION_LINE = re.compile(r"^(?P<name>[^ /]+)(?: -?\d+\.\d{10}){7}$")
 SUBMISSIONS = {
-    "aachen_v1.1": ["query/day/nexus5x/IMG_20161227_160713.jpg",
-                    "query/night/nexus5x/IMG_20161227_172616.jpg",
-                    "query/day/milestone/2010-10-30_17-47-25_73.jpg",
-                    "query/night/nexus5x_additional_night/IMG_20170702_003514.jpg"],
-    "inloc": ["query/iphone7/IMG_0731.JPG", "query/iphone7/IMG_0732.JPG",
-              "query/iphone7/IMG_1001.JPG"],
+    "aachen_v1.1": [
+        "query/day/nexus5x/IMG_20161227_160713.jpg",
+        "query/night/nexus5x/IMG_20161227_172616.jpg",
+        "query/day/milestone/2010-10-30_17-47-25_73.jpg",
+        "query/night/nexus5x_additional_night/IMG_20170702_003514.jpg",
+    ],
+    "inloc": [
+        "query/iphone7/IMG_0731.JPG",
+        "query/iphone7/IMG_0732.JPG",
+        "query/iphone7/IMG_1001.JPG",
+    ],
 }
 
 
@@ -126,8 +144,15 @@ def test_submission_file_as_visuallocalization_expects(benchmark, tmp_path):
     lines = text.splitlines()
     assert [SUBMISSION_LINE.match(l)["name"] for l in lines] == [n.split("/")[-1] for n in names]
     first = lines[0].split(" ")
-    assert first[1:] == ["0.5000000000", "-0.5000000000", "0.5000000000", "-0.5000000000",
-                         "0.0000000000", "0.0000000000", "250.0000000000"]  # qw >= 0, no "-0"
+    assert first[1:] == [
+        "0.5000000000",
+        "-0.5000000000",
+        "0.5000000000",
+        "-0.5000000000",
+        "0.0000000000",
+        "0.0000000000",
+        "250.0000000000",
+    ]  # qw >= 0, no "-0"
     back = results_files.read_results(out)
     assert list(back) == [n.split("/")[-1] for n in names]
     for name in names[1:]:
@@ -143,8 +168,11 @@ def test_submission_file_as_visuallocalization_expects(benchmark, tmp_path):
 
 
 def _names():
-    queries = ["query/day/nexus5x/IMG_1.jpg", "query/night/nexus5x/IMG_2.jpg",
-               "query/night/nexus5x/IMG_3.jpg"]
+    queries = [
+        "query/day/nexus5x/IMG_1.jpg",
+        "query/night/nexus5x/IMG_2.jpg",
+        "query/night/nexus5x/IMG_3.jpg",
+    ]
     dbs = ["db/1.jpg", "db/2.jpg", "db/3.jpg", "sequences/s1/0001.png"]
     return queries, dbs
 
@@ -152,23 +180,33 @@ def _names():
 def test_given_pairs_either_order_and_database_pairs_skipped(tmp_path):
     queries, dbs = _names()
     f = tmp_path / "image_pairs_to_match_v1_1.txt"
-    f.write_text("db/1.jpg db/2.jpg\nsequences/s1/0001.png db/3.jpg\n# comment\n\n"
-                 "query/night/nexus5x/IMG_2.jpg db/3.jpg\n"
-                 "db/1.jpg query/night/nexus5x/IMG_2.jpg\n"
-                 "query/night/nexus5x/IMG_2.jpg db/3.jpg\n"
-                 "query/night/nexus5x/IMG_3.jpg sequences/s1/0001.png\n")
+    f.write_text(
+        "db/1.jpg db/2.jpg\nsequences/s1/0001.png db/3.jpg\n# comment\n\n"
+        "query/night/nexus5x/IMG_2.jpg db/3.jpg\n"
+        "db/1.jpg query/night/nexus5x/IMG_2.jpg\n"
+        "query/night/nexus5x/IMG_2.jpg db/3.jpg\n"
+        "query/night/nexus5x/IMG_3.jpg sequences/s1/0001.png\n"
+    )
     given = retrieval.read_given_pairs([f], queries, dbs)
-    assert given == {"query/night/nexus5x/IMG_2.jpg": ["db/3.jpg", "db/1.jpg"],
-                     "query/night/nexus5x/IMG_3.jpg": ["sequences/s1/0001.png"]}
+    assert given == {
+        "query/night/nexus5x/IMG_2.jpg": ["db/3.jpg", "db/1.jpg"],
+        "query/night/nexus5x/IMG_3.jpg": ["sequences/s1/0001.png"],
+    }
 
 
-@pytest.mark.parametrize("line,msg", [
-    ("IMG_2.jpg db/1.jpg", r"pairs.txt:2: 'IMG_2.jpg' is neither a query.*Did you mean "
-                           r"'query/night/nexus5x/IMG_2.jpg'"),
-    ("query/night/nexus5x/IMG_2.jpg db/99.jpg", r"pairs.txt:2: 'db/99.jpg' is neither"),
-    ("query/night/nexus5x/IMG_2.jpg query/night/nexus5x/IMG_3.jpg", "two query images"),
-    ("query/night/nexus5x/IMG_2.jpg", "expected `query_name database_name`"),
-])
+@pytest.mark.parametrize(
+    "line,msg",
+    [
+        (
+            "IMG_2.jpg db/1.jpg",
+            r"pairs.txt:2: 'IMG_2.jpg' is neither a query.*Did you mean "
+            r"'query/night/nexus5x/IMG_2.jpg'",
+        ),
+        ("query/night/nexus5x/IMG_2.jpg db/99.jpg", r"pairs.txt:2: 'db/99.jpg' is neither"),
+        ("query/night/nexus5x/IMG_2.jpg query/night/nexus5x/IMG_3.jpg", "two query images"),
+        ("query/night/nexus5x/IMG_2.jpg", "expected `query_name database_name`"),
+    ],
+)
 def test_given_pairs_errors_name_file_line_and_fix(tmp_path, line, msg):
     queries, dbs = _names()
     f = tmp_path / "pairs.txt"
@@ -188,8 +226,9 @@ def test_given_pairs_for_some_queries_retrieval_for_the_rest(tmp_path):
     queries, dbs = _names()
     f = tmp_path / "night.txt"
     f.write_text("query/night/nexus5x/IMG_2.jpg db/3.jpg\nquery/night/nexus5x/IMG_3.jpg db/1.jpg\n")
-    args = argparse.Namespace(query_pairs=[f], retrieval="exhaustive", num_loc=20, results=None,
-                              netvlad_weights=None)
+    args = argparse.Namespace(
+        query_pairs=[f], retrieval="exhaustive", num_loc=20, results=None, netvlad_weights=None
+    )
     given = retrieval.read_given_pairs(args.query_pairs, queries, dbs)
     out = tmp_path / "out"
     out.mkdir()
@@ -199,14 +238,17 @@ def test_given_pairs_for_some_queries_retrieval_for_the_rest(tmp_path):
     retrieval.query_pairs(args, tmp_path, out, loc_pairs, queries, dbs, given)
     pairs = hloc_format.read_pairs(loc_pairs)
     assert pairs == [(queries[0], d) for d in dbs] + [
-        ("query/night/nexus5x/IMG_2.jpg", "db/3.jpg"), ("query/night/nexus5x/IMG_3.jpg", "db/1.jpg")]
+        ("query/night/nexus5x/IMG_2.jpg", "db/3.jpg"),
+        ("query/night/nexus5x/IMG_3.jpg", "db/1.jpg"),
+    ]
     rest = out / "pairs-query-exhaustive-rest-of-night+exhaustive.txt"
     assert {q for q, _ in hloc_format.read_pairs(rest)} == {queries[0]}
     # All queries given: no retrieval at all (and no NetVLAD weights needed).
     args.retrieval = "netvlad"
     all_given = {q: ["db/2.jpg"] for q in queries}
-    loc_all, res_all = retrieval.localization_paths(args, out, "feats_NN", "InLoc",
-                                                 retrieval_needed=False)
+    loc_all, res_all = retrieval.localization_paths(
+        args, out, "feats_NN", "InLoc", retrieval_needed=False
+    )
     assert loc_all.name == "pairs-query-night.txt" and res_all.name == "InLoc_feats_NN_night.txt"
     retrieval.query_pairs(args, tmp_path, out, loc_all, queries, dbs, all_given)
     assert hloc_format.read_pairs(loc_all) == [(q, "db/2.jpg") for q in queries]
@@ -262,19 +304,25 @@ def test_aachen_conditions_from_query_lists(tmp_path):
         evaluate.evaluate("aachen", res, gt)
     q = tmp_path / "ds/queries"
     q.mkdir(parents=True)
-    (q / "day_time_queries_with_intrinsics.txt").write_text("".join(
-        f"query/day/nexus5x/IMG_{i}.jpg SIMPLE_RADIAL 320 240 200 160 120 0\n" for i in range(4)))
-    (q / "night_time_queries_with_intrinsics.txt").write_text("".join(
-        f"query/night/nexus5x/IMG_{i}.jpg SIMPLE_RADIAL 320 240 200 160 120 0\n"
-        for i in (4, 5)))
+    (q / "day_time_queries_with_intrinsics.txt").write_text(
+        "".join(
+            f"query/day/nexus5x/IMG_{i}.jpg SIMPLE_RADIAL 320 240 200 160 120 0\n" for i in range(4)
+        )
+    )
+    (q / "night_time_queries_with_intrinsics.txt").write_text(
+        "".join(
+            f"query/night/nexus5x/IMG_{i}.jpg SIMPLE_RADIAL 320 240 200 160 120 0\n" for i in (4, 5)
+        )
+    )
     stats = evaluate.evaluate("aachen", res, gt, tmp_path / "ds")
     assert stats["night"][1] == pytest.approx([0.5, 0.5, 0.5])
 
 
 def test_evaluate_rejects_foreign_names(tmp_path):
     gt, _ = _gt_and_results(tmp_path)
-    results_files.write_results({"query/day/x/other.jpg": (np.array([1.0, 0, 0, 0]), np.zeros(3))},
-                         tmp_path / "r.txt")
+    results_files.write_results(
+        {"query/day/x/other.jpg": (np.array([1.0, 0, 0, 0]), np.zeros(3))}, tmp_path / "r.txt"
+    )
     with pytest.raises(ValueError, match="file names only"):
         evaluate.evaluate("inloc", tmp_path / "r.txt", gt)
 
@@ -340,14 +388,17 @@ def test_netvlad_missing_and_invalid_weights(tmp_path):
 def test_generated_layouts_pass_checks(tmp_path):
     ps.make_aachen(tmp_path / "a", n_db=6, n_day=1, n_night=1)
     lists = check_layout(tmp_path / "a")
-    assert [p.name for p in lists] == ["day_time_queries_with_intrinsics.txt",
-                                       "night_time_queries_with_intrinsics.txt"]
+    assert [p.name for p in lists] == [
+        "day_time_queries_with_intrinsics.txt",
+        "night_time_queries_with_intrinsics.txt",
+    ]
     import pycolmap
 
     rec = pycolmap.Reconstruction(str(tmp_path / "a/3D-models/aachen_v_1_1"))
     assert rec.num_images() == 6 and rec.num_points3D() > 100
-    ps.make_inloc(tmp_path / "i", scans_per_floor=1, yaws=2, n_queries_per_floor=1,
-                  qsize=(160, 120))
+    ps.make_inloc(
+        tmp_path / "i", scans_per_floor=1, yaws=2, n_queries_per_floor=1, qsize=(160, 120)
+    )
     queries, cutouts = list_images(tmp_path / "i")
     assert queries == ["query/iphone7/IMG_0001.JPG", "query/iphone7/IMG_0002.JPG"]
     assert len(cutouts) == 4 and all(c.startswith("database/cutouts/DUC") for c in cutouts)
@@ -369,8 +420,9 @@ def test_inloc_xyzcut_and_alignment_consistent(tmp_path):
     assert (~ok).sum() > 0  # holes exist, like real scans
     # The cutout (yaw 0, f 180) sees every pixel's point along its ray from one centre.
     v, u = np.mgrid[:H, :W]
-    rays = np.stack([(u + 0.5 - W / 2) / 180.0, (v + 0.5 - H / 2) / 180.0, np.ones_like(u, float)],
-                    -1).reshape(-1, 3) @ ps.look_R(0.0, 0.0)
+    rays = np.stack(
+        [(u + 0.5 - W / 2) / 180.0, (v + 0.5 - H / 2) / 180.0, np.ones_like(u, float)], -1
+    ).reshape(-1, 3) @ ps.look_R(0.0, 0.0)
     # All rays meet at one centre: solve least squares for c with world = c + s * ray.
     r = rays[ok] / np.linalg.norm(rays[ok], axis=1, keepdims=True)
     P = np.eye(3)[None] - r[:, :, None] * r[:, None, :]
@@ -384,8 +436,9 @@ def test_layout_errors_name_what_is_missing(tmp_path):
         check_layout(tmp_path)
     with pytest.raises(FileNotFoundError, match="query/iphone7"):
         list_images(tmp_path)
-    ps.make_inloc(tmp_path / "i", scans_per_floor=1, yaws=1, n_queries_per_floor=1,
-                  qsize=(160, 120))
+    ps.make_inloc(
+        tmp_path / "i", scans_per_floor=1, yaws=1, n_queries_per_floor=1, qsize=(160, 120)
+    )
     next((tmp_path / "i").glob("database/cutouts/*/*/*.jpg.mat")).unlink()
     with pytest.raises(FileNotFoundError, match="XYZcut"):
         list_images(tmp_path / "i")
@@ -395,11 +448,13 @@ def test_empty_model_fails_loudly(tmp_path):
     import pycolmap
 
     rec = pycolmap.Reconstruction()
-    cam = pycolmap.Camera(model="SIMPLE_PINHOLE", width=10, height=10, params=[5, 5, 5],
-                          camera_id=1)
+    cam = pycolmap.Camera(
+        model="SIMPLE_PINHOLE", width=10, height=10, params=[5, 5, 5], camera_id=1
+    )
     rec.add_camera_with_trivial_rig(cam)
-    rec.add_image_with_trivial_frame(pycolmap.Image(name="a.jpg", camera_id=1, image_id=1),
-                                     pycolmap.Rigid3d())
+    rec.add_image_with_trivial_frame(
+        pycolmap.Image(name="a.jpg", camera_id=1, image_id=1), pycolmap.Rigid3d()
+    )
     rec.write_binary(str(tmp_path))
     with pytest.raises(common.PipelineError, match="0 3D points"):
         triangulate.load_model(tmp_path, "triangulation")
@@ -454,12 +509,19 @@ def test_hpatches_layout_check(tmp_path):
 
 def test_clis_without_hloc_say_how_to_install(tmp_path):
     """With hloc unimportable, the pipelines stop with the install hint, not a traceback soup."""
-    code = ("import sys; sys.modules['hloc'] = None\n"
-            "from pipelines import aachen\n"
-            "try:\n    aachen.main(['--dataset', 'x', '--outputs', 'y'])\n"
-            "except ImportError as e:\n    print('MSG', e)\n")
-    out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[1],
-                         capture_output=True, text=True, timeout=120)
+    code = (
+        "import sys; sys.modules['hloc'] = None\n"
+        "from pipelines import aachen\n"
+        "try:\n    aachen.main(['--dataset', 'x', '--outputs', 'y'])\n"
+        "except ImportError as e:\n    print('MSG', e)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=Path(__file__).parents[1],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert "MSG hloc is not installed" in out.stdout and "Hierarchical-Localization" in out.stdout
 
 
@@ -468,22 +530,26 @@ def test_h5_left_by_killed_writer_is_repaired(tmp_path):
     import h5py
 
     f = tmp_path / "feats.h5"
-    code = ("import h5py, numpy as np, os, sys\n"
-            "fd = h5py.File(sys.argv[1], 'a', libver='latest')\n"
-            "for i in range(3):\n"
-            "    g = fd.create_group(f'db/{i}.jpg')\n"
-            "    for k in ('keypoints', 'descriptors', 'image_size'):\n"
-            "        g.create_dataset(k, data=np.zeros(3))\n"
-            "fd.create_group('db/3.jpg').create_dataset('keypoints', data=np.zeros(3))\n"
-            "fd.flush()\n"
-            "os._exit(0)  # die like a killed process: no close\n")
+    code = (
+        "import h5py, numpy as np, os, sys\n"
+        "fd = h5py.File(sys.argv[1], 'a', libver='latest')\n"
+        "for i in range(3):\n"
+        "    g = fd.create_group(f'db/{i}.jpg')\n"
+        "    for k in ('keypoints', 'descriptors', 'image_size'):\n"
+        "        g.create_dataset(k, data=np.zeros(3))\n"
+        "fd.create_group('db/3.jpg').create_dataset('keypoints', data=np.zeros(3))\n"
+        "fd.flush()\n"
+        "os._exit(0)  # die like a killed process: no close\n"
+    )
     subprocess.run([sys.executable, "-c", code, str(f)], check=True, timeout=60)
     with pytest.raises(OSError, match="consistency flags"):
         h5py.File(str(f), "r")
     h5_repair.repair_h5(f, h5_repair.FEATURE_KEYS)
     with h5py.File(str(f), "r") as fd:
         assert sorted(fd["db"].keys()) == ["0.jpg", "1.jpg", "2.jpg"]  # partial group dropped
-    assert h5_journal.lookup3(b"Four score and seven years ago") == 0x17770551  # lookup3 test vector
+    assert (
+        h5_journal.lookup3(b"Four score and seven years ago") == 0x17770551
+    )  # lookup3 test vector
     (tmp_path / "junk.h5").write_bytes(b"not hdf5 at all")
     h5_repair.repair_h5(tmp_path / "junk.h5", h5_repair.FEATURE_KEYS)
     assert not (tmp_path / "junk.h5").exists() and (tmp_path / "junk.h5.corrupt").exists()

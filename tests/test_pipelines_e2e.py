@@ -16,14 +16,25 @@ import h5py
 import numpy as np
 import pytest
 
-pytest.importorskip("hloc", reason="hloc is not on PyPI: install it from "
-                    "https://github.com/cvg/Hierarchical-Localization to run the pipelines")
+pytest.importorskip(
+    "hloc",
+    reason="hloc is not on PyPI: install it from "
+    "https://github.com/cvg/Hierarchical-Localization to run the pipelines",
+)
 
 sys.path.insert(0, str(Path(__file__).parent))
 import pipeline_scenes as ps  # noqa: E402
 
 from pipelines import (  # noqa: E402
-    aachen, common, eth, evaluate, hpatches, inloc, inloc_localize, netvlad, triangulate,
+    aachen,
+    common,
+    eth,
+    evaluate,
+    hpatches,
+    inloc,
+    inloc_localize,
+    netvlad,
+    triangulate,
 )
 from pipelines import results as results_files  # noqa: E402
 from tasp_hloc import hloc_format  # noqa: E402
@@ -46,8 +57,9 @@ def _dataset(tmp_path_factory, kind, make, blank_path, blank_image):
 @pytest.fixture(scope="module")
 def aachen_ds(tmp_path_factory):
     blank = "query/night/nexus5x/IMG_blank.jpg"
-    root, queries, ckpt = _dataset(tmp_path_factory, "aachen", ps.make_aachen,
-                                   f"images_upright/{blank}", BLANK)
+    root, queries, ckpt = _dataset(
+        tmp_path_factory, "aachen", ps.make_aachen, f"images_upright/{blank}", BLANK
+    )
     with open(root / "ds/queries/night_time_queries_with_intrinsics.txt", "a") as fd:
         fd.write(f"{blank} SIMPLE_RADIAL 320 240 240 160 120 0\n")
     return root, queries, ckpt, blank
@@ -56,14 +68,24 @@ def aachen_ds(tmp_path_factory):
 @pytest.fixture(scope="module")
 def inloc_ds(tmp_path_factory):
     blank = "query/iphone7/IMG_9999.JPG"
-    root, queries, ckpt = _dataset(tmp_path_factory, "inloc", ps.make_inloc, blank,
-                                   np.full((480, 640, 3), 128, np.uint8))
+    root, queries, ckpt = _dataset(
+        tmp_path_factory, "inloc", ps.make_inloc, blank, np.full((480, 640, 3), 128, np.uint8)
+    )
     return root, queries, ckpt, blank
 
 
 def aachen_args(root, ckpt, out, *extra):
-    return ["--dataset", str(root / "ds"), "--outputs", str(out), "--features", "sift",
-            "--netvlad-weights", str(ckpt), *extra]
+    return [
+        "--dataset",
+        str(root / "ds"),
+        "--outputs",
+        str(out),
+        "--features",
+        "sift",
+        "--netvlad-weights",
+        str(ckpt),
+        *extra,
+    ]
 
 
 def check_complete(results: Path, names):
@@ -90,8 +112,9 @@ def test_aachen_end_to_end(aachen_ds, capsys):
     n = sum(s[0] for s in stats.values())
     tight = sum(s[0] * s[1][0] for s in stats.values())
     assert tight / n >= 0.8, stats
-    evaluate.main(["--benchmark", "aachen", "--results", str(results), "--gt",
-                   str(root / "gt.txt")])
+    evaluate.main(
+        ["--benchmark", "aachen", "--results", str(results), "--gt", str(root / "gt.txt")]
+    )
     assert "night" in capsys.readouterr().out
 
 
@@ -101,12 +124,15 @@ def test_aachen_given_pairs_for_night_queries(aachen_ds):
     out = root / "out"  # reuse the features, database matches and model of the end-to-end run
     import pycolmap
 
-    dbs = sorted(im.name for im in pycolmap.Reconstruction(
-        str(root / "ds/3D-models/aachen_v_1_1")).images.values())
+    dbs = sorted(
+        im.name
+        for im in pycolmap.Reconstruction(str(root / "ds/3D-models/aachen_v_1_1")).images.values()
+    )
     night = [q.name for q in queries if q.name.startswith("query/night")] + [blank]
     given = root / "night_pairs.txt"
-    given.write_text(f"{dbs[0]} {dbs[1]}\n" + "".join(f"{q} {d}\n" for q in night
-                                                      for d in dbs[:10]))
+    given.write_text(
+        f"{dbs[0]} {dbs[1]}\n" + "".join(f"{q} {d}\n" for q in night for d in dbs[:10])
+    )
     results = aachen.main(aachen_args(root, ckpt, out, "--query-pairs", str(given)))
     assert results.name == "Aachen-v1.1_feats-sift_matches-NN-mutual_night_pairs+netvlad20.txt"
     check_complete(results, [q.name for q in queries] + [blank])
@@ -127,10 +153,17 @@ def test_aachen_given_pairs_for_night_queries(aachen_ds):
 def _run_and_kill(args, h5_name, n):
     """Run the Aachen pipeline until it SIGKILLs itself before the n-th dataset written into
     the HDF5 file `h5_name` (see kill_at.py): a known point, not a timing. True if it did."""
-    cmd = [sys.executable, str(REPO / "tests/kill_at.py"), h5_name, str(n), "pipelines.aachen",
-           *args]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    cmd = [
+        sys.executable,
+        str(REPO / "tests/kill_at.py"),
+        h5_name,
+        str(n),
+        "pipelines.aachen",
+        *args,
+    ]
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     proc.wait()
     try:  # what the killed process left behind (data-loader workers), by its process group
         os.killpg(proc.pid, signal.SIGKILL)
@@ -178,14 +211,30 @@ def test_triangulation_with_no_matches_fails_loudly(aachen_ds):
                 g.create_dataset("matches0", data=np.full(n, -1, np.int16))
                 g.create_dataset("matching_scores0", data=np.zeros(n, np.float16))
     with pytest.raises(common.PipelineError, match="kept any match"):
-        triangulate.triangulate_known_poses(root / "sfm_empty", root / "ds/3D-models/aachen_v_1_1",
-                                       root / "ds/images_upright", pairs, out / "feats-sift.h5",
-                                       empty)
+        triangulate.triangulate_known_poses(
+            root / "sfm_empty",
+            root / "ds/3D-models/aachen_v_1_1",
+            root / "ds/images_upright",
+            pairs,
+            out / "feats-sift.h5",
+            empty,
+        )
 
 
 def inloc_args(root, ckpt, out, *extra):
-    return ["--dataset", str(root / "ds"), "--outputs", str(out), "--features", "sift",
-            "--netvlad-weights", str(ckpt), "--query-focal", "scaled", *extra]
+    return [
+        "--dataset",
+        str(root / "ds"),
+        "--outputs",
+        str(out),
+        "--features",
+        "sift",
+        "--netvlad-weights",
+        str(ckpt),
+        "--query-focal",
+        "scaled",
+        *extra,
+    ]
 
 
 def test_inloc_end_to_end(inloc_ds):
@@ -211,9 +260,14 @@ def test_inloc_no_cutout_survives_skip_matches(inloc_ds):
         inloc.main(inloc_args(root, ckpt, out))
     results = root / "skip_all.txt"
     poses, failed = inloc_localize.localize_inloc(
-        root / "ds", out / "pairs-query-netvlad40.txt", out / "feats-sift.h5",
-        out / "feats-sift_matches-NN-mutual_pairs-query-netvlad40.h5", results,
-        skip_matches=10 ** 6, focal="scaled")
+        root / "ds",
+        out / "pairs-query-netvlad40.txt",
+        out / "feats-sift.h5",
+        out / "feats-sift_matches-NN-mutual_pairs-query-netvlad40.h5",
+        results,
+        skip_matches=10**6,
+        focal="scaled",
+    )
     assert len(failed) == len(queries) + 1
     back = check_complete(results, [q.name for q in queries] + [blank])
     assert all(np.allclose(q, [1, 0, 0, 0]) for q, _ in back.values())
@@ -233,9 +287,20 @@ def test_tasp_preset_plumbing(tmp_path):
     pytest.importorskip("tasp_hloc.hloc_plugin", reason="the TaSP hloc adapter is not there yet")
     queries = ps.make_aachen(tmp_path / "ds", n_db=6, n_day=1, n_night=1)
     out = tmp_path / "out"
-    args = ["--dataset", str(tmp_path / "ds"), "--outputs", str(out), "--features",
-            "tasp_aachen", "--max-keypoints", "512", "--retrieval", "exhaustive",
-            "--weights", "random"]
+    args = [
+        "--dataset",
+        str(tmp_path / "ds"),
+        "--outputs",
+        str(out),
+        "--features",
+        "tasp_aachen",
+        "--max-keypoints",
+        "512",
+        "--retrieval",
+        "exhaustive",
+        "--weights",
+        "random",
+    ]
     try:
         results = aachen.main(args)
     except common.PipelineError as e:  # random features may leave nothing to triangulate
@@ -254,35 +319,67 @@ def test_tasp_preset_plumbing(tmp_path):
 
 def test_hpatches_script(tmp_path, capsys):
     ps.make_hpatches(tmp_path / "hp")
-    report = hpatches.main(["--dataset", str(tmp_path / "hp"), "--outputs", str(tmp_path / "out"),
-                            "--features", "sift"])
+    report = hpatches.main(
+        [
+            "--dataset",
+            str(tmp_path / "hp"),
+            "--outputs",
+            str(tmp_path / "out"),
+            "--features",
+            "sift",
+        ]
+    )
     assert report["sequences"] == 4
     mma = report["mma"]
     assert len(mma["illumination"]) == 10 and mma["illumination"][2] > 0.7
     assert mma["viewpoint"][2] > 0.5 and np.all(np.diff(mma["overall"]) >= 0)
     assert (tmp_path / "out/hpatches_mma_feats-sift_matches-NN-mutual.png").stat().st_size > 0
-    saved = json.loads((tmp_path / "out/hpatches_mma_feats-sift_matches-NN-mutual.json").read_text())
+    saved = json.loads(
+        (tmp_path / "out/hpatches_mma_feats-sift_matches-NN-mutual.json").read_text()
+    )
     assert saved["mma"] == mma
     assert "MMA illumination" in capsys.readouterr().out
 
 
 def test_eth_script(tmp_path):
     ps.make_eth(tmp_path / "eth")
-    stats = eth.main(["--dataset", str(tmp_path / "eth"), "--outputs", str(tmp_path / "out"),
-                      "--features", "sift"])
+    stats = eth.main(
+        [
+            "--dataset",
+            str(tmp_path / "eth"),
+            "--outputs",
+            str(tmp_path / "out"),
+            "--features",
+            "sift",
+        ]
+    )
     assert stats["registered_images"] >= 6 and stats["points3D"] > 50
     assert stats["mean_track_length"] > 2 and stats["mean_reprojection_error"] < 1.5
     assert json.loads((tmp_path / "out/eth_stats_feats-sift.json").read_text()) == stats
 
 
-
 def test_missing_netvlad_weights_fail_before_any_work(aachen_ds, tmp_path):
     root, _, _, _ = aachen_ds
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, "-m", "pipelines.aachen", "--dataset", str(root / "ds"),
-                           "--outputs", str(out), "--features", "sift", "--netvlad-weights",
-                           str(tmp_path / "missing.mat")], cwd=REPO, capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipelines.aachen",
+            "--dataset",
+            str(root / "ds"),
+            "--outputs",
+            str(out),
+            "--features",
+            "sift",
+            "--netvlad-weights",
+            str(tmp_path / "missing.mat"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 1
     assert "missing.mat" in proc.stderr and "--netvlad-weights" in proc.stderr
     assert "Traceback" not in proc.stderr and not list(out.glob("*.h5"))

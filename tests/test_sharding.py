@@ -19,20 +19,31 @@ from tasp_hloc.sharding import leftover_shards, merge_shards, shard_path
 from conftest import render_scene
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
-                                reason="needs torch.distributed with gloo")
+pytestmark = pytest.mark.skipif(
+    not (dist.is_available() and dist.is_gloo_available()),
+    reason="needs torch.distributed with gloo",
+)
 # Released weights (every process must hold the same network), small images for speed.
 MODEL_ARGS = ["--weights", "tasp_v2", "--max-keypoints", "128", "--resize-max", "96"]
 
 
 def cli(*args, nproc=1, check=True):
     """``python -m tasp_hloc ...``, or under torchrun with ``nproc`` processes, 1 thread each."""
-    launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                 f"--nproc_per_node={nproc}"] if nproc > 1 else [sys.executable])
+    launcher = (
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+        if nproc > 1
+        else [sys.executable]
+    )
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TASP_HLOC_AUTOREGISTER": "0"}
     env.pop("WORLD_SIZE", None)
-    run = subprocess.run([*launcher, "-m", "tasp_hloc", *args], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=600)
+    run = subprocess.run(
+        [*launcher, "-m", "tasp_hloc", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if check:
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-6000:]
     return run
@@ -41,9 +52,11 @@ def cli(*args, nproc=1, check=True):
 def h5_contents(path):
     out = {}
     with h5py.File(path, "r") as fd:
+
         def visit(name, obj):
             if isinstance(obj, h5py.Dataset):
                 out[name] = (obj[()], obj.dtype, dict(obj.attrs))
+
         fd.visititems(visit)
     return out
 
@@ -77,14 +90,16 @@ def single(images, tmp_path_factory):
 
 
 def test_two_processes_write_the_file_of_one(images, single, tmp_path):
-    run = cli("extract", "--images", str(images), "--output", str(tmp_path / "f.h5"),
-              *MODEL_ARGS, nproc=2)
+    run = cli(
+        "extract", "--images", str(images), "--output", str(tmp_path / "f.h5"), *MODEL_ARGS, nproc=2
+    )
     assert "Merged 6 groups from 2 shard files" in run.stderr
     assert not leftover_shards(tmp_path / "f.h5")
     assert_same_file(single / "f.h5", tmp_path / "f.h5")
     # Matching splits the pairs the same way (pairs file written once, by rank 0).
-    run = cli("match", "--features", str(tmp_path / "f.h5"), "--output", str(tmp_path / "m.h5"),
-              nproc=2)
+    run = cli(
+        "match", "--features", str(tmp_path / "f.h5"), "--output", str(tmp_path / "m.h5"), nproc=2
+    )
     assert "Merged 15 groups" in run.stderr
     assert_same_file(single / "m.h5", tmp_path / "m.h5")
 
@@ -99,8 +114,17 @@ def test_failing_rank_reports_its_images_and_the_rerun_completes(images, single,
     # 7 names: rank 0 takes im0, im2, im4 and this one (its last); rank 1 im1, im3, sub/deep
     (broken / "zz_truncated.png").write_bytes(b"truncated")
     out = tmp_path / "f.h5"
-    run = cli("extract", "--images", str(broken), "--output", str(out), *MODEL_ARGS,
-              "--fail-fast", nproc=2, check=False)
+    run = cli(
+        "extract",
+        "--images",
+        str(broken),
+        "--output",
+        str(out),
+        *MODEL_ARGS,
+        "--fail-fast",
+        nproc=2,
+        check=False,
+    )
     assert run.returncode != 0
     assert "Rank 0 of 2 stopped (ImageReadError" in run.stderr
     assert "1 of its 4 items not done: zz_truncated.png" in run.stderr

@@ -36,7 +36,11 @@ def test_table3_configs_switch_exactly_the_three_components():
     seen = set()
     for name in ["base", "ta", "diw", "sw3d", "ta_diw", "ta_sw3d", "diw_sw3d", "ta_diw_sw3d"]:
         conf = load_config(f"table3/{name}", ["data.root=/somewhere"])
-        ta, diw, sw = conf.loss.task_aligned, conf.loss.importance_weighting, conf.loss.window == "3d"
+        ta, diw, sw = (
+            conf.loss.task_aligned,
+            conf.loss.importance_weighting,
+            conf.loss.window == "3d",
+        )
         assert (ta, diw, sw) == ("ta" in name, "diw" in name, "sw3d" in name)
         assert conf.train.lr == 1e-3 and conf.train.batch_size == 4 and conf.loss.lambda_kpt == 1e-3
         seen.add((ta, diw, sw))
@@ -69,7 +73,9 @@ def test_smoke_training_resume_and_export(tiny_run, tmp_path):
     assert resumed.step == 2
     assert torch.equal(resumed.loss_fn.state_dict()["importance.histogram.pdf"], hist)
     resumed.fit()
-    assert resumed.step == 4 and len((tmp_path / "run" / "metrics.csv").read_text().splitlines()) == 3
+    assert (
+        resumed.step == 4 and len((tmp_path / "run" / "metrics.csv").read_text().splitlines()) == 3
+    )
 
     out = export(tmp_path / "run", "tasp_tiny", weights_dir=tmp_path / "w", fp16=True)
     entry = read_manifest(tmp_path / "w")["weights"]["tasp_tiny"]
@@ -106,7 +112,9 @@ def test_loss_goes_down_on_a_fixed_batch(tiny_run):
     from tasp_hloc.train.trainer import Trainer
 
     cfg, _ = tiny_run
-    trainer = Trainer(load_config(str(cfg), ["train.lr=3e-3", "train.steps=100", "train.resume=false"]))
+    trainer = Trainer(
+        load_config(str(cfg), ["train.lr=3e-3", "train.steps=100", "train.resume=false"])
+    )
     batch = collate([trainer.dataset[0], trainer.dataset[1]])
     first = [trainer.train_step(batch)["total"] for _ in range(3)]
     for _ in range(15):
@@ -124,12 +132,20 @@ def test_paper_config_trains_on_a_fabricated_megadepth_tree(tmp_path):
 
     root = write_megadepth(tmp_path / "megadepth")
     (root / "train_scenes.txt").write_text("0001\n")
-    conf = load_config("table3/ta_diw_sw3d", [
-        f"data.root={root}", "data.size=[64,64]", f"output_dir={tmp_path / 'run'}",
-        "train.steps=2", "train.batch_size=2", "train.num_workers=0",
-        "labels.adaptation.num_homographies=2", f"labels.cache_dir={tmp_path / 'labels'}",
-        "model.descriptor_dim=32",
-    ])
+    conf = load_config(
+        "table3/ta_diw_sw3d",
+        [
+            f"data.root={root}",
+            "data.size=[64,64]",
+            f"output_dir={tmp_path / 'run'}",
+            "train.steps=2",
+            "train.batch_size=2",
+            "train.num_workers=0",
+            "labels.adaptation.num_homographies=2",
+            f"labels.cache_dir={tmp_path / 'labels'}",
+            "model.descriptor_dim=32",
+        ],
+    )
     trainer = Trainer(conf)
     assert len(trainer.dataset) >= 2
     trainer.fit()

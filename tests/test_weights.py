@@ -13,13 +13,22 @@ def weights_dir(tmp_path, monkeypatch):
     model = TaSP({"weights": None, "backbone": "efficientnet_lite0", "descriptor_dim": 64})
     path = tmp_path / "tasp_test.pth"
     torch.save(model.state_dict(), path)
-    manifest = {"format": 1, "weights": {"tasp_test": {
-        "file": path.name, "sha256": W.sha256sum(path),
-        "backbone": "efficientnet_lite0", "descriptor_dim": 64}}}
+    manifest = {
+        "format": 1,
+        "weights": {
+            "tasp_test": {
+                "file": path.name,
+                "sha256": W.sha256sum(path),
+                "backbone": "efficientnet_lite0",
+                "descriptor_dim": 64,
+            }
+        },
+    }
     (tmp_path / W.MANIFEST_NAME).write_text(json.dumps(manifest))
     original = W.load_state_dict
-    monkeypatch.setattr("tasp_hloc.tasp.load_state_dict",
-                        lambda name: original(name, weights_dir=tmp_path))
+    monkeypatch.setattr(
+        "tasp_hloc.tasp.load_state_dict", lambda name: original(name, weights_dir=tmp_path)
+    )
     return tmp_path, model
 
 

@@ -37,8 +37,20 @@ _REGISTRY = {
     "synthetic": ("tasp_hloc.data.synthetic", ("SyntheticScenes", "SyntheticDataset")),
 }
 
-SAMPLE_KEYS = ("image0", "image1", "depth0", "depth1", "K0", "K1", "T_1from0", "H_1from0",
-               "is_homography", "valid0", "valid1", "name")
+SAMPLE_KEYS = (
+    "image0",
+    "image1",
+    "depth0",
+    "depth1",
+    "K0",
+    "K1",
+    "T_1from0",
+    "H_1from0",
+    "is_homography",
+    "valid0",
+    "valid1",
+    "name",
+)
 
 
 def get_dataset(name: str):
@@ -64,7 +76,9 @@ def build_dataset(conf: dict) -> Dataset:
     conf = dict(conf)
     name = conf.pop("name", None)
     if name is None:
-        raise KeyError("Dataset conf needs a 'name' (e.g. 'homographic', 'rgbd', 'megadepth', 'mix').")
+        raise KeyError(
+            "Dataset conf needs a 'name' (e.g. 'homographic', 'rgbd', 'megadepth', 'mix')."
+        )
     return get_dataset(name)(conf)
 
 
@@ -81,8 +95,12 @@ class MixedDataset(Dataset):
 
     default_conf = {"sources": [], "length": None, "seed": None}
 
-    def __init__(self, conf: Optional[dict] = None, datasets: Optional[List[Dataset]] = None,
-                 weights: Optional[List[float]] = None):
+    def __init__(
+        self,
+        conf: Optional[dict] = None,
+        datasets: Optional[List[Dataset]] = None,
+        weights: Optional[List[float]] = None,
+    ):
         self.conf = merge_conf(self.default_conf, conf)
         if datasets is None:
             datasets, weights = [], []
@@ -96,7 +114,9 @@ class MixedDataset(Dataset):
             raise ValueError("MixedDataset: 'sources' is empty.")
         weights = np.asarray(weights if weights is not None else [1.0] * len(datasets), float)
         if weights.shape != (len(datasets),) or (weights < 0).any() or weights.sum() <= 0:
-            raise ValueError(f"MixedDataset: bad weights {weights.tolist()} for {len(datasets)} sources.")
+            raise ValueError(
+                f"MixedDataset: bad weights {weights.tolist()} for {len(datasets)} sources."
+            )
         for d in datasets:
             if len(d) == 0:
                 raise ValueError(f"MixedDataset: source {type(d).__name__} is empty.")

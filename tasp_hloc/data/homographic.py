@@ -19,7 +19,14 @@ from torch.utils.data import Dataset
 
 from .photometric import PhotometricAugmentation
 from ..image_io import read_image
-from .utils import image_files, make_rng, merge_conf, nominal_intrinsics, pack_sample, pixel_scale_matrix
+from .utils import (
+    image_files,
+    make_rng,
+    merge_conf,
+    nominal_intrinsics,
+    pack_sample,
+    pixel_scale_matrix,
+)
 
 
 def _translation(tx: float, ty: float) -> np.ndarray:
@@ -100,7 +107,9 @@ class HomographicDataset(Dataset):
         dirs = self.conf["image_dirs"]
         dirs = [dirs] if isinstance(dirs, str) else list(dirs)
         if not dirs:
-            raise ValueError("HomographicDataset: set 'image_dirs' to one or more folders of photos.")
+            raise ValueError(
+                "HomographicDataset: set 'image_dirs' to one or more folders of photos."
+            )
         self.files = image_files(dirs)
         if not self.files:
             raise FileNotFoundError(
@@ -139,11 +148,22 @@ class HomographicDataset(Dataset):
         H = sample_homography((h, w), self.conf["homography"], rng)
         # image1 = photo seen through H after moving photo pixels into image-0 coordinates
         H_1fromphoto = H @ _translation(-x0, -y0)
-        image1 = cv2.warpPerspective(photo, H_1fromphoto, (w, h), flags=cv2.INTER_LINEAR,
-                                     borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-        inside = cv2.warpPerspective(np.ones((nh, nw), np.float32), H_1fromphoto, (w, h),
-                                     flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-                                     borderValue=0)
+        image1 = cv2.warpPerspective(
+            photo,
+            H_1fromphoto,
+            (w, h),
+            flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=0,
+        )
+        inside = cv2.warpPerspective(
+            np.ones((nh, nw), np.float32),
+            H_1fromphoto,
+            (w, h),
+            flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=0,
+        )
         valid1 = inside > 0.999  # excludes pixels blended with the black border
 
         image1 = self.photometric(image1, rng) * valid1[..., None]
@@ -152,7 +172,18 @@ class HomographicDataset(Dataset):
         K = nominal_intrinsics(h, w)
         plane = np.ones((h, w), np.float32)
         return pack_sample(
-            image0, image1, plane, plane, K, K, np.eye(4), H, True,
-            np.ones((h, w), bool), valid1, name=f"homographic/{path.name}/{index}",
-            source0=path, source0_to_image0=_translation(-x0, -y0) @ pixel_scale_matrix(nw / pw, nh / ph),
+            image0,
+            image1,
+            plane,
+            plane,
+            K,
+            K,
+            np.eye(4),
+            H,
+            True,
+            np.ones((h, w), bool),
+            valid1,
+            name=f"homographic/{path.name}/{index}",
+            source0=path,
+            source0_to_image0=_translation(-x0, -y0) @ pixel_scale_matrix(nw / pw, nh / ph),
         )

@@ -55,7 +55,9 @@ def read_depth_h5(path: Path) -> np.ndarray:
         with h5py.File(path, "r") as f:
             depth = np.asarray(f["depth"], dtype=np.float32)
     except (OSError, KeyError) as e:
-        raise IOError(f"Cannot read MegaDepth depth {path} (an .h5 with dataset 'depth'): {e}") from e
+        raise IOError(
+            f"Cannot read MegaDepth depth {path} (an .h5 with dataset 'depth'): {e}"
+        ) from e
     if depth.ndim != 2:
         raise ValueError(f"MegaDepth depth {path} has shape {depth.shape}; expected H x W.")
     depth[~np.isfinite(depth) | (depth < 0)] = 0.0
@@ -94,7 +96,9 @@ class MegaDepthDataset(Dataset):
         if not self.root.is_dir():
             raise FileNotFoundError(f"MegaDepth root {self.root} does not exist; check 'root'.")
         if c["split"] not in ("train", "val"):
-            raise ValueError(f"MegaDepthDataset: split must be 'train' or 'val', got {c['split']!r}.")
+            raise ValueError(
+                f"MegaDepthDataset: split must be 'train' or 'val', got {c['split']!r}."
+            )
         info_dir = Path(c["scene_info_dir"]) if c["scene_info_dir"] else self.root / "scene_info"
         if not info_dir.is_dir():
             raise FileNotFoundError(
@@ -109,7 +113,14 @@ class MegaDepthDataset(Dataset):
         self.scenes = []
         missing = []
         for scene in scenes:
-            path = next((p for p in (info_dir / f"{scene}.0.npz", info_dir / f"{scene}.npz") if p.is_file()), None)
+            path = next(
+                (
+                    p
+                    for p in (info_dir / f"{scene}.0.npz", info_dir / f"{scene}.npz")
+                    if p.is_file()
+                ),
+                None,
+            )
             if path is None:
                 missing.append(scene)  # D2-Net skips scenes without scene info, so do we
                 continue
@@ -117,8 +128,12 @@ class MegaDepthDataset(Dataset):
             if info is not None:
                 self.scenes.append(info)
         if missing:
-            logger.warning("MegaDepth: %d scene(s) without scene_info in %s, e.g. %s.",
-                           len(missing), info_dir, missing[:3])
+            logger.warning(
+                "MegaDepth: %d scene(s) without scene_info in %s, e.g. %s.",
+                len(missing),
+                info_dir,
+                missing[:3],
+            )
         if not self.scenes:
             raise ValueError(
                 f"MegaDepth: no scene of the list has scene info with valid pairs in {info_dir} "
@@ -142,10 +157,19 @@ class MegaDepthDataset(Dataset):
             ) from e
         n = len(image_paths)
         if O.shape != (n, n) or S.shape != (n, n) or len(depth_paths) != n:
-            raise ValueError(f"Malformed MegaDepth scene info {path}: sizes of the arrays disagree "
-                             f"({n} images, overlap {O.shape}).")
-        usable = np.array([image_paths[i] is not None and depth_paths[i] is not None
-                           and intrinsics[i] is not None and poses[i] is not None for i in range(n)])
+            raise ValueError(
+                f"Malformed MegaDepth scene info {path}: sizes of the arrays disagree "
+                f"({n} images, overlap {O.shape})."
+            )
+        usable = np.array(
+            [
+                image_paths[i] is not None
+                and depth_paths[i] is not None
+                and intrinsics[i] is not None
+                and poses[i] is not None
+                for i in range(n)
+            ]
+        )
         r = c["max_scale_ratio"]
         valid = (O >= c["min_overlap"]) & (O <= c["max_overlap"]) & (S <= r) & (S >= 1.0 / r)
         valid &= usable[:, None] & usable[None, :]
@@ -154,8 +178,12 @@ class MegaDepthDataset(Dataset):
         if len(pairs) == 0:
             return None
         return {
-            "scene": scene, "pairs": pairs, "image_paths": image_paths, "depth_paths": depth_paths,
-            "intrinsics": intrinsics, "poses": poses,
+            "scene": scene,
+            "pairs": pairs,
+            "image_paths": image_paths,
+            "depth_paths": depth_paths,
+            "intrinsics": intrinsics,
+            "poses": poses,
         }
 
     def set_epoch(self, epoch: int) -> None:
@@ -190,15 +218,24 @@ class MegaDepthDataset(Dataset):
             (h, w), (dh, dw) = image.shape[:2], depth.shape
             image, _, _ = resize_view(image, None, K, (dw, dh))
             to_view = pixel_scale_matrix(dw / w, dh / h)
-        return {"image": image, "depth": depth, "K": K, "name": str(info["image_paths"][i]),
-                "path": str(image_path), "source_to_view": to_view}
+        return {
+            "image": image,
+            "depth": depth,
+            "K": K,
+            "name": str(info["image_paths"][i]),
+            "path": str(image_path),
+            "source_to_view": to_view,
+        }
 
     def __getitem__(self, index: int) -> dict:
         s, p = self.items[index]
         info = self.scenes[s]
         i, j = (int(v) for v in info["pairs"][p])
-        rng = make_rng(self.conf["val_seed"] if self.conf["split"] == "val" else self.conf["seed"],
-                       self.epoch if self.conf["split"] == "train" else 0, index)
+        rng = make_rng(
+            self.conf["val_seed"] if self.conf["split"] == "val" else self.conf["seed"],
+            self.epoch if self.conf["split"] == "train" else 0,
+            index,
+        )
         P0 = np.asarray(info["poses"][i], np.float64).reshape(4, 4)
         P1 = np.asarray(info["poses"][j], np.float64).reshape(4, 4)
         T_1from0 = P1 @ np.linalg.inv(P0)  # poses are world-to-camera

@@ -45,7 +45,11 @@ class PhotometricAugmentation:
     def __call__(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Args: image H x W x 3 (uint8 or float in [0, 1]). Returns H x W x 3 float32 in [0, 1]."""
         c = self.conf
-        img = image.astype(np.float32) / 255.0 if image.dtype == np.uint8 else image.astype(np.float32)
+        img = (
+            image.astype(np.float32) / 255.0
+            if image.dtype == np.uint8
+            else image.astype(np.float32)
+        )
         if not c["enable"]:
             return img
         u = lambda r: float(rng.uniform(r[0], r[1]))  # noqa: E731

@@ -74,7 +74,9 @@ def read_trajectory_log(path: Path) -> dict:
         except (ValueError, IndexError) as e:
             raise ValueError(f"Malformed trajectory file {path}, block at line {b + 1}: {e}") from e
         if T.shape != (4, 4) or not np.all(np.isfinite(T)):
-            raise ValueError(f"Malformed trajectory file {path}, block at line {b + 1}: not a 4x4 matrix.")
+            raise ValueError(
+                f"Malformed trajectory file {path}, block at line {b + 1}: not a 4x4 matrix."
+            )
         poses[idx] = T
     return poses
 
@@ -105,7 +107,10 @@ def read_pose_txt(path: Path) -> np.ndarray:
 
 
 def register_depth(
-    depth: np.ndarray, K_depth: np.ndarray, K_rgb: np.ndarray, T_rgb_from_depth: np.ndarray,
+    depth: np.ndarray,
+    K_depth: np.ndarray,
+    K_rgb: np.ndarray,
+    T_rgb_from_depth: np.ndarray,
     out_hw: tuple,
 ) -> np.ndarray:
     """Splat a depth map into another camera (nearest pixel, nearest surface wins)."""
@@ -140,11 +145,18 @@ def _icl_frames(root: Path, depth_scale: float) -> List[dict]:
     for i in sorted(images):
         if i not in depths or i not in poses:
             continue
-        frames.append({
-            "image": images[i], "depth": depths[i], "K": K, "T_world_from_cam": poses[i],
-            "group": str(root), "name": f"{root.name}/{images[i].name}",
-            "depth_scale": depth_scale, "kind": "icl",
-        })
+        frames.append(
+            {
+                "image": images[i],
+                "depth": depths[i],
+                "K": K,
+                "T_world_from_cam": poses[i],
+                "group": str(root),
+                "name": f"{root.name}/{images[i].name}",
+                "depth_scale": depth_scale,
+                "kind": "icl",
+            }
+        )
     if not frames:
         raise FileNotFoundError(
             f"ICL-NUIM sequence {root}: no frame has an image, a depth map and a pose "
@@ -174,25 +186,43 @@ def _seven_scenes_frames(root: Path, conf: dict) -> List[dict]:
     K_rgb = np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1]], np.float64)
     fx, fy, cx, cy = c7["K_depth"]
     K_depth = np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1]], np.float64)
-    T_rd = np.eye(4) if c7["T_rgb_from_depth"] is None else np.asarray(c7["T_rgb_from_depth"], np.float64)
+    T_rd = (
+        np.eye(4)
+        if c7["T_rgb_from_depth"] is None
+        else np.asarray(c7["T_rgb_from_depth"], np.float64)
+    )
     frames = []
     for seq in seqs:
         if not seq.is_dir():
             raise FileNotFoundError(f"7-Scenes sequence folder {seq} does not exist.")
         for pose in sorted(seq.glob("frame-*.pose.txt")):
             stem = pose.name[: -len(".pose.txt")]
-            color = next((seq / f"{stem}.color.{e}" for e in ("png", "jpg")
-                          if (seq / f"{stem}.color.{e}").is_file()), None)
+            color = next(
+                (
+                    seq / f"{stem}.color.{e}"
+                    for e in ("png", "jpg")
+                    if (seq / f"{stem}.color.{e}").is_file()
+                ),
+                None,
+            )
             depth = seq / f"{stem}.depth.png"
             if color is None or not depth.is_file():
                 continue
             T_w_depth = read_pose_txt(pose)
-            frames.append({
-                "image": color, "depth": depth, "K": K_rgb, "K_depth": K_depth,
-                "T_rgb_from_depth": T_rd, "T_world_from_cam": T_w_depth @ np.linalg.inv(T_rd),
-                "group": str(root), "name": f"{root.name}/{seq.name}/{color.name}",
-                "depth_scale": conf["depth_scale"], "kind": "7scenes",
-            })
+            frames.append(
+                {
+                    "image": color,
+                    "depth": depth,
+                    "K": K_rgb,
+                    "K_depth": K_depth,
+                    "T_rgb_from_depth": T_rd,
+                    "T_world_from_cam": T_w_depth @ np.linalg.inv(T_rd),
+                    "group": str(root),
+                    "name": f"{root.name}/{seq.name}/{color.name}",
+                    "depth_scale": conf["depth_scale"],
+                    "kind": "7scenes",
+                }
+            )
     if not frames:
         raise FileNotFoundError(
             f"7-Scenes scene {root}: no frame-*.pose.txt with matching .color.(png|jpg) and "
@@ -227,7 +257,10 @@ def load_depth(frame: dict, out_hw: Optional[tuple] = None) -> np.ndarray:
 
 
 def compute_overlap_matrix(
-    frames: List[dict], step: int = 16, rel_tol: float = 0.05, downsample: int = 4,
+    frames: List[dict],
+    step: int = 16,
+    rel_tol: float = 0.05,
+    downsample: int = 4,
     max_frame_gap: Optional[int] = None,
 ) -> np.ndarray:
     """N x N matrix: O[i, j] = share of depth-valid grid points of i visible and consistent in j.
@@ -273,7 +306,12 @@ def compute_overlap_matrix(
         kp1 = project(xyz1, K[js])
         z1 = xyz1[..., 2]
         obs = sample_depth(D[js], kp1)
-        vis = (z1 > 0) & inside_image(kp1, D.shape[-2:]) & (obs > 0) & ((obs - z1).abs() <= rel_tol * z1)
+        vis = (
+            (z1 > 0)
+            & inside_image(kp1, D.shape[-2:])
+            & (obs > 0)
+            & ((obs - z1).abs() <= rel_tol * z1)
+        )
         O[i, js] = vis.float().mean(-1).numpy()
     return O
 
@@ -331,7 +369,9 @@ class RGBDDataset(Dataset):
                 if c["seven_scenes"]["T_rgb_from_depth"] is None:
                     logger.warning(
                         "7-Scenes %s: depth is not registered to RGB; using a zero-baseline "
-                        "registration, correspondences are approximate (~5-15 px).", r)
+                        "registration, correspondences are approximate (~5-15 px).",
+                        r,
+                    )
                 self.frames += _seven_scenes_frames(r, c)
             else:
                 raise ValueError(f"Unknown RGB-D format {fmt!r}; use 'icl_nuim' or '7scenes'.")
@@ -350,15 +390,28 @@ class RGBDDataset(Dataset):
 
     def _overlap_matrix(self) -> np.ndarray:
         c = self.conf
-        args = dict(step=c["overlap_step"], rel_tol=c["overlap_rel_tol"], max_frame_gap=c["max_frame_gap"])
+        args = dict(
+            step=c["overlap_step"], rel_tol=c["overlap_rel_tol"], max_frame_gap=c["max_frame_gap"]
+        )
         if c["cache_dir"] is None:
             return compute_overlap_matrix(self.frames, **args)
-        key = json.dumps({
-            "frames": [(str(Path(f["image"]).resolve()), str(Path(f["depth"]).resolve()),
-                        np.asarray(f["T_world_from_cam"]).round(9).tolist()) for f in self.frames],
-            "sz": [os.stat(f["depth"]).st_size for f in self.frames],
-            "scale": c["depth_scale"], "seven": c["seven_scenes"], **args,
-        }, sort_keys=True)
+        key = json.dumps(
+            {
+                "frames": [
+                    (
+                        str(Path(f["image"]).resolve()),
+                        str(Path(f["depth"]).resolve()),
+                        np.asarray(f["T_world_from_cam"]).round(9).tolist(),
+                    )
+                    for f in self.frames
+                ],
+                "sz": [os.stat(f["depth"]).st_size for f in self.frames],
+                "scale": c["depth_scale"],
+                "seven": c["seven_scenes"],
+                **args,
+            },
+            sort_keys=True,
+        )
         digest = hashlib.sha1(key.encode()).hexdigest()[:16]
         path = Path(c["cache_dir"]) / f"rgbd_overlap_{digest}.npy"
         if path.is_file():
@@ -389,8 +442,16 @@ class RGBDDataset(Dataset):
         image = read_image(f["image"])
         depth = load_depth(f, image.shape[:2])
         if depth.shape != image.shape[:2]:
-            raise ValueError(f"Depth {f['depth']} is {depth.shape}, image {f['image']} is {image.shape[:2]}.")
-        return {"image": image, "depth": depth, "K": f["K"], "name": f["name"], "path": str(f["image"])}
+            raise ValueError(
+                f"Depth {f['depth']} is {depth.shape}, image {f['image']} is {image.shape[:2]}."
+            )
+        return {
+            "image": image,
+            "depth": depth,
+            "K": f["K"],
+            "name": f["name"],
+            "path": str(f["image"]),
+        }
 
     def __getitem__(self, index: int) -> dict:
         rng = make_rng(self.conf["seed"], self.epoch, index)
@@ -399,5 +460,6 @@ class RGBDDataset(Dataset):
             i, j = j, i
         f0, f1 = self.frames[i], self.frames[j]
         T_1from0 = np.linalg.inv(f1["T_world_from_cam"]) @ f0["T_world_from_cam"]
-        return self.sampler(self._view(f0), self._view(f1), T_1from0, rng,
-                            name=f"{f0['name']}|{f1['name']}")
+        return self.sampler(
+            self._view(f0), self._view(f1), T_1from0, rng, name=f"{f0['name']}|{f1['name']}"
+        )

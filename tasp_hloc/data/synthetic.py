@@ -57,8 +57,13 @@ def _random_rotation(rng: np.random.Generator, max_tilt: float = math.pi) -> np.
     return cv2.Rodrigues(axis * tilt)[0] @ Ry
 
 
-def cast_rays(scene: Dict[str, torch.Tensor], origin: torch.Tensor, dirs: torch.Tensor,
-              near: float = 1e-4, chunk: int = 1 << 16) -> Dict[str, torch.Tensor]:
+def cast_rays(
+    scene: Dict[str, torch.Tensor],
+    origin: torch.Tensor,
+    dirs: torch.Tensor,
+    near: float = 1e-4,
+    chunk: int = 1 << 16,
+) -> Dict[str, torch.Tensor]:
     """Nearest hit of rays ``origin + t * dirs`` (t > near) with the scene's quads.
 
     Args:
@@ -109,13 +114,17 @@ def render_depth(scene, K, T_cam_from_world, size) -> Dict[str, torch.Tensor]:
     """z-depth at pixel centres :math:`(H, W)` (0 on a miss) and the hit quad :math:`(H, W)`."""
     R, t = T_cam_from_world[:3, :3], T_cam_from_world[:3, 3]
     centre = -R.T @ t
-    dirs = pixel_rays(K, size).view(-1, 3) @ R  # R^T d for each row: world directions with z_cam = 1
+    dirs = (
+        pixel_rays(K, size).view(-1, 3) @ R
+    )  # R^T d for each row: world directions with z_cam = 1
     hit = cast_rays(scene, centre, dirs)
     depth = torch.where(hit["quad"] >= 0, hit["t"], torch.zeros_like(hit["t"]))  # t is z: d_z = 1
     return {"depth": depth.view(size), "quad": hit["quad"].view(size)}
 
 
-def _hit_known(scene, origin: torch.Tensor, dirs: torch.Tensor, quad: torch.Tensor) -> Dict[str, torch.Tensor]:
+def _hit_known(
+    scene, origin: torch.Tensor, dirs: torch.Tensor, quad: torch.Tensor
+) -> Dict[str, torch.Tensor]:
     """Intersect each ray with one given quad's plane (no extent test): O(P), for interiors."""
     o, u, v = scene["origin"][quad], scene["u"][quad], scene["v"][quad]
     n = torch.cross(u, v, dim=-1)
@@ -124,8 +133,15 @@ def _hit_known(scene, origin: torch.Tensor, dirs: torch.Tensor, quad: torch.Tens
     return {"t": t, "quad": quad, "s": (p * u).sum(-1), "r": (p * v).sum(-1)}
 
 
-def render_color(scene, textures, K, T_cam_from_world, size, supersample=2,
-                 quad_map: Optional[torch.Tensor] = None) -> torch.Tensor:
+def render_color(
+    scene,
+    textures,
+    K,
+    T_cam_from_world,
+    size,
+    supersample=2,
+    quad_map: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
     """RGB :math:`(3, H, W)` in [0, 1], the mean of ``supersample``^2 rays per pixel.
 
     ``textures``: :math:`(T, 3, S, S)`; quad q shows texture ``scene["texture"][q]`` through the
@@ -140,7 +156,10 @@ def render_color(scene, textures, K, T_cam_from_world, size, supersample=2,
     if quad_map is None:
         quad_map = render_depth(scene, K, T_cam_from_world, size)["quad"]
     # Colour needs no float64 (depth does): float32 halves the memory traffic of 4x more rays.
-    scene = {k: v.float() if torch.is_tensor(v) and v.is_floating_point() else v for k, v in scene.items()}
+    scene = {
+        k: v.float() if torch.is_tensor(v) and v.is_floating_point() else v
+        for k, v in scene.items()
+    }
     K, T_cam_from_world = K.float(), T_cam_from_world.float()
     R, t = T_cam_from_world[:3, :3], T_cam_from_world[:3, 3]
     centre = -R.T @ t
@@ -149,10 +168,14 @@ def render_color(scene, textures, K, T_cam_from_world, size, supersample=2,
     edge = (F.max_pool2d(qf, 3, 1, 1) != -F.max_pool2d(-qf, 3, 1, 1))[0, 0] | (quad_map < 0)
     edge = edge[:, :, None].expand(h, w, s * s).reshape(-1)
     qsub = quad_map[:, :, None].expand(h, w, s * s).reshape(-1)
-    hit = {k: torch.empty(len(dirs), dtype=torch.long if k == "quad" else dirs.dtype)
-           for k in ("t", "quad", "s", "r")}
-    for mask, res in ((edge, cast_rays(scene, centre, dirs[edge])),
-                      (~edge, _hit_known(scene, centre, dirs[~edge], qsub[~edge]))):
+    hit = {
+        k: torch.empty(len(dirs), dtype=torch.long if k == "quad" else dirs.dtype)
+        for k in ("t", "quad", "s", "r")
+    }
+    for mask, res in (
+        (edge, cast_rays(scene, centre, dirs[edge])),
+        (~edge, _hit_known(scene, centre, dirs[~edge], qsub[~edge])),
+    ):
         for k in hit:
             hit[k][mask] = res[k]
     q = hit["quad"].clamp(min=0)
@@ -164,8 +187,13 @@ def render_color(scene, textures, K, T_cam_from_world, size, supersample=2,
     # align_corners=True puts all weight on that slice), x-y mirror beyond the texture.
     z = scene["texture"][q].to(texel.dtype) / max(n_tex - 1, 1) * 2 - 1
     grid = torch.cat([texel / (S - 1) * 2 - 1, z[:, None]], -1).view(1, 1, 1, -1, 3)
-    rgb = F.grid_sample(textures.permute(1, 0, 2, 3)[None], grid.to(textures.dtype), mode="bilinear",
-                        padding_mode="reflection", align_corners=True)[0, :, 0, 0]  # 3 x P
+    rgb = F.grid_sample(
+        textures.permute(1, 0, 2, 3)[None],
+        grid.to(textures.dtype),
+        mode="bilinear",
+        padding_mode="reflection",
+        align_corners=True,
+    )[0, :, 0, 0]  # 3 x P
     rgb = rgb * scene["shade"][q].T.to(rgb.dtype)
     rgb = torch.where(hit["quad"] >= 0, rgb, torch.zeros_like(rgb))
     return rgb.view(3, h, w, s * s).mean(-1).clamp(0, 1)
@@ -175,7 +203,9 @@ def render_color(scene, textures, K, T_cam_from_world, size, supersample=2,
 # Textures
 
 
-def procedural_textures(n: int, size: int, rng: np.random.Generator, chunk: int = 4) -> torch.Tensor:
+def procedural_textures(
+    n: int, size: int, rng: np.random.Generator, chunk: int = 4
+) -> torch.Tensor:
     """``n`` random textures :math:`(n, 3, size, size)`: layered random shapes on value noise.
 
     Shapes (rotated rectangles, ellipses, stripes and checker patches) give the corners,
@@ -191,8 +221,10 @@ def _procedural(n: int, S: int, g: torch.Generator) -> torch.Tensor:
         return torch.rand(*shape, generator=g)
 
     # value noise: random grids at 4 octaves, bilinearly upsampled
-    noise = sum(F.interpolate(rand(n, 3, k, k), size=(S, S), mode="bilinear", align_corners=False) * a
-                for k, a in ((4, 0.5), (8, 0.25), (32, 0.15), (S // 2, 0.1)))
+    noise = sum(
+        F.interpolate(rand(n, 3, k, k), size=(S, S), mode="bilinear", align_corners=False) * a
+        for k, a in ((4, 0.5), (8, 0.25), (32, 0.15), (S // 2, 0.1))
+    )
     base = rand(n, 3, 1, 1) * 0.6 + 0.2
     tex = base + (noise - noise.mean((2, 3), keepdim=True)) * rand(n, 1, 1, 1) * 1.2
     m = 14  # shapes per texture, painted in order
@@ -210,13 +242,17 @@ def _procedural(n: int, S: int, g: torch.Generator) -> torch.Tensor:
     ellipse = (u / a) ** 2 + (v / b) ** 2 < 1
     stripes = rect & (torch.floor(u / period) % 2 == 0)
     checker = rect & ((torch.floor(u / period) + torch.floor(v / period)) % 2 == 0)
-    mask = torch.where(kind == 0, rect, torch.where(kind == 1, ellipse, torch.where(kind == 2, stripes, checker)))
+    mask = torch.where(
+        kind == 0, rect, torch.where(kind == 1, ellipse, torch.where(kind == 2, stripes, checker))
+    )
     # painter's algorithm without a loop: the last shape covering a pixel wins
     order = torch.arange(1, m + 1).view(1, m, 1, 1)
     top = (mask * order).amax(1)  # n x S x S, 0 = none
     colors = rand(n, m + 1, 3)
     colors[:, 0] = 0  # unused
-    painted = colors.gather(1, top.view(n, -1, 1).expand(-1, -1, 3)).view(n, S, S, 3).permute(0, 3, 1, 2)
+    painted = (
+        colors.gather(1, top.view(n, -1, 1).expand(-1, -1, 3)).view(n, S, S, 3).permute(0, 3, 1, 2)
+    )
     tex = torch.where(top[:, None] > 0, painted * 0.85 + 0.15 * noise / 1.0, tex)
     return tex.clamp(0, 1)
 
@@ -227,12 +263,16 @@ class _PhotoTextures:
     def __init__(self, folder: str, max_side: int, max_images: int):
         root = Path(folder)
         if not root.is_dir():
-            raise FileNotFoundError(f"texture_dir {root} is not a folder; set it to a folder of photos "
-                                    f"or to None for procedural textures.")
+            raise FileNotFoundError(
+                f"texture_dir {root} is not a folder; set it to a folder of photos "
+                f"or to None for procedural textures."
+            )
         names = list_images(root, extension_globs(), allow_empty=True)
         self.paths = [root / n for n in names][:max_images]
         if not self.paths:
-            raise FileNotFoundError(f"No images ({', '.join(IMAGE_EXTENSIONS)}) in texture_dir {root}.")
+            raise FileNotFoundError(
+                f"No images ({', '.join(IMAGE_EXTENSIONS)}) in texture_dir {root}."
+            )
         self.max_side = max_side
         self.images: Dict[int, np.ndarray] = {}
 
@@ -252,7 +292,9 @@ class _PhotoTextures:
             h, w = im.shape[:2]
             side = int(rng.uniform(0.3, 1.0) * min(h, w))
             y0, x0 = int(rng.integers(h - side + 1)), int(rng.integers(w - side + 1))
-            crop = cv2.resize(im[y0:y0 + side, x0:x0 + side], (size, size), interpolation=cv2.INTER_AREA)
+            crop = cv2.resize(
+                im[y0 : y0 + side, x0 : x0 + side], (size, size), interpolation=cv2.INTER_AREA
+            )
             out.append(crop)
         return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).float() / 255.0
 
@@ -313,8 +355,11 @@ class SyntheticScenes(Dataset):
         size = c["size"]
         self.size = (int(size), int(size)) if np.isscalar(size) else (int(size[0]), int(size[1]))
         self.epoch = 0
-        self._photos = (_PhotoTextures(c["texture_dir"], c["texture_max_side"], c["max_texture_images"])
-                        if c["texture_dir"] else None)
+        self._photos = (
+            _PhotoTextures(c["texture_dir"], c["texture_max_side"], c["max_texture_images"])
+            if c["texture_dir"]
+            else None
+        )
         self._pool: Optional[torch.Tensor] = None
         self._photometric = None
         if c["photometric"] is not None:
@@ -343,7 +388,9 @@ class SyntheticScenes(Dataset):
             return self._photos.sample(n, S, rng), np.arange(n)
         if self._pool is None:  # fixed per dataset, so a seeded dataset is reproducible
             seed = 0 if self.conf["seed"] is None else self.conf["seed"]
-            self._pool = procedural_textures(self.conf["procedural_pool"], S, np.random.default_rng([seed, 7]))
+            self._pool = procedural_textures(
+                self.conf["procedural_pool"], S, np.random.default_rng([seed, 7])
+            )
         return self._pool, rng.integers(len(self._pool), size=n)
 
     def sample_scene(self, rng: np.random.Generator) -> Dict[str, torch.Tensor]:
@@ -366,15 +413,23 @@ class SyntheticScenes(Dataset):
             R = _random_rotation(rng)
             centre = rng.uniform(-inner, inner)
             targets.append(centre)
-            parts.append({"origin": (centre - R[:, 0] * ext[0] / 2 - R[:, 1] * ext[1] / 2)[None],
-                          "u": R[:, :1].T, "v": R[:, 1:2].T, "extent": ext[None]})
+            parts.append(
+                {
+                    "origin": (centre - R[:, 0] * ext[0] / 2 - R[:, 1] * ext[1] / 2)[None],
+                    "u": R[:, :1].T,
+                    "v": R[:, 1:2].T,
+                    "extent": ext[None],
+                }
+            )
         scene = {k: torch.from_numpy(np.concatenate([p[k] for p in parts])) for k in parts[0]}
         q = len(scene["origin"])
         textures, tex_index = self._textures(q, rng)
         # quad coordinates (metres) -> texels: random density, rotation and offset per quad
         dens = rng.uniform(*c["texels_per_metre"], size=q)
         ang = rng.uniform(-math.pi, math.pi, size=q)
-        A = np.stack([np.stack([np.cos(ang), -np.sin(ang)], -1), np.stack([np.sin(ang), np.cos(ang)], -1)], 1)
+        A = np.stack(
+            [np.stack([np.cos(ang), -np.sin(ang)], -1), np.stack([np.sin(ang), np.cos(ang)], -1)], 1
+        )
         A = A * dens[:, None, None]
         off = rng.uniform(0, c["texture_size"], size=(q, 2, 1))
         light = rng.normal(size=3)
@@ -382,12 +437,14 @@ class SyntheticScenes(Dataset):
         n = np.cross(scene["u"].numpy(), scene["v"].numpy())
         shade = c["ambient"] + (1 - c["ambient"]) * np.abs(n @ light)
         tint = 1 + rng.uniform(-c["tint"], c["tint"], size=(q, 3))
-        scene.update({
-            "tex_affine": torch.from_numpy(np.concatenate([A, off], -1)),
-            "texture": torch.from_numpy(tex_index),
-            "shade": torch.from_numpy(shade[:, None] * tint),
-            "half_room": torch.from_numpy(half_room),
-        })
+        scene.update(
+            {
+                "tex_affine": torch.from_numpy(np.concatenate([A, off], -1)),
+                "texture": torch.from_numpy(tex_index),
+                "shade": torch.from_numpy(shade[:, None] * tint),
+                "half_room": torch.from_numpy(half_room),
+            }
+        )
         scene["boxes"], scene["targets"] = boxes, targets  # for camera placement
         scene["textures"] = textures
         return scene
@@ -397,7 +454,9 @@ class SyntheticScenes(Dataset):
     def _intrinsics(self, rng) -> torch.Tensor:
         h, w = self.size
         f = (w / 2) / math.tan(math.radians(rng.uniform(*self.conf["fov"])) / 2)
-        return torch.tensor([[f, 0, (w - 1) / 2], [0, f, (h - 1) / 2], [0, 0, 1]], dtype=torch.float64)
+        return torch.tensor(
+            [[f, 0, (w - 1) / 2], [0, f, (h - 1) / 2], [0, 0, 1]], dtype=torch.float64
+        )
 
     def _free(self, p: np.ndarray, scene, margin: float = 0.25) -> bool:
         """Is a camera at ``p`` inside the room and outside every box (with a margin)?"""
@@ -425,7 +484,9 @@ class SyntheticScenes(Dataset):
         """Fraction of view-0 pixels (on a grid) that view 1 sees, by a depth-consistency check."""
         st = self.conf["overlap_step"]
         h, w = d0.shape
-        ys, xs = torch.meshgrid(torch.arange(st // 2, h, st), torch.arange(st // 2, w, st), indexing="ij")
+        ys, xs = torch.meshgrid(
+            torch.arange(st // 2, h, st), torch.arange(st // 2, w, st), indexing="ij"
+        )
         z0 = d0[ys, xs].reshape(-1)
         p = torch.stack([xs.reshape(-1), ys.reshape(-1), torch.ones_like(z0)], -1).to(d0.dtype)
         X = (p @ torch.linalg.inv(K0).T) * z0[:, None]
@@ -454,27 +515,41 @@ class SyntheticScenes(Dataset):
             if views is not None:
                 break
         else:
-            raise RuntimeError("SyntheticScenes: no camera pair with enough overlap in 100 scenes; "
-                               "lower min_overlap or the baseline.")
+            raise RuntimeError(
+                "SyntheticScenes: no camera pair with enough overlap in 100 scenes; "
+                "lower min_overlap or the baseline."
+            )
         (K0, T0, d0, q0), (K1, T1, d1, q1) = views
-        images = [render_color(scene, scene["textures"], K, T, self.size, c["supersample"], q)
-                  for K, T, q in ((K0, T0, q0), (K1, T1, q1))]
+        images = [
+            render_color(scene, scene["textures"], K, T, self.size, c["supersample"], q)
+            for K, T, q in ((K0, T0, q0), (K1, T1, q1))
+        ]
         if self._photometric is not None:
-            images = [torch.from_numpy(self._photometric(im.permute(1, 2, 0).numpy(), rng)).permute(2, 0, 1)
-                      for im in images]
+            images = [
+                torch.from_numpy(self._photometric(im.permute(1, 2, 0).numpy(), rng)).permute(
+                    2, 0, 1
+                )
+                for im in images
+            ]
         T_1from0 = T1 @ torch.linalg.inv(T0)
         out = {
-            "image0": images[0].float(), "image1": images[1].float(),
-            "depth0": d0.float(), "depth1": d1.float(),
-            "K0": K0.float(), "K1": K1.float(),
+            "image0": images[0].float(),
+            "image1": images[1].float(),
+            "depth0": d0.float(),
+            "depth1": d1.float(),
+            "K0": K0.float(),
+            "K1": K1.float(),
             "T_1from0": T_1from0.float(),
             "H_1from0": torch.eye(3),
             "is_homography": torch.tensor(False),
-            "valid0": d0 > 0, "valid1": d1 > 0,
+            "valid0": d0 > 0,
+            "valid1": d1 > 0,
             "name": f"synthetic/{c['seed']}/{self.epoch if c['new_scenes_each_epoch'] else 0}/{index}",
         }
         if return_scene:
-            out.update(scene=scene, T_cam_from_world0=T0, T_cam_from_world1=T1, T_1from0_64=T_1from0)
+            out.update(
+                scene=scene, T_cam_from_world0=T0, T_cam_from_world1=T1, T_1from0_64=T_1from0
+            )
         return out
 
     def _sample_cameras(self, scene, rng):

@@ -133,8 +133,20 @@ def image_to_tensor(image: np.ndarray) -> torch.Tensor:
 
 
 def pack_sample(
-    image0, image1, depth0, depth1, K0, K1, T_1from0, H_1from0, is_homography, valid0, valid1,
-    name: str, source0: Optional[str] = None, source0_to_image0: Optional[np.ndarray] = None,
+    image0,
+    image1,
+    depth0,
+    depth1,
+    K0,
+    K1,
+    T_1from0,
+    H_1from0,
+    is_homography,
+    valid0,
+    valid1,
+    name: str,
+    source0: Optional[str] = None,
+    source0_to_image0: Optional[np.ndarray] = None,
 ) -> dict:
     """Build the project-wide pair-sample dict (see tasp_hloc/data/__init__.py).
 
@@ -142,8 +154,13 @@ def pack_sample(
     -> image-0 pixels) let keypoint labels be computed once per file and moved into each crop.
     """
     f32 = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float32))  # noqa: E731
-    extra = {} if source0 is None else {"source0": str(source0), "source0_to_image0": f32(source0_to_image0)}
-    return {**extra,
+    extra = (
+        {}
+        if source0 is None
+        else {"source0": str(source0), "source0_to_image0": f32(source0_to_image0)}
+    )
+    return {
+        **extra,
         "image0": image_to_tensor(image0),
         "image1": image_to_tensor(image1),
         "depth0": f32(depth0),

@@ -44,7 +44,9 @@ class ViewPairSampler:
         image, depth, K = view["image"], view["depth"], np.asarray(view["K"], np.float64)
         h, w = image.shape[:2]
         if depth.shape != (h, w):
-            raise ValueError(f"Depth {depth.shape} and image {(h, w)} sizes differ for {view.get('name')}.")
+            raise ValueError(
+                f"Depth {depth.shape} and image {(h, w)} sizes differ for {view.get('name')}."
+            )
         s = 1.0
         if self.conf["resize_max"] is not None and max(h, w) > self.conf["resize_max"]:
             s = self.conf["resize_max"] / max(h, w)
@@ -56,8 +58,13 @@ class ViewPairSampler:
             size = (round(w * s), round(h * s))
             image, depth, K = resize_view(image, depth, K, size)
             to_view = pixel_scale_matrix(size[0] / w, size[1] / h) @ to_view
-        return {"image": image, "depth": depth.astype(np.float32), "K": K,
-                "path": view.get("path"), "source_to_view": to_view}
+        return {
+            "image": image,
+            "depth": depth.astype(np.float32),
+            "K": K,
+            "path": view.get("path"),
+            "source_to_view": to_view,
+        }
 
     @staticmethod
     def _crop_origin(center: np.ndarray, crop_wh, full_wh, jitter: float, rng) -> np.ndarray:
@@ -97,19 +104,33 @@ class ViewPairSampler:
                 o = self._crop_origin(c, (cw, ch), v["depth"].shape[::-1], self.conf["jitter"], rng)
                 x0, y0 = int(o[0]), int(o[1])
                 shift = np.array([[1, 0, -x0], [0, 1, -y0], [0, 0, 1]], np.float64)
-                crops.append({
-                    "image": v["image"][y0 : y0 + ch, x0 : x0 + cw],
-                    "depth": v["depth"][y0 : y0 + ch, x0 : x0 + cw],
-                    "K": crop_intrinsics(v["K"], x0, y0),
-                    "path": v["path"], "source_to_view": shift @ v["source_to_view"],
-                })
+                crops.append(
+                    {
+                        "image": v["image"][y0 : y0 + ch, x0 : x0 + cw],
+                        "depth": v["depth"][y0 : y0 + ch, x0 : x0 + cw],
+                        "K": crop_intrinsics(v["K"], x0, y0),
+                        "path": v["path"],
+                        "source_to_view": shift @ v["source_to_view"],
+                    }
+                )
             v0, v1 = crops
         image0, image1 = v0["image"], v1["image"]
         image1 = self.photometric(image1, rng)
         if self.conf["photometric_image0"]:
             image0 = self.photometric(image0, rng)
         return pack_sample(
-            image0, image1, v0["depth"], v1["depth"], v0["K"], v1["K"], T_1from0, np.eye(3), False,
-            np.ones(v0["depth"].shape, bool), np.ones(v1["depth"].shape, bool), name,
-            source0=v0["path"], source0_to_image0=v0["source_to_view"] if v0["path"] else None,
+            image0,
+            image1,
+            v0["depth"],
+            v1["depth"],
+            v0["K"],
+            v1["K"],
+            T_1from0,
+            np.eye(3),
+            False,
+            np.ones(v0["depth"].shape, bool),
+            np.ones(v1["depth"].shape, bool),
+            name,
+            source0=v0["path"],
+            source0_to_image0=v0["source_to_view"] if v0["path"] else None,
         )

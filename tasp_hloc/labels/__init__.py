@@ -18,8 +18,19 @@ from .homographic_adaptation import HomographicAdaptation, nms_keypoints, sample
 from .labeler import Labeler
 
 __all__ = [
-    "LabelCache", "PackedLabels", "conf_hash", "DUSTBIN", "keypoints_to_label_map",
-    "label_map_to_keypoints", "logits_to_heatmap", "BaseDetector", "ClassicalCornerDetector",
-    "ModelDetector", "get_detector", "HomographicAdaptation", "nms_keypoints",
-    "sample_homographies", "Labeler",
+    "LabelCache",
+    "PackedLabels",
+    "conf_hash",
+    "DUSTBIN",
+    "keypoints_to_label_map",
+    "label_map_to_keypoints",
+    "logits_to_heatmap",
+    "BaseDetector",
+    "ClassicalCornerDetector",
+    "ModelDetector",
+    "get_detector",
+    "HomographicAdaptation",
+    "nms_keypoints",
+    "sample_homographies",
+    "Labeler",
 ]

@@ -17,15 +17,31 @@ EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=Path, required=True, help="folder of images (searched recursively)")
-    parser.add_argument("--output", type=Path, required=True, help="cache folder, or a .h5 file to pack into")
-    parser.add_argument("--detector", default="shi_tomasi", choices=["shi_tomasi", "harris", "model"])
-    parser.add_argument("--checkpoint", help="weights (name or .pth) of the TaSP net for --detector model")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--images", type=Path, required=True, help="folder of images (searched recursively)"
+    )
+    parser.add_argument(
+        "--output", type=Path, required=True, help="cache folder, or a .h5 file to pack into"
+    )
+    parser.add_argument(
+        "--detector", default="shi_tomasi", choices=["shi_tomasi", "harris", "model"]
+    )
+    parser.add_argument(
+        "--checkpoint", help="weights (name or .pth) of the TaSP net for --detector model"
+    )
     parser.add_argument("--num_homographies", type=int, default=None)
-    parser.add_argument("--threshold", type=float, default=None, help="detection threshold on the averaged map")
-    parser.add_argument("--resize_max", type=int, default=Labeler.default_conf["resize_max"],
-                        help="detect at this longer side (0 = full size)")
+    parser.add_argument(
+        "--threshold", type=float, default=None, help="detection threshold on the averaged map"
+    )
+    parser.add_argument(
+        "--resize_max",
+        type=int,
+        default=Labeler.default_conf["resize_max"],
+        help="detect at this longer side (0 = full size)",
+    )
     parser.add_argument("--conf", type=json.loads, default={}, help="extra Labeler conf as JSON")
     args = parser.parse_args(argv)
 
@@ -40,7 +56,12 @@ def main(argv=None):
         adaptation["num_homographies"] = args.num_homographies
     if args.threshold is not None:
         adaptation["detection_threshold"] = args.threshold
-    conf = {"detector": args.detector, "resize_max": args.resize_max or None, "adaptation": adaptation, **args.conf}
+    conf = {
+        "detector": args.detector,
+        "resize_max": args.resize_max or None,
+        "adaptation": adaptation,
+        **args.conf,
+    }
 
     model = None
     if args.detector == "model":

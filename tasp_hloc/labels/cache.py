@@ -67,9 +67,11 @@ class LabelCache:
             if len(found) != 1:
                 raise ValueError(
                     f"{self.root} holds {len(found)} label confs; pass the key of the one you want "
-                    f"(e.g. Labeler(conf).cache_key())." if found else
-                    f"No labels in {self.root}: run `python -m tasp_hloc.labels --images DIR "
-                    f"--output {self.root}` first.")
+                    f"(e.g. Labeler(conf).cache_key())."
+                    if found
+                    else f"No labels in {self.root}: run `python -m tasp_hloc.labels --images DIR "
+                    f"--output {self.root}` first."
+                )
             self.dir = found[0]
             self.key = json.loads((self.dir / "conf.json").read_text())
         else:
@@ -179,8 +181,10 @@ class PackedLabels:
     def __init__(self, path: Union[str, Path]):
         self.path = Path(path)
         if not self.path.exists():
-            raise FileNotFoundError(f"No packed labels at {self.path}: run `python -m tasp_hloc.labels "
-                                    f"--images DIR --output {self.path}`.")
+            raise FileNotFoundError(
+                f"No packed labels at {self.path}: run `python -m tasp_hloc.labels "
+                f"--images DIR --output {self.path}`."
+            )
         self._file = None
 
     def _f(self):

@@ -79,7 +79,9 @@ class ClassicalCornerDetector(BaseDetector):
         elif self.conf["response"] == "harris":
             r = kornia.feature.harris_response(gray, k=self.conf["harris_k"])
         else:
-            raise ValueError(f"Unknown response {self.conf['response']!r}: use 'shi_tomasi' or 'harris'.")
+            raise ValueError(
+                f"Unknown response {self.conf['response']!r}: use 'shi_tomasi' or 'harris'."
+            )
         r = r.clamp(min=0)
         norm = r.amax(dim=(2, 3), keepdim=True).clamp(min=self.conf["min_max_response"])
         return r / norm
@@ -145,13 +147,16 @@ class ModelDetector(BaseDetector):
 DETECTORS = ("shi_tomasi", "harris", "model")
 
 
-def get_detector(name: str, conf: Optional[Dict[str, Any]] = None, model: Optional[Callable] = None) -> BaseDetector:
+def get_detector(
+    name: str, conf: Optional[Dict[str, Any]] = None, model: Optional[Callable] = None
+) -> BaseDetector:
     """Build a detector by name: ``"shi_tomasi"``, ``"harris"`` or ``"model"`` (needs ``model``)."""
     if name == "model":
         if model is None:
-            raise ValueError("The 'model' detector needs the network: get_detector('model', model=net).")
+            raise ValueError(
+                "The 'model' detector needs the network: get_detector('model', model=net)."
+            )
         return ModelDetector(model, conf)
     if name in ("shi_tomasi", "harris"):
         return ClassicalCornerDetector({"response": name, **(conf or {})})
     raise ValueError(f"Unknown detector {name!r}; choose one of {sorted(DETECTORS)}.")
-

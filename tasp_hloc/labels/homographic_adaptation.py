@@ -103,7 +103,7 @@ def nms_keypoints(
     keep = (s == pooled) & (heatmap > threshold)
     if border > 0:
         inner = torch.zeros_like(keep)
-        inner[border:h - border, border:w - border] = True
+        inner[border : h - border, border : w - border] = True
         keep &= inner
     y, x = torch.nonzero(keep, as_tuple=True)
     scores = heatmap[y, x]
@@ -159,10 +159,15 @@ class HomographicAdaptation:
     def cache_key(self) -> Dict[str, Any]:
         """What identifies the labels this produces (for the cache)."""
         c = {k: v for k, v in self.conf.items() if k != "batch_size"}
-        return {"detector": self.detector.cache_key(), "adaptation": {**c, "threshold": self.threshold}}
+        return {
+            "detector": self.detector.cache_key(),
+            "adaptation": {**c, "threshold": self.threshold},
+        }
 
     @torch.no_grad()
-    def aggregate(self, image: torch.Tensor, homographies: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+    def aggregate(
+        self, image: torch.Tensor, homographies: Optional[torch.Tensor] = None
+    ) -> Dict[str, torch.Tensor]:
         """The homography-averaged score map.
 
         Args:
@@ -180,7 +185,8 @@ class HomographicAdaptation:
         if homographies is None:
             g = torch.Generator().manual_seed(self.conf["seed"])
             homographies = sample_homographies(
-                self.conf["num_homographies"], (h, w), self.conf["homographies"], g)
+                self.conf["num_homographies"], (h, w), self.conf["homographies"], g
+            )
         homographies = homographies.to(dev, torch.float32)
         total = torch.zeros(1, 1, h, w, device=dev)
         count = torch.zeros(1, 1, h, w, device=dev)
@@ -191,18 +197,24 @@ class HomographicAdaptation:
             count += int(is_id.sum())
         Hs = homographies[~is_id]
         r = self.conf["valid_border"]
-        ys, xs = torch.meshgrid(torch.arange(h, device=dev), torch.arange(w, device=dev), indexing="ij")
+        ys, xs = torch.meshgrid(
+            torch.arange(h, device=dev), torch.arange(w, device=dev), indexing="ij"
+        )
         pix = torch.stack([xs, ys], -1).view(-1, 2).float()  # HW x 2
         for i in range(0, len(Hs), self.conf["batch_size"]):
-            H = Hs[i:i + self.conf["batch_size"]]
+            H = Hs[i : i + self.conf["batch_size"]]
             n = len(H)
             Hinv = torch.linalg.inv(H)
             # A warped pixel has content if its source lies in the image shrunk by valid_border,
             # so the black edge of the warp is never taken for a corner.
             valid = _inside(_transform(Hinv, pix), h, w, r).view(n, 1, h, w).float()
-            warped = kornia.geometry.transform.warp_perspective(image.expand(n, -1, -1, -1), H, (h, w))
+            warped = kornia.geometry.transform.warp_perspective(
+                image.expand(n, -1, -1, -1), H, (h, w)
+            )
             scores = self.detector(warped) * valid
-            back = kornia.geometry.transform.warp_perspective(torch.cat([scores, valid], 1), Hinv, (h, w))
+            back = kornia.geometry.transform.warp_perspective(
+                torch.cat([scores, valid], 1), Hinv, (h, w)
+            )
             # An original pixel counts for a warp only if its whole bilinear footprint was valid:
             # a footprint touching masked pixels would drag the mean towards 0.
             seen = (back[:, 1:] > 0.999).float()
@@ -211,7 +223,9 @@ class HomographicAdaptation:
         heatmap = total / count.clamp(min=1.0)
         return {"heatmap": heatmap, "count": count, "homographies": homographies}
 
-    def __call__(self, image: torch.Tensor, homographies: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+    def __call__(
+        self, image: torch.Tensor, homographies: Optional[torch.Tensor] = None
+    ) -> Dict[str, torch.Tensor]:
         """Keypoints of one image.
 
         Args:
@@ -228,11 +242,20 @@ class HomographicAdaptation:
         agg = self.aggregate(image, homographies)
         heatmap = agg["heatmap"][0, 0]
         kpts, scores = nms_keypoints(
-            heatmap, self.conf["nms_radius"], self.threshold,
-            self.conf["max_keypoints"], self.conf["remove_borders"])
+            heatmap,
+            self.conf["nms_radius"],
+            self.threshold,
+            self.conf["max_keypoints"],
+            self.conf["remove_borders"],
+        )
         h, w = heatmap.shape
-        out = {"keypoints": kpts, "scores": scores, "heatmap": heatmap, "count": agg["count"][0, 0],
-               "image_size": torch.tensor([w, h])}
+        out = {
+            "keypoints": kpts,
+            "scores": scores,
+            "heatmap": heatmap,
+            "count": agg["count"][0, 0],
+            "image_size": torch.tensor([w, h]),
+        }
         if h % CELL == 0 and w % CELL == 0:
             out["label_map"] = keypoints_to_label_map(kpts, (h, w), scores)
         return out

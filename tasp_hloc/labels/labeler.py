@@ -35,8 +35,12 @@ class Labeler:
         "resize_max": 640,
     }
 
-    def __init__(self, conf: Optional[Dict[str, Any]] = None, cache_dir: Optional[Union[str, Path]] = None,
-                 model: Optional[Callable] = None):
+    def __init__(
+        self,
+        conf: Optional[Dict[str, Any]] = None,
+        cache_dir: Optional[Union[str, Path]] = None,
+        model: Optional[Callable] = None,
+    ):
         self.conf = {**self.default_conf, **(conf or {})}
         detector = get_detector(self.conf["detector"], self.conf["detector_conf"], model)
         self.adaptation = HomographicAdaptation(detector, self.conf["adaptation"])
@@ -59,9 +63,12 @@ class Labeler:
             scale = max(h, w) / rmax
             size = (max(1, round(w / scale)), max(1, round(h / scale)))
             # INTER_AREA: anti-aliased downsampling, so no aliasing corners appear.
-            small = torch.from_numpy(cv2.resize(
-                image.permute(1, 2, 0).cpu().numpy(), size, interpolation=cv2.INTER_AREA))
-            small = (small[..., None] if small.dim() == 2 else small).permute(2, 0, 1).to(image.device)
+            small = torch.from_numpy(
+                cv2.resize(image.permute(1, 2, 0).cpu().numpy(), size, interpolation=cv2.INTER_AREA)
+            )
+            small = (
+                (small[..., None] if small.dim() == 2 else small).permute(2, 0, 1).to(image.device)
+            )
         out = self.adaptation(small)
         kpts = out["keypoints"]
         if small is not image:  # back to full-resolution pixels (pixel centres at integers)

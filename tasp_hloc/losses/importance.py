@@ -107,7 +107,9 @@ class MovingHistogram(nn.Module):
         return self._normalise(self._counts(values))
 
     def _counts(self, values: torch.Tensor) -> torch.Tensor:
-        return torch.bincount(self.bin_index(values.reshape(-1)), minlength=self.bins).to(self.pdf.dtype)
+        return torch.bincount(self.bin_index(values.reshape(-1)), minlength=self.bins).to(
+            self.pdf.dtype
+        )
 
     @staticmethod
     def _normalise(counts: torch.Tensor) -> torch.Tensor:

@@ -77,20 +77,35 @@ class TaSPLoss(nn.Module):
     def __init__(self, conf: dict = None):
         super().__init__()
         self.conf = c = with_defaults(self.default_conf, conf, "TaSPLoss")
-        self.triplet = HardTripletLoss({
-            "margin": c["margin"], "stride": c["stride"], "window": c["window"],
-            "safe_radius": c["safe_radius"], "safe_radius_3d_rel": c["safe_radius_3d_rel"],
-        })
+        self.triplet = HardTripletLoss(
+            {
+                "margin": c["margin"],
+                "stride": c["stride"],
+                "window": c["window"],
+                "safe_radius": c["safe_radius"],
+                "safe_radius_3d_rel": c["safe_radius_3d_rel"],
+            }
+        )
         # Always built, so that checkpoints have the same keys whatever the switches.
-        self.importance = DynamicImportanceWeighting({
-            "margin": c["margin"], "patch_size": c["patch_size"], "patch_extent": c["patch_extent"],
-            "v_pos_min": c["v_pos_min"], "hist_bins": c["hist_bins"], "hist_max": c["hist_max"],
-            "hist_momentum": c["hist_momentum"],
-        })
-        self.keypoint = TaskAlignedKeypointLoss({
-            "task_aligned": c["task_aligned"], "margin": c["margin"],
-            "temperature": c["temperature"], "cell": c["cell"],
-        })
+        self.importance = DynamicImportanceWeighting(
+            {
+                "margin": c["margin"],
+                "patch_size": c["patch_size"],
+                "patch_extent": c["patch_extent"],
+                "v_pos_min": c["v_pos_min"],
+                "hist_bins": c["hist_bins"],
+                "hist_max": c["hist_max"],
+                "hist_momentum": c["hist_momentum"],
+            }
+        )
+        self.keypoint = TaskAlignedKeypointLoss(
+            {
+                "task_aligned": c["task_aligned"],
+                "margin": c["margin"],
+                "temperature": c["temperature"],
+                "cell": c["cell"],
+            }
+        )
 
     def _check(self, pred0, pred1, data):
         c = self.conf
@@ -121,8 +136,14 @@ class TaSPLoss(nn.Module):
 
         if c["importance_weighting"]:
             diw = self.importance(
-                M, valid, data["image0"], data["image1"],
-                data["kpts0"], data["kpts1"], trip["neg1"], update_histogram,
+                M,
+                valid,
+                data["image0"],
+                data["image1"],
+                data["kpts0"],
+                data["kpts1"],
+                trip["neg1"],
+                update_histogram,
             )
             desc, w, s = diw["loss"], diw["w"], diw["s"]
         else:
@@ -133,8 +154,12 @@ class TaSPLoss(nn.Module):
         is_label = data.get("is_label")
         kp_valid = valid & is_label.bool() if is_label is not None else torch.zeros_like(valid)
         kpt = self.keypoint(
-            pred0["logits"].float(), data["labels0"], data.get("label_mask0"),
-            triplet_loss=M, keypoints=data["kpts0"], keypoint_valid=kp_valid,
+            pred0["logits"].float(),
+            data["labels0"],
+            data.get("label_mask0"),
+            triplet_loss=M,
+            keypoints=data["kpts0"],
+            keypoint_valid=kp_valid,
         )
         total = desc + c["lambda_kpt"] * kpt["loss"]
         return {

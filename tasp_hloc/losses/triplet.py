@@ -80,8 +80,15 @@ class HardTripletLoss(nn.Module):
         b, d, h, w = desc_map.shape
         cells = desc_map.flatten(2).transpose(1, 2)  # B x hw x D
         allowed = negative_mask(
-            anchors, h, w, c["stride"], c["window"], c["safe_radius"],
-            c["safe_radius_3d_rel"], anchors_xyz, xyz_map,
+            anchors,
+            h,
+            w,
+            c["stride"],
+            c["window"],
+            c["safe_radius"],
+            c["safe_radius_3d_rel"],
+            anchors_xyz,
+            xyz_map,
         )
         # Mining needs no gradient: find the hardest cell without autograd (no B x N x hw
         # gradient buffer), then recompute its cosine with gradient. Same gradient as max().

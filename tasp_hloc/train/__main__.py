@@ -18,17 +18,26 @@ from .config import load_config
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tasp_hloc.train", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m tasp_hloc.train",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("config", help="a YAML file, or a name under tasp_hloc/train/configs")
     parser.add_argument("overrides", nargs="*", help="key=value (OmegaConf dotlist)")
-    parser.add_argument("--stop-at", type=int, metavar="STEP",
-                        help="stop cleanly at this step (checkpoint saved, schedule unchanged); "
-                             "run again without it to continue")
+    parser.add_argument(
+        "--stop-at",
+        type=int,
+        metavar="STEP",
+        help="stop cleanly at this step (checkpoint saved, schedule unchanged); "
+        "run again without it to continue",
+    )
     args = parser.parse_args(argv)
     main_process = int(os.environ.get("RANK", "0")) == 0  # torchrun: only rank 0 talks
-    logging.basicConfig(level=logging.INFO if main_process else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if main_process else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     conf = load_config(args.config, args.overrides)
 
     from .trainer import Trainer
@@ -37,13 +46,17 @@ def main(argv=None) -> int:
     try:
         switches = conf.loss
         if trainer.is_main:
-            print(f"run {conf.name} -> {trainer.out} | TA={switches.get('task_aligned', True)} "
-                  f"DIW={switches.get('importance_weighting', True)} "
-                  f"window={switches.get('window', 'square')} | {trainer.world_size} process(es), "
-                  f"batch {conf.train.batch_size} = {trainer.world_size} x {trainer.local_batch_size}")
+            print(
+                f"run {conf.name} -> {trainer.out} | TA={switches.get('task_aligned', True)} "
+                f"DIW={switches.get('importance_weighting', True)} "
+                f"window={switches.get('window', 'square')} | {trainer.world_size} process(es), "
+                f"batch {conf.train.batch_size} = {trainer.world_size} x {trainer.local_batch_size}"
+            )
         path = trainer.fit(stop_at=args.stop_at)
         if trainer.is_main:
-            print(f"checkpoint: {path}\nexport with: python -m tasp_hloc.train.export {trainer.out} --name NAME")
+            print(
+                f"checkpoint: {path}\nexport with: python -m tasp_hloc.train.export {trainer.out} --name NAME"
+            )
     finally:
         trainer.close()
     return 0

@@ -8,9 +8,15 @@ from ..geometry import dense_xyz, grid_points, warp_points
 from ..labels import label_map_to_keypoints
 
 
-def build_anchors(batch: Dict, max_grid: int = 256, spacing: int = 4,
-                  generator: Optional[torch.Generator] = None, stride: int = 4,
-                  global_batch: Optional[int] = None, offset: int = 0) -> Dict:
+def build_anchors(
+    batch: Dict,
+    max_grid: int = 256,
+    spacing: int = 4,
+    generator: Optional[torch.Generator] = None,
+    stride: int = 4,
+    global_batch: Optional[int] = None,
+    offset: int = 0,
+) -> Dict:
     """Anchors in image 0, their correspondences in image 1 and the 3D maps the loss needs.
 
     ``global_batch``, ``offset``: the batch is rows ``offset:offset + B`` of a global batch of
@@ -31,7 +37,7 @@ def build_anchors(batch: Dict, max_grid: int = 256, spacing: int = 4,
     if not 0 <= offset <= total - b:
         raise ValueError(f"Rows {offset}:{offset + b} are not inside a global batch of {total}.")
     grid = grid_points(h, w, spacing, max_grid, generator=generator, batch_size=total)
-    grid = grid[offset:offset + b].to(device)
+    grid = grid[offset : offset + b].to(device)
     per_sample, labelled = [], []
     for i in range(b):  # label counts differ per image: build, then pad
         kp = label_map_to_keypoints(batch["labels0"][i]).to(device)
@@ -51,11 +57,17 @@ def build_anchors(batch: Dict, max_grid: int = 256, spacing: int = 4,
     xy1 = kpts1.nan_to_num(0).round().long()
     xy1[..., 0].clamp_(0, w - 1), xy1[..., 1].clamp_(0, h - 1)
     # Both ends on real image content (not the black border of a warped photo).
-    on_content = batch["valid0"][rows, xy0[..., 1], xy0[..., 0]] & batch["valid1"][rows, xy1[..., 1], xy1[..., 0]]
+    on_content = (
+        batch["valid0"][rows, xy0[..., 1], xy0[..., 0]]
+        & batch["valid1"][rows, xy1[..., 1], xy1[..., 0]]
+    )
     return {
-        "kpts0": kpts0, "kpts1": kpts1, "valid": valid & present & on_content,
+        "kpts0": kpts0,
+        "kpts1": kpts1,
+        "valid": valid & present & on_content,
         "is_label": is_label & present,
-        "xyz_kpts0": xyz_kpts0, "xyz_kpts1": xyz_kpts1,
+        "xyz_kpts0": xyz_kpts0,
+        "xyz_kpts1": xyz_kpts1,
         "xyz0": dense_xyz(batch["depth0"], batch["K0"], stride),
         "xyz1": dense_xyz(batch["depth1"], batch["K1"], stride),
     }

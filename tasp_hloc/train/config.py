@@ -77,11 +77,16 @@ def _load_chain(path: Path, seen: List[Path]) -> DictConfig:
 
 def load_config(name: str, overrides: Sequence[str] = ()) -> DictConfig:
     """DEFAULTS <- base files <- the file <- ``key=value`` overrides (OmegaConf dotlist)."""
-    conf = OmegaConf.merge(OmegaConf.create(DEFAULTS), _load_chain(resolve_path(name), []),
-                           OmegaConf.from_dotlist(list(overrides)))
+    conf = OmegaConf.merge(
+        OmegaConf.create(DEFAULTS),
+        _load_chain(resolve_path(name), []),
+        OmegaConf.from_dotlist(list(overrides)),
+    )
     OmegaConf.resolve(conf)
     missing = sorted(OmegaConf.missing_keys(conf))
     if missing:
-        raise ValueError(f"Config {name!r} needs values for {missing}: add e.g. "
-                         f"{missing[0]}=... to the command line.")
+        raise ValueError(
+            f"Config {name!r} needs values for {missing}: add e.g. "
+            f"{missing[0]}=... to the command line."
+        )
     return conf

@@ -70,16 +70,20 @@ class CPUSyncBatchNorm(nn.BatchNorm2d):
         if self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
-                f = (1.0 / float(self.num_batches_tracked) if self.momentum is None
-                     else self.momentum)
+                f = (
+                    1.0 / float(self.num_batches_tracked)
+                    if self.momentum is None
+                    else self.momentum
+                )
                 unbiased = var * (n / (n - 1).clamp(min=1))
                 self.running_mean.mul_(1 - f).add_(f * mean)
                 self.running_var.mul_(1 - f).add_(f * unbiased)
         return y
 
 
-def convert_sync_batchnorm(module: nn.Module, device: torch.device,
-                           group: Optional["dist.ProcessGroup"] = None) -> nn.Module:
+def convert_sync_batchnorm(
+    module: nn.Module, device: torch.device, group: Optional["dist.ProcessGroup"] = None
+) -> nn.Module:
     """Batch norm layers synchronised over ``group``: torch's SyncBatchNorm on CUDA,
     :class:`CPUSyncBatchNorm` on CPU. The parameters and buffers are the same tensors."""
     if device.type == "cuda":
@@ -90,8 +94,13 @@ def convert_sync_batchnorm(module: nn.Module, device: torch.device,
 def _convert_cpu(module: nn.Module, group) -> nn.Module:
     out = module
     if isinstance(module, nn.BatchNorm2d) and not isinstance(module, CPUSyncBatchNorm):
-        out = CPUSyncBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
-                               module.track_running_stats)
+        out = CPUSyncBatchNorm(
+            module.num_features,
+            module.eps,
+            module.momentum,
+            module.affine,
+            module.track_running_stats,
+        )
         if module.affine:
             out.weight, out.bias = module.weight, module.bias
         if module.track_running_stats:

@@ -17,15 +17,24 @@ from ..weights import MANIFEST_NAME, WEIGHTS_DIR, infer_architecture, read_manif
 from .trainer import CHECKPOINT
 
 
-def export(run: Path, name: str, weights_dir: Path = WEIGHTS_DIR, fp16: bool = False,
-           extra: Optional[Dict] = None) -> Path:
+def export(
+    run: Path,
+    name: str,
+    weights_dir: Path = WEIGHTS_DIR,
+    fp16: bool = False,
+    extra: Optional[Dict] = None,
+) -> Path:
     """Write ``<weights_dir>/<name>.pth`` and its manifest entry; returns the .pth path."""
     run = Path(run)
     ckpt_path = run / CHECKPOINT if run.is_dir() else run
     if not ckpt_path.exists():
-        raise FileNotFoundError(f"No checkpoint at {ckpt_path}; train first (python -m tasp_hloc.train).")
+        raise FileNotFoundError(
+            f"No checkpoint at {ckpt_path}; train first (python -m tasp_hloc.train)."
+        )
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-    state = {k: (v.half() if fp16 and v.is_floating_point() else v) for k, v in ckpt["model"].items()}
+    state = {
+        k: (v.half() if fp16 and v.is_floating_point() else v) for k, v in ckpt["model"].items()
+    }
     weights_dir = Path(weights_dir)
     weights_dir.mkdir(parents=True, exist_ok=True)
     out = weights_dir / f"{name}.pth"
@@ -53,13 +62,18 @@ def export(run: Path, name: str, weights_dir: Path = WEIGHTS_DIR, fp16: bool = F
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tasp_hloc.train.export", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m tasp_hloc.train.export",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("run", type=Path, help="run folder (or checkpoint file)")
     p.add_argument("--name", required=True, help="released name, e.g. tasp_v1")
     p.add_argument("--weights-dir", type=Path, default=WEIGHTS_DIR)
     p.add_argument("--fp16", action="store_true", help="store float16 (half the size)")
-    p.add_argument("--info", type=Path, help="JSON merged into the manifest entry (data, results...)")
+    p.add_argument(
+        "--info", type=Path, help="JSON merged into the manifest entry (data, results...)"
+    )
     args = p.parse_args(argv)
     extra = json.loads(args.info.read_text()) if args.info else None
     out = export(args.run, args.name, args.weights_dir, args.fp16, extra)

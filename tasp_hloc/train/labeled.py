@@ -58,7 +58,12 @@ class LabeledPairs(Dataset):
             key = "crop-" + hashlib.sha1(np.ascontiguousarray(pixels).tobytes()).hexdigest()
             labels = self.labeler(image0, image_id=key)
             kpts = labels["keypoints"]
-        keep = (kpts[:, 0] > -0.5) & (kpts[:, 0] < w - 0.5) & (kpts[:, 1] > -0.5) & (kpts[:, 1] < h - 0.5)
+        keep = (
+            (kpts[:, 0] > -0.5)
+            & (kpts[:, 0] < w - 0.5)
+            & (kpts[:, 1] > -0.5)
+            & (kpts[:, 1] < h - 0.5)
+        )
         kpts, scores = kpts[keep], labels["scores"][keep]
         xy = kpts.round().long()
         on_content = sample["valid0"][xy[:, 1], xy[:, 0]]

@@ -37,8 +37,20 @@ from .labeled import LabeledPairs
 logger = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint_last.pth"
-LOGGED = ["total", "desc", "kpt", "d_pos", "d_neg", "triplet", "w", "s", "active", "n_valid",
-          "delta", "aligned"]
+LOGGED = [
+    "total",
+    "desc",
+    "kpt",
+    "d_pos",
+    "d_neg",
+    "triplet",
+    "w",
+    "s",
+    "active",
+    "n_valid",
+    "delta",
+    "aligned",
+]
 
 
 class EpochSampler(Sampler):
@@ -50,11 +62,20 @@ class EpochSampler(Sampler):
     k-th batches of B/N is the k-th global batch of one process.
     """
 
-    def __init__(self, n: int, seed: int, epoch: int = 0, start: int = 0,
-                 batch_size: Optional[int] = None, rank: int = 0, world_size: int = 1):
+    def __init__(
+        self,
+        n: int,
+        seed: int,
+        epoch: int = 0,
+        start: int = 0,
+        batch_size: Optional[int] = None,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
         if world_size > 1 and (batch_size is None or batch_size % world_size):
             raise ValueError(
-                f"A global batch of {batch_size} does not split over {world_size} processes.")
+                f"A global batch of {batch_size} does not split over {world_size} processes."
+            )
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in [0, {world_size}).")
         self.n, self.seed, self.epoch, self.start = n, seed, epoch, start
@@ -62,11 +83,11 @@ class EpochSampler(Sampler):
 
     def __iter__(self) -> Iterator[int]:
         g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
-        order = torch.randperm(self.n, generator=g)[self.start:]
+        order = torch.randperm(self.n, generator=g)[self.start :]
         if self.world_size > 1:
             B, b = self.batch_size, self.batch_size // self.world_size
             k = len(order) // B
-            order = order[: k * B].view(k, B)[:, self.rank * b:(self.rank + 1) * b].reshape(-1)
+            order = order[: k * B].view(k, B)[:, self.rank * b : (self.rank + 1) * b].reshape(-1)
         return iter(order.tolist())
 
     def __len__(self):
@@ -87,7 +108,11 @@ def _rank_seed(seed: int, rank: int, step: int = 0) -> int:
 
 
 def _rng_state() -> Dict:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
 
 
 def _set_rng_state(state: Dict) -> None:
@@ -130,13 +155,15 @@ class Trainer:
         tc = conf.train
         # Several processes: torchrun's WORLD_SIZE > 1 (or a process group already joined).
         self.rank, self.world_size, self.device, self._owns_group = distributed.setup(
-            torch.device(resolve_device(tc.device)))
+            torch.device(resolve_device(tc.device))
+        )
         self.distributed = self.world_size > 1
         self.is_main = self.rank == 0
         if self.distributed and tc.batch_size % self.world_size:
             raise ValueError(
                 f"train.batch_size={tc.batch_size} is the global batch and must split evenly "
-                f"over the {self.world_size} processes.")
+                f"over the {self.world_size} processes."
+            )
         self.local_batch_size = tc.batch_size // self.world_size
         self.out = Path(conf.output_dir)
         if self.is_main:
@@ -161,8 +188,10 @@ class Trainer:
         if self.distributed:
             # After _param_groups: frozen blocks (requires_grad False) are left out of DDP.
             self.net = torch.nn.parallel.DistributedDataParallel(
-                self.net, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                find_unused_parameters=bool(tc.get("find_unused_parameters", False)))
+                self.net,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=bool(tc.get("find_unused_parameters", False)),
+            )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: max(0.0, 1.0 - step / tc.steps)
         )
@@ -200,9 +229,12 @@ class Trainer:
 
     def _state(self, rng_ranks=None) -> Dict:
         state = {
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(), "loss": self.loss_fn.state_dict(),
-            "step": self.step, "anchor_generator": self.anchor_generator.get_state(),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "loss": self.loss_fn.state_dict(),
+            "step": self.step,
+            "anchor_generator": self.anchor_generator.get_state(),
             "rng": _rng_state(),  # this process's (rank 0's)
             "config": OmegaConf.to_container(self.conf, resolve=True),
         }
@@ -254,8 +286,10 @@ class Trainer:
         digests = [None] * self.world_size
         dist.all_gather_object(digests, mine)
         if len(set(digests)) > 1:
-            raise RuntimeError(f"The {self.world_size} processes hold different networks or DIW "
-                               f"histograms at step {self.step}: {digests}.")
+            raise RuntimeError(
+                f"The {self.world_size} processes hold different networks or DIW "
+                f"histograms at step {self.step}: {digests}."
+            )
         return mine
 
     def save(self, collective: bool = True) -> Optional[Path]:
@@ -286,22 +320,43 @@ class Trainer:
     def _loader(self) -> DataLoader:
         epoch, offset = divmod(self.step, self.steps_per_epoch)
         self.dataset.set_epoch(epoch)
-        sampler = EpochSampler(len(self.dataset), self.conf.seed, epoch,
-                               offset * self.conf.train.batch_size, self.conf.train.batch_size,
-                               self.rank, self.world_size)
+        sampler = EpochSampler(
+            len(self.dataset),
+            self.conf.seed,
+            epoch,
+            offset * self.conf.train.batch_size,
+            self.conf.train.batch_size,
+            self.rank,
+            self.world_size,
+        )
         workers = self.conf.train.num_workers
-        return DataLoader(self.dataset, batch_size=self.local_batch_size, sampler=sampler,
-                          num_workers=workers, collate_fn=collate, drop_last=True,
-                          persistent_workers=False, pin_memory=self.device.type == "cuda",
-                          prefetch_factor=2 if workers > 0 else None)
+        return DataLoader(
+            self.dataset,
+            batch_size=self.local_batch_size,
+            sampler=sampler,
+            num_workers=workers,
+            collate_fn=collate,
+            drop_last=True,
+            persistent_workers=False,
+            pin_memory=self.device.type == "cuda",
+            prefetch_factor=2 if workers > 0 else None,
+        )
 
     def train_step(self, batch: Dict) -> Dict[str, float]:
-        batch = {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v
-                 for k, v in batch.items()}
+        batch = {
+            k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v
+            for k, v in batch.items()
+        }
         b = batch["image0"].shape[0]
-        batch.update(build_anchors(batch, self.conf.train.grid_anchors,
-                                   generator=self.anchor_generator,
-                                   global_batch=b * self.world_size, offset=b * self.rank))
+        batch.update(
+            build_anchors(
+                batch,
+                self.conf.train.grid_anchors,
+                generator=self.anchor_generator,
+                global_batch=b * self.world_size,
+                offset=b * self.rank,
+            )
+        )
         dense = self.net(torch.cat([batch["image0"], batch["image1"]]))
         pred0 = {k: v[:b] for k, v in dense.items()}
         pred1 = {k: v[b:] for k, v in dense.items()}
@@ -323,8 +378,11 @@ class Trainer:
         if not self.distributed:
             return stats, stop
         keys = list(stats)
-        t = torch.tensor([stats[k] for k in keys] + [float(stop)], dtype=torch.float64,
-                         device=self._collective_device())
+        t = torch.tensor(
+            [stats[k] for k in keys] + [float(stop)],
+            dtype=torch.float64,
+            device=self._collective_device(),
+        )
         dist.all_reduce(t)
         means = (t[:-1] / self.world_size).tolist()
         return dict(zip(keys, means)), bool(t[-1] > 0)
@@ -352,8 +410,13 @@ class Trainer:
             return stop["agreed"] if self.distributed else stop["now"]
 
         previous = signal.signal(signal.SIGTERM, on_sigterm)
-        bar = tqdm(total=tc.steps, initial=self.step, desc=f"train {self.conf.name}", unit="step",
-                   disable=not self.is_main)
+        bar = tqdm(
+            total=tc.steps,
+            initial=self.step,
+            desc=f"train {self.conf.name}",
+            unit="step",
+            disable=not self.is_main,
+        )
         clean = False
         try:
             while self.step < end and not halt():
@@ -367,9 +430,15 @@ class Trainer:
                     bar.update(1)
                     bar.set_postfix(loss=f"{stats['total']:.4f}", desc=f"{stats['desc']:.4f}")
                     if self.is_main and (self.step % tc.log_every == 0 or self.step == tc.steps):
-                        self._log({"step": self.step, "epoch": self.step // self.steps_per_epoch,
-                                   "lr": self.scheduler.get_last_lr()[-1],
-                                   "sec_per_step": (time.time() - t0) / tc.log_every, **stats})
+                        self._log(
+                            {
+                                "step": self.step,
+                                "epoch": self.step // self.steps_per_epoch,
+                                "lr": self.scheduler.get_last_lr()[-1],
+                                "sec_per_step": (time.time() - t0) / tc.log_every,
+                                **stats,
+                            }
+                        )
                         t0 = time.time()
                     if self.step % tc.checkpoint_every == 0:
                         self.save()
@@ -402,17 +471,24 @@ def plot_curves(csv_path: Path, png_path: Path) -> Optional[Path]:
         rows = list(csv.DictReader(f))
     if not rows:
         return None
-    keys = [k for k in ["total", "desc", "kpt", "triplet", "d_pos", "d_neg", "w", "s", "delta", "active"]
-            if rows[0].get(k) not in (None, "")]
+    keys = [
+        k
+        for k in ["total", "desc", "kpt", "triplet", "d_pos", "d_neg", "w", "s", "delta", "active"]
+        if rows[0].get(k) not in (None, "")
+    ]
     steps = [int(r["step"]) for r in rows]
     cols = 5
-    fig, axes = plt.subplots(math.ceil(len(keys) / cols), cols, figsize=(3.2 * cols, 2.6 * math.ceil(len(keys) / cols)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        math.ceil(len(keys) / cols),
+        cols,
+        figsize=(3.2 * cols, 2.6 * math.ceil(len(keys) / cols)),
+        squeeze=False,
+    )
     for ax, key in zip(axes.flat, keys):
         ax.plot(steps, [float(r[key]) for r in rows])
         ax.set_title(key)
         ax.set_xlabel("step")
-    for ax in list(axes.flat)[len(keys):]:
+    for ax in list(axes.flat)[len(keys) :]:
         ax.axis("off")
     fig.tight_layout()
     fig.savefig(png_path, dpi=80)
