@@ -1,7 +1,7 @@
 """Extraction and matching split across the processes that ``torchrun`` starts.
 
-The command line goes through here with one process too (then it only merges the shards a
-killed run left and writes straight into the output).
+The command line goes through here with one process too: it then merges the shards a killed
+run left and runs ``extract`` / ``match`` straight into the output.
 
     torchrun --nproc_per_node=N -m tasp_hloc extract --images DIR --output feats.h5
     torchrun --nproc_per_node=N -m tasp_hloc match --features feats.h5 --pairs P --output m.h5
@@ -24,14 +24,19 @@ import torch
 import torch.distributed as dist
 
 from .device import resolve_device
-from .distributed import cleanup, setup
+from .distributed import cleanup, setup, world_size_from_env
 from .extract import extract
 from .h5_journal import journal_path, recover
 from .hloc_format import list_h5_names, names_to_pair, open_for_append, stored_names
 from .image_io import ImageDataset
-from .match import match_pairs, pairs_left_to_match
+from .match import match, match_pairs, pairs_left_to_match
 
 logger = logging.getLogger(__name__)
+
+
+def single_process() -> bool:
+    """Not under torchrun with several processes (nor in a process group already joined)."""
+    return world_size_from_env() <= 1 and not (dist.is_available() and dist.is_initialized())
 
 
 def shard_path(output: Path, rank: int, world: int) -> Path:
@@ -95,10 +100,6 @@ def run_sharded(
     """
     output = Path(output)
     rank, world, device, created = setup(torch.device(resolve_device(device)))
-    if world == 1:  # one process: straight into the output, after what shards a run left
-        merge_shards(output)
-        todo = list_work()
-        return work(todo, output, str(device)) if todo else []
     try:
         box = [None]
         if rank == 0:
@@ -149,11 +150,15 @@ def extract_sharded(
 ) -> Tuple[Path, List]:
     """``extract.extract`` over the processes of torchrun (same arguments)."""
 
+    if single_process():  # straight into the output, after what shards a killed run left
+        merge_shards(Path(feature_path))
+        return extract(
+            conf, image_dir, feature_path, names, overwrite=overwrite, device=device, **kwargs
+        )
+
     def list_work():
         all_names = ImageDataset(image_dir, conf.get("preprocessing", {}), names).names
         done = set() if overwrite else stored_names(feature_path, all_names)
-        if len(done) == len(all_names):
-            logger.info("All images are already in %s; nothing to extract.", feature_path)
         return [n for n in all_names if n not in done]
 
     def work(items, shard, device):
@@ -174,6 +179,11 @@ def match_sharded(
     commit_every: float = 1.0,
 ) -> Path:
     """``match.match`` over the processes of torchrun (same arguments)."""
+    if single_process():
+        merge_shards(Path(match_path))
+        return match(
+            pairs_path, feature_path, match_path, device, batch_size, overwrite, commit_every
+        )
 
     def work(pairs, shard, device):
         match_pairs(pairs, feature_path, shard, device, batch_size, commit_every)
