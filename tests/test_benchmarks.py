@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks import compare, datasets
-from benchmarks.features import MethodUnavailable, deform_conv2d, load_method, resize_max_side
+from benchmarks.features import MethodUnavailable, load_method, resize_max_side
+from tasp_hloc.lightglue_peers import deform_conv2d
 from benchmarks.metrics import (
     estimate_relative_pose,
     homography_match_errors,

@@ -20,6 +20,7 @@ from tasp_hloc.labels import (
     sample_homographies,
 )
 from tasp_hloc.labels.__main__ import main as cli_main
+from tasp_hloc.lightglue_peers import import_lightglue
 
 
 def checkerboard(size=128, square=16.0, n=5, angle=0.0, centre=None, ss=4):
@@ -219,3 +220,24 @@ def test_cli_labels_folder_and_packs(tmp_path):
     assert "sub/0.png" in packed and "sub/1.png" in packed
     assert packed["sub/1.png"]["image_size"].tolist() == [64, 64]
     assert packed.conf["adaptation"]["num_homographies"] == 2
+
+
+def test_aliked_detector_labels_corners_in_image_pixels():
+    try:
+        import_lightglue()
+    except ImportError as err:
+        pytest.skip(str(err))
+    image = torch.full((1, 1, 160, 160), 0.2)
+    image[..., 40:100, 50:120] = 0.8  # corners at x 49.5 / 119.5, y 39.5 / 99.5 (pixel centres 0)
+    det = get_detector("aliked")
+    heat = det(image)  # gray in: it is given to ALIKED as RGB
+    assert heat.shape == image.shape and heat.min() >= 0 and heat.max() <= 1
+    assert det.cache_key() != get_detector("aliked", {"model_name": "aliked-t16"}).cache_key()
+    ha = HomographicAdaptation(det, {"num_homographies": 1, "nms_radius": 3})
+    corners = torch.tensor([[49.5, 39.5], [119.5, 39.5], [49.5, 99.5], [119.5, 99.5]])
+    mirrored = corners * torch.tensor([-1.0, 1.0]) + torch.tensor([159.0, 0.0])
+    for img, true in ((image, corners), (image.flip(-1), mirrored)):  # no shift either way
+        kpts = ha(img)["keypoints"]
+        assert len(kpts) >= 1 and torch.cdist(kpts, true).min(1).values.max() <= 0.75, kpts
+    with pytest.raises(ValueError, match="Expected an image"):
+        det(torch.rand(3, 32, 32))

@@ -27,7 +27,7 @@ class Labeler:
     """
 
     default_conf = {
-        "detector": "shi_tomasi",  # "shi_tomasi", "harris" or "model"
+        "detector": "shi_tomasi",  # "shi_tomasi", "harris", "aliked" or "model"
         "detector_conf": {},
         "adaptation": {},  # overrides of HomographicAdaptation.default_conf
         # Detect on a copy whose longer side is at most this (None: full size). Labels should be
