@@ -7,6 +7,8 @@ import copy
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
+from tasp_hloc.confs import MATCHER_PRESETS
+
 from pipelines.common import PipelineError, require_hloc
 from pipelines.h5_repair import FEATURE_KEYS, MATCH_KEYS, repair_h5
 
@@ -39,6 +41,7 @@ def feature_conf(
     max_keypoints: Optional[int] = None,
     resize_force: Optional[bool] = None,
     weights: Optional[str] = None,
+    scales: Optional[Sequence[float]] = None,
 ) -> dict:
     """An hloc extractor conf by preset name (TaSP presets included), with overrides.
 
@@ -59,8 +62,11 @@ def feature_conf(
             f"Unknown feature preset {name!r}; known: {sorted(extract_features.confs)}"
         )
     conf = copy.deepcopy(extract_features.confs[name])
-    if resize_max is None and max_keypoints is None and resize_force is None and weights is None:
+    overrides = (resize_max, max_keypoints, resize_force, weights, scales)
+    if all(x is None for x in overrides):
         return conf
+    if scales is not None and conf["model"].get("name") != "tasp":
+        raise ValueError(f"--scales is a TaSP option; preset {name!r} is not TaSP.")
     model, pre = conf["model"], conf["preprocessing"]
     if resize_max is not None:
         pre["resize_max"] = int(resize_max)
@@ -71,6 +77,8 @@ def feature_conf(
     if weights is not None:
         # "none"/"random": a randomly initialised network (plumbing checks only).
         model["weights"] = None if str(weights).lower() in ("none", "random") else str(weights)
+    if scales is not None:
+        model["scales"] = [float(x) for x in scales]
     parts = [f"feats-{name}"]
     if model.get("max_keypoints") not in (None, -1):
         parts.append(f"n{model['max_keypoints']}")
@@ -78,14 +86,19 @@ def feature_conf(
         parts.append(f"r{pre['resize_max']}" + ("force" if pre.get("resize_force") else ""))
     if weights is not None:
         parts.append(f"w{Path(str(weights)).stem}")
+    if scales is not None and list(scales) != [1.0]:
+        parts.append("s" + "-".join(f"{x:g}" for x in scales))
     conf["output"] = "-".join(parts)
     return conf
 
 
 def matcher_conf(name: str = "NN-mutual") -> dict:
+    """An hloc matcher conf by preset name (``NN-tasp`` included)."""
     require_hloc()
     from hloc import match_features
 
+    if name in MATCHER_PRESETS and name not in match_features.confs:
+        return copy.deepcopy(MATCHER_PRESETS[name])
     if name not in match_features.confs:
         raise ValueError(f"Unknown matcher preset {name!r}; known: {sorted(match_features.confs)}")
     return copy.deepcopy(match_features.confs[name])
@@ -130,6 +143,13 @@ def add_feature_args(parser, default_features: str) -> None:
     parser.add_argument("--resize-max", type=int, help="override the preset's resize_max")
     parser.add_argument("--max-keypoints", type=int, help="override the preset's max_keypoints")
     parser.add_argument(
+        "--scales",
+        type=float,
+        nargs="+",
+        help="TaSP: extract at these image scales, e.g. 1 0.71 0.5, for views far apart in "
+        "scale (cost: the sum of the scales' areas); default: the preset's (1)",
+    )
+    parser.add_argument(
         "--weights",
         help="feature weights (name or path) for the preset, e.g. "
         "trained TaSP weights, or 'random' for an untrained "
@@ -140,5 +160,9 @@ def add_feature_args(parser, default_features: str) -> None:
 def feature_conf_from_args(args) -> dict:
     """:func:`feature_conf` from the flags of :func:`add_feature_args`."""
     return feature_conf(
-        args.features, args.resize_max, args.max_keypoints, weights=getattr(args, "weights", None)
+        args.features,
+        args.resize_max,
+        args.max_keypoints,
+        weights=getattr(args, "weights", None),
+        scales=getattr(args, "scales", None),
     )

@@ -19,7 +19,7 @@ def _weights(value: str):
 
 def _model_overrides(args) -> dict:
     overrides = {"weights": _weights(args.weights)} if args.weights is not None else {}
-    for key in ("max_keypoints", "amp", "detection_threshold"):
+    for key in ("max_keypoints", "amp", "detection_threshold", "scales"):
         if getattr(args, key, None) is not None:
             overrides[key] = getattr(args, key)
     return overrides
@@ -32,6 +32,12 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--max-keypoints", dest="max_keypoints", type=int)
     p.add_argument("--detection-threshold", dest="detection_threshold", type=float)
+    p.add_argument(
+        "--scales",
+        type=float,
+        nargs="+",
+        help="extract at these image scales, e.g. 1 0.71 0.5, for views far apart in scale",
+    )
     p.add_argument("--resize-max", dest="resize_max", type=int, help="longest image side")
     p.add_argument("--amp", choices=["fp16", "bf16"], help="autocast the network")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")

@@ -21,7 +21,7 @@ import sys
 import types
 from typing import Callable
 
-from .confs import DETECTION_NOISE, MAX_KEYPOINTS_HLOC, PRESETS
+from .confs import DETECTION_NOISE, MATCHER_PRESETS, MAX_KEYPOINTS_HLOC, PRESETS
 from .hloc_format import to_hloc_prediction
 from .tasp import TaSP
 
@@ -111,7 +111,8 @@ def add_extractor(name: str, make_class: Callable[[type], type]) -> types.Module
 
 
 def register(weights=None) -> types.ModuleType:
-    """Make ``tasp`` loadable by hloc and add the ``tasp_*`` presets to hloc's confs.
+    """Make ``tasp`` loadable by hloc, add the ``tasp_*`` presets to hloc's extractor confs
+    and the ``NN-tasp`` matcher preset to its matcher confs.
 
     Args:
         weights: if given, the presets registered in hloc use these weights (name or path).
@@ -126,4 +127,8 @@ def register(weights=None) -> types.ModuleType:
         if weights is not None:
             conf["model"]["weights"] = str(weights)
         hloc.extract_features.confs[name] = conf
+    import hloc.match_features
+
+    for name, preset in MATCHER_PRESETS.items():
+        hloc.match_features.confs.setdefault(name, copy.deepcopy(preset))
     return module

@@ -59,6 +59,11 @@ class TaSP(nn.Module):
               BatchNorm folded and oneDNN fused kernels (``inference.FusedTaSPNet``, float32
               results equal to the plain modules' within 1e-4); False: the plain modules.
             - channels_last: NHWC memory format, ~1.5x faster on CPU (plain and fused).
+            - scales: image scales to detect and describe at (R2D2's multi-scale extraction).
+              The network sees little scale change in training, so two views more than ~1.4x
+              apart in scale match poorly at a single scale; with e.g. (1, 0.71, 0.5) each
+              scale's keypoints are mapped back to the input's pixels and the strongest
+              ``max_keypoints`` over all scales are kept (cost: the sum of the scales' areas).
 
     Inputs:
         data["image"]: :math:`(B, C, H, W)` float in [0, 1], C = 1 (gray) or 3 (RGB); any H, W.
@@ -83,6 +88,7 @@ class TaSP(nn.Module):
         "amp": "auto",
         "fuse": True,
         "channels_last": True,
+        "scales": (1.0,),
     }
     stride_detector = 8
     stride_descriptor = 4
@@ -99,6 +105,9 @@ class TaSP(nn.Module):
         self.conf = conf = {**self.default_conf, **(conf or {})}
         if conf["amp"] not in AMP_MODES:
             raise ValueError(f"amp must be one of {list(AMP_MODES)}, got {conf['amp']!r}.")
+        conf["scales"] = tuple(float(x) for x in conf["scales"])
+        if not conf["scales"] or min(conf["scales"]) <= 0:
+            raise ValueError(f"scales must be positive numbers, got {conf['scales']!r}.")
         if conf["subpixel"] not in (None, "quadratic", "softargmax", "corner"):
             raise ValueError(
                 f"subpixel must be None, 'quadratic', 'softargmax' or 'corner', "
@@ -276,6 +285,30 @@ class TaSP(nn.Module):
 
     def forward(self, data: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         image = data["image"]
+        if self.conf["scales"] == (1.0,):
+            return self._features_at_scale(image, self.conf["max_keypoints"])
+        h, w = image.shape[-2:]
+        per_scale = []
+        for s in self.conf["scales"]:
+            size = (max(1, round(h * s)), max(1, round(w * s)))
+            scaled = image
+            if size != (h, w):
+                mode = "area" if s < 1 else "bilinear"  # area: anti-aliased, as hloc resizes
+                scaled = F.interpolate(image, size=size, mode=mode)
+            out = self._features_at_scale(scaled, -1)
+            factor = image.new_tensor([w / size[1], h / size[0]])
+            out["keypoints"] = ((out["keypoints"] + 0.5) * factor - 0.5) * out["keypoint_mask"][
+                ..., None
+            ]
+            per_scale.append(out)
+        return _strongest(
+            {k: torch.cat([o[k] for o in per_scale], 1) for k in per_scale[0]},
+            self.conf["max_keypoints"],
+        )
+
+    def _features_at_scale(
+        self, image: torch.Tensor, max_keypoints: int
+    ) -> Dict[str, torch.Tensor]:
         h, w = image.shape[-2:]
         with _stage("network"):
             dense = self.forward_dense(image)
@@ -284,7 +317,7 @@ class TaSP(nn.Module):
             scores = nms(heatmap, self.conf["nms_window"])
             scores = remove_borders(scores, self.conf["remove_borders"])
             keypoints, keypoint_scores, mask = select_keypoints(
-                scores, self.conf["detection_threshold"], self.conf["max_keypoints"]
+                scores, self.conf["detection_threshold"], max_keypoints
             )
         if self.conf["subpixel"]:
             with _stage(f"refine ({self.conf['subpixel']})"):
@@ -308,3 +341,22 @@ class TaSP(nn.Module):
             "descriptors": descriptors,
             "keypoint_mask": mask,
         }
+
+
+def _strongest(features: Dict[str, torch.Tensor], max_keypoints: int) -> Dict[str, torch.Tensor]:
+    """The strongest ``max_keypoints`` (<= 0: all) of padded per-image features, strongest
+    first, padding (``keypoint_mask`` False) last and zeroed."""
+    mask = features["keypoint_mask"]
+    counts = mask.sum(1)
+    if max_keypoints > 0:
+        counts = counts.clamp(max=max_keypoints)
+    n = int(counts.max()) if len(counts) else 0
+    order = features["keypoint_scores"].masked_fill(~mask, -1.0).topk(n, dim=1).indices
+    keep = torch.arange(n, device=mask.device)[None] < counts[:, None]
+    out = {}
+    for k, v in features.items():
+        idx = order.view(*order.shape, *([1] * (v.dim() - 2))).expand(-1, -1, *v.shape[2:])
+        picked = torch.gather(v, 1, idx)
+        out[k] = picked * keep.view(*keep.shape, *([1] * (v.dim() - 2))).to(picked.dtype)
+    out["keypoint_mask"] = keep
+    return out

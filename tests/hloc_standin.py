@@ -4,8 +4,8 @@ Only what a plugin meets: ``hloc.extractors`` (a package of extractor modules),
 ``hloc.utils.base_model`` (``BaseModel``, ``dynamic_load``: import ``<root>.<name>`` and take
 its one BaseModel subclass defined there) and ``hloc.extract_features`` (a ``confs`` dict, a
 ``main(conf, image_dir, export_dir, ...)`` writing one h5 group per image, and a command line
-whose ``--conf`` choices come from ``confs``). Written from hloc's documented behaviour, not
-copied from it.
+whose ``--conf`` choices come from ``confs``) and ``hloc.match_features`` (its ``confs``).
+Written from hloc's documented behaviour, not copied from it.
 """
 
 from pathlib import Path
@@ -114,6 +114,14 @@ FILES = {
             args = parser.parse_args()
             main(confs[args.conf], args.image_dir, args.export_dir)
     ''',
+    "hloc/match_features.py": """
+        confs = {
+            "NN-mutual": {
+                "output": "matches-NN-mutual",
+                "model": {"name": "nearest_neighbor", "do_mutual_check": True},
+            },
+        }
+    """,
 }
 
 

@@ -488,3 +488,10 @@ def test_learning_curve_exports_checkpoints_and_reads_reports(tmp_path):
         "30.0",
         "812",
     ]
+
+
+def test_inloc_scene_counts_localized_queries_per_threshold():
+    from benchmarks.inloc_scene import localized_counts
+
+    stats = {"DUC1": (2, [0.5, 1.0, 1.0], (0.1, 1.0)), "DUC2": (3, [0.0, 1 / 3, 2 / 3], (2.0, 9.0))}
+    assert localized_counts(stats) == [1, 3, 4]

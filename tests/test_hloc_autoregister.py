@@ -176,10 +176,12 @@ def test_explicit_register_and_the_equivalent_command(standin, images, tmp_path)
         "m = register(weights='w.pth')\n"
         "print('SAME', m is hloc.extractors.tasp, dynamic_load(hloc.extractors, 'tasp') is m.TaSPExtractor)\n"
         "print('W', extract_features.confs['tasp_aachen']['model']['weights'])\n"
+        "from hloc import match_features\n"
+        "print('M', match_features.confs['NN-tasp']['model']['distance_threshold'])\n"
     )
     out = run(code, tmp_path, [standin], zero_code=False)
     assert out.returncode == 0, out.stderr
-    assert "SAME True True" in out.stdout and "W w.pth" in out.stdout
+    assert "SAME True True" in out.stdout and "W w.pth" in out.stdout and "M 0.6" in out.stdout
     # hloc's own command line cannot list plugins; ours takes the same flags.
     cli = run(
         None,

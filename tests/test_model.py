@@ -114,6 +114,49 @@ def test_bad_inputs_and_conf():
         TaSP({"weights": None, "amp": "int4"})
     with pytest.raises(ValueError, match="lite0"):
         TaSP({"weights": None, "pretrained_backbone": True})
+    with pytest.raises(ValueError, match="scales"):
+        TaSP({"weights": None, "scales": [1.0, 0.0]})
+
+
+def test_multiscale_maps_keypoints_back_and_keeps_the_strongest(monkeypatch):
+    """Each scale's keypoints go back to input pixels ((x + 0.5) / s - 0.5, pixel centres at 0)
+    and the strongest max_keypoints over all scales survive, per image, padding last."""
+    model = TaSP({"weights": None, "scales": [1.0, 0.5], "max_keypoints": 3})
+    seen = []
+
+    def at_scale(image, max_keypoints):
+        seen.append((tuple(image.shape[-2:]), max_keypoints))
+        s = 1.0 if image.shape[-1] == 64 else 0.5
+        if s == 1.0:  # image 0: two points, image 1: one (padded)
+            kp = torch.tensor([[[10.0, 20.0], [30.0, 5.0]], [[7.0, 7.0], [0.0, 0.0]]])
+            sc = torch.tensor([[0.9, 0.2], [0.3, 0.0]])
+            mask = torch.tensor([[True, True], [True, False]])
+        else:  # one point each, at (4, 6) of the half-size image
+            kp = torch.tensor([[[4.0, 6.0]], [[4.0, 6.0]]])
+            sc = torch.tensor([[0.5], [0.1]])
+            mask = torch.tensor([[True], [True]])
+        return {
+            "keypoints": kp,
+            "keypoint_scores": sc,
+            "descriptors": torch.cat([kp, sc[..., None]], -1),  # carries its point along
+            "keypoint_mask": mask,
+        }
+
+    monkeypatch.setattr(model, "_features_at_scale", at_scale)
+    out = model({"image": torch.rand(2, 3, 48, 64)})
+    assert seen == [((48, 64), -1), ((24, 32), -1)]  # all keypoints of every scale
+    half = [4.5 * 2 - 0.5, 6.5 * 2 - 0.5]  # (4, 6) at scale 0.5 -> (8.5, 12.5)
+    torch.testing.assert_close(
+        out["keypoints"],
+        torch.tensor([[[10.0, 20.0], half, [30.0, 5.0]], [[7.0, 7.0], half, [0.0, 0.0]]]),
+    )
+    torch.testing.assert_close(
+        out["keypoint_scores"], torch.tensor([[0.9, 0.5, 0.2], [0.3, 0.1, 0.0]])
+    )
+    assert out["keypoint_mask"].tolist() == [[True, True, True], [True, True, False]]
+    # descriptors stay with their keypoints (they carry the scaled-image point and score)
+    assert out["descriptors"][0, 1].tolist() == [4.0, 6.0, 0.5]
+    assert out["descriptors"][1, 2].abs().sum() == 0  # padding is zeroed
 
 
 @pytest.mark.skipif(

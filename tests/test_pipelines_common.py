@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
+import conftest  # noqa: E402
 import pipeline_scenes as ps  # noqa: E402
 
 from pipelines import (  # noqa: E402
@@ -553,3 +554,16 @@ def test_h5_left_by_killed_writer_is_repaired(tmp_path):
     (tmp_path / "junk.h5").write_bytes(b"not hdf5 at all")
     h5_repair.repair_h5(tmp_path / "junk.h5", h5_repair.FEATURE_KEYS)
     assert not (tmp_path / "junk.h5").exists() and (tmp_path / "junk.h5.corrupt").exists()
+
+
+@pytest.mark.skipif(not conftest.HAS_HLOC, reason="hloc is not installed (not on PyPI)")
+def test_feature_scales_and_the_tasp_matcher_preset():
+    from pipelines import hloc_steps
+
+    conf = hloc_steps.feature_conf("tasp_inloc", scales=[1, 0.71, 0.5])
+    assert conf["model"]["scales"] == [1.0, 0.71, 0.5]
+    assert conf["output"] == "feats-tasp_inloc-n4096-r1600-s1-0.71-0.5"  # its own file
+    with pytest.raises(ValueError, match="TaSP option"):
+        hloc_steps.feature_conf("sift", scales=[1, 0.5])
+    nn = hloc_steps.matcher_conf("NN-tasp")["model"]
+    assert nn == {"name": "nearest_neighbor", "do_mutual_check": True, "distance_threshold": 0.6}

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from .detectors import DETECTORS
 from .labeler import Labeler
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
@@ -26,9 +27,7 @@ def main(argv=None):
     parser.add_argument(
         "--output", type=Path, required=True, help="cache folder, or a .h5 file to pack into"
     )
-    parser.add_argument(
-        "--detector", default="shi_tomasi", choices=["shi_tomasi", "harris", "model"]
-    )
+    parser.add_argument("--detector", default="shi_tomasi", choices=list(DETECTORS))
     parser.add_argument(
         "--checkpoint", help="weights (name or .pth) of the TaSP net for --detector model"
     )
