@@ -102,6 +102,7 @@ def cmd_match(args) -> int:
         batch_size=args.batch_size,
         overwrite=args.overwrite,
         commit_every=args.commit_every,
+        max_distance=args.max_distance,
     )
     return 0
 
@@ -147,6 +148,13 @@ def main(argv=None) -> int:
     p.add_argument("--output", type=Path, required=True, help="match file, e.g. matches.h5")
     p.add_argument("--device")
     p.add_argument("--batch-size", dest="batch_size", type=int, default=16)
+    p.add_argument(
+        "--max-distance",
+        dest="max_distance",
+        type=float,
+        help="drop matches farther apart (hloc's distance_threshold; NN-tasp: 0.6, for "
+        "matching against many images); default: none (hloc's NN-mutual)",
+    )
     p.add_argument("--overwrite", action="store_true")
     _add_commit_arg(p)
     p.set_defaults(func=cmd_match)

@@ -28,12 +28,16 @@ def mutual_nearest_neighbor(
     desc1: torch.Tensor,
     mask0: Optional[torch.Tensor] = None,
     mask1: Optional[torch.Tensor] = None,
+    max_distance: Optional[float] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Mutual nearest neighbours by cosine similarity, in hloc's ``NN-mutual`` convention.
 
     Args:
         desc0: :math:`(B, N0, D)` unit-norm descriptors; desc1: :math:`(B, N1, D)`.
         mask0, mask1: :math:`(B, N0)`, :math:`(B, N1)` bool, False for padding.
+        max_distance: hloc's ``distance_threshold`` (``NN-tasp``: 0.6): a nearest neighbour
+            farther than this (Euclidean, i.e. cosine below 1 - d^2 / 2) is no match, and its
+            score is 0, as hloc stores it.
 
     Returns:
         ``matches0`` :math:`(B, N0)` int64, index into image 1 or -1, and ``scores0``
@@ -58,9 +62,12 @@ def mutual_nearest_neighbor(
     best0, nn0 = sim.max(2)  # B x N0
     nn1 = sim.argmax(1)  # B x N1
     mutual = torch.gather(nn1, 1, nn0) == torch.arange(n0, device=sim.device)[None]
-    mutual &= torch.isfinite(best0)
+    close = torch.isfinite(best0)
+    if max_distance is not None:  # on each side's nearest neighbour, as hloc's find_nn
+        close &= 2 * (1 - best0) <= max_distance**2
+    mutual &= close
     matches0 = torch.where(mutual, nn0, nn0.new_tensor(-1))
-    scores0 = torch.where(torch.isfinite(best0), (best0 + 1) / 2, best0.new_tensor(0.0))
+    scores0 = torch.where(close, (best0 + 1) / 2, best0.new_tensor(0.0))
     return matches0, scores0
 
 
@@ -112,8 +119,10 @@ def match(
     batch_size: int = 16,
     overwrite: bool = False,
     commit_every: float = 1.0,
+    max_distance: Optional[float] = None,
 ) -> Path:
-    """Match every pair of ``pairs_path`` and write hloc's match file ``match_path``.
+    """Match every pair of ``pairs_path`` and write hloc's match file ``match_path``
+    (mutual NN; ``max_distance`` as in :func:`mutual_nearest_neighbor`).
 
     Pairs already in the file are skipped (a killed run resumes; a SIGKILL loses at most the
     pairs matched in the last ``commit_every`` seconds); pairs that name images missing from
@@ -121,7 +130,7 @@ def match(
     """
     todo = pairs_left_to_match(pairs_path, feature_path, match_path, overwrite)
     if todo:
-        match_pairs(todo, feature_path, match_path, device, batch_size, commit_every)
+        match_pairs(todo, feature_path, match_path, device, batch_size, commit_every, max_distance)
     return match_path
 
 
@@ -162,6 +171,7 @@ def match_pairs(
     device: Optional[str] = None,
     batch_size: int = 16,
     commit_every: float = 1.0,
+    max_distance: Optional[float] = None,
 ) -> Path:
     """Match ``pairs`` (checked: see ``pairs_left_to_match``) into ``match_path``."""
     device = resolve_device(device)
@@ -174,7 +184,7 @@ def match_pairs(
             batch = pairs[start : start + batch_size]
             desc0, mask0 = _pad([cache[n0] for n0, _ in batch])
             desc1, mask1 = _pad([cache[n1] for _, n1 in batch])
-            matches0, scores0 = mutual_nearest_neighbor(desc0, desc1, mask0, mask1)
+            matches0, scores0 = mutual_nearest_neighbor(desc0, desc1, mask0, mask1, max_distance)
             for i, (n0, n1) in enumerate(batch):
                 n, pair = int(mask0[i].sum()), names_to_pair(n0, n1)
                 with out.item(pair) as fd:

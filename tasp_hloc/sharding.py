@@ -177,16 +177,24 @@ def match_sharded(
     batch_size: int = 16,
     overwrite: bool = False,
     commit_every: float = 1.0,
+    max_distance: Optional[float] = None,
 ) -> Path:
     """``match.match`` over the processes of torchrun (same arguments)."""
     if single_process():
         merge_shards(Path(match_path))
         return match(
-            pairs_path, feature_path, match_path, device, batch_size, overwrite, commit_every
+            pairs_path,
+            feature_path,
+            match_path,
+            device,
+            batch_size,
+            overwrite,
+            commit_every,
+            max_distance,
         )
 
     def work(pairs, shard, device):
-        match_pairs(pairs, feature_path, shard, device, batch_size, commit_every)
+        match_pairs(pairs, feature_path, shard, device, batch_size, commit_every, max_distance)
         return []
 
     run_sharded(

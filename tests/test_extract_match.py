@@ -242,6 +242,22 @@ def test_mutual_nn_against_brute_force():
     assert e.shape == (1, 40) and (e == -1).all()
 
 
+def test_mutual_nn_max_distance_by_hand():
+    """Distance 0.6 means cosine >= 1 - 0.36 / 2 = 0.82: of two mutual pairs at cosine 0.9 and
+    0.8, only the first survives; the dropped point's score is 0, as hloc stores it."""
+    c8, s8 = 0.8, (1 - 0.8**2) ** 0.5
+    c9, s9 = 0.9, (1 - 0.9**2) ** 0.5
+    d0 = torch.tensor([[[1.0, 0, 0, 0], [0, 1.0, 0, 0]]])
+    d1 = torch.tensor([[[c9, 0, s9, 0], [0, c8, 0, s8]]])
+    m, s = mutual_nearest_neighbor(d0, d1)
+    assert m.tolist() == [[0, 1]]
+    m, s = mutual_nearest_neighbor(d0, d1, max_distance=0.6)
+    assert m.tolist() == [[0, -1]]
+    assert s[0].tolist() == pytest.approx([0.95, 0.0])
+    m, _ = mutual_nearest_neighbor(d0, d1, max_distance=0.64)  # 2 * (1 - 0.8) = 0.4 <= 0.4096
+    assert m.tolist() == [[0, 1]]
+
+
 def _write_random_features(path, sizes, seed=0):
     rng = np.random.default_rng(seed)
     with h5py.File(path, "w") as fd:

@@ -85,12 +85,15 @@ def test_standalone_equals_hloc_extraction_and_matching(hloc_registered, image_d
     assert kp.shape[1] == 2 and unc > 0
 
     pairs = write_pairs([("a.png", "b.jpg"), ("a.png", "sub/c.png")], tmp_path / "pairs.txt")
-    our_matches = match(pairs, ours, tmp_path / "m_ours.h5", device="cpu")
-    their_matches = match_features.main(
-        match_features.confs["NN-mutual"], pairs, features=ours, matches=tmp_path / "m_hloc.h5"
-    )
-    for n0, n1 in [("a.png", "b.jpg"), ("a.png", "sub/c.png")]:
-        m_ours, s_ours = get_matches(our_matches, n0, n1)
-        m_hloc, s_hloc = get_matches(their_matches, n0, n1)
-        assert np.array_equal(m_ours, m_hloc)
-        assert np.allclose(s_ours.astype(np.float32), s_hloc.astype(np.float32), atol=1e-3)
+    for preset, max_distance in (("NN-mutual", None), ("NN-tasp", 0.6)):
+        our_matches = match(
+            pairs, ours, tmp_path / f"o-{preset}.h5", device="cpu", max_distance=max_distance
+        )
+        their_matches = match_features.main(
+            match_features.confs[preset], pairs, features=ours, matches=tmp_path / f"h-{preset}.h5"
+        )
+        for n0, n1 in [("a.png", "b.jpg"), ("a.png", "sub/c.png")]:
+            m_ours, s_ours = get_matches(our_matches, n0, n1)
+            m_hloc, s_hloc = get_matches(their_matches, n0, n1)
+            assert np.array_equal(m_ours, m_hloc), preset
+            assert np.allclose(s_ours.astype(np.float32), s_hloc.astype(np.float32), atol=1e-3)
