@@ -1,12 +1,19 @@
 """Seconds per TaSP training step (batch of pairs, forward + loss + backward + Adam), by part.
 
-    python -m benchmarks.train_step [--batch 4] [--size 256] [--steps 3] [--device cpu]
+    python -m benchmarks.train_step [--set precision|layout] [--batch 4] [--size 256] [--steps 3]
+                                    [--compile] [--profile] [--device cpu]
 
 Runs on a fixed synthetic batch (homographic pairs of a rendered picture, labels on a grid),
-so it needs no data. Prints one row per variant: backbone, memory format, frozen blocks.
+so it needs no data. ``--set precision`` (default) times the release recipe (Lite0,
+channels-last, stem + 3 blocks frozen) in float32, under bfloat16 autocast, and under bfloat16
+autocast with the depthwise convolutions kept in float32 (plus ``torch.compile`` of the network
+with ``--compile``); ``--set layout`` compares backbones, memory formats and frozen blocks in
+float32. Variants take their steps in turn, so a load that changes during the run affects them
+alike. ``--profile`` prints each variant's top operators by self CPU time over one step.
 """
 
 import argparse
+import contextlib
 import time
 
 import numpy as np
@@ -49,82 +56,164 @@ def synthetic_batch(b: int, size: int, device) -> dict:
     }
 
 
-def time_variant(backbone, channels_last, freeze, batch, steps, device) -> dict:
-    model = (
-        TaSP({"weights": None, "backbone": backbone, "channels_last": channels_last})
-        .to(device)
-        .train()
-    )
-    if freeze:
-        for m in [model.backbone.stem, *model.backbone.blocks[:freeze]]:
+def keep_depthwise_fp32(model: torch.nn.Module) -> None:
+    """Run the depthwise convolutions in float32 under CPU autocast (bf16 depthwise backward is
+    slow in oneDNN); the other layers keep autocast's precision."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.Conv2d) and m.groups > 1:
+            forward = m.forward
+
+            def fp32_forward(x, forward=forward):
+                with torch.autocast("cpu", enabled=False):
+                    return forward(x.float())
+
+            m.forward = fp32_forward
+
+
+class Variant:
+    """One training setup: model, loss and optimiser, stepped on the shared batch."""
+
+    def __init__(
+        self,
+        name,
+        device,
+        backbone="efficientnet_lite0",
+        channels_last=True,
+        freeze=3,
+        precision="fp32",
+        compile=False,
+    ):
+        self.name, self.device, self.precision = name, device, precision
+        self.model = (
+            TaSP(
+                {"weights": None, "backbone": backbone, "channels_last": channels_last, "amp": None}
+            )
+            .to(device)
+            .train()
+        )
+        for m in [self.model.backbone.stem, *self.model.backbone.blocks[:freeze]] if freeze else []:
             m.requires_grad_(False)
-    loss_fn = TaSPLoss({"window": "3d"}).to(device)
-    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], 1e-3)
-    b = batch["image0"].shape[0]
-    parts = {"anchors": [], "forward": [], "loss": [], "backward+adam": []}
+            m.eval()  # as the trainer: frozen BatchNorm uses its running statistics
+        if precision == "bf16-dw-fp32":
+            keep_depthwise_fp32(self.model)
+        self.forward = (
+            torch.compile(self.model.forward_dense) if compile else self.model.forward_dense
+        )
+        self.loss_fn = TaSPLoss({"window": "3d"}).to(device)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.opt = torch.optim.Adam(params, 1e-3)
+        self.parts = {"anchors": [], "forward": [], "loss": [], "backward+adam": []}
+        self.losses = []
 
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+    def _autocast(self):
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
-    for i in range(steps + 1):  # the first step warms up and is not counted
+    def step(self, batch, record: bool) -> None:
+        def sync():
+            if self.device.type == "cuda":
+                torch.cuda.synchronize()
+
+        b = batch["image0"].shape[0]
         t = [time.perf_counter()]
         data = {**batch, **build_anchors(batch)}
         sync()
         t.append(time.perf_counter())
-        dense = model.forward_dense(torch.cat([batch["image0"], batch["image1"]]))
+        with self._autocast():
+            dense = self.forward(torch.cat([batch["image0"], batch["image1"]]))
+        dense = {k: v.float() for k, v in dense.items()}
         sync()
         t.append(time.perf_counter())
-        out = loss_fn(
+        out = self.loss_fn(
             {k: v[:b] for k, v in dense.items()}, {k: v[b:] for k, v in dense.items()}, data
         )
         loss = out["total"].mean()
         sync()
         t.append(time.perf_counter())
-        opt.zero_grad()
+        self.opt.zero_grad()
         loss.backward()
-        opt.step()
+        self.opt.step()
         sync()
         t.append(time.perf_counter())
-        if i > 0:
-            for k, (a, c) in zip(parts, zip(t[:-1], t[1:])):
-                parts[k].append(c - a)
-    res = {k: float(np.median(v)) for k, v in parts.items()}
-    res["step"] = sum(res.values())
-    return res
+        self.losses.append(float(loss.detach()))
+        if record:
+            for k, (a, c) in zip(self.parts, zip(t[:-1], t[1:])):
+                self.parts[k].append(c - a)
+
+    def result(self) -> dict:
+        res = {k: float(np.median(v)) for k, v in self.parts.items()}
+        res["step"] = sum(res.values())
+        return res
+
+
+def profile_step(variant: Variant, batch, rows: int = 12) -> str:
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        variant.step(batch, record=False)
+    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
+
+
+VARIANT_SETS = {
+    "precision": [
+        ("fp32", {}),
+        ("bf16 autocast", {"precision": "bf16"}),
+        ("bf16, depthwise fp32", {"precision": "bf16-dw-fp32"}),
+    ],
+    "layout": [
+        ("b0 channels_last", {"backbone": "efficientnet_b0", "freeze": 0}),
+        ("b0 contiguous", {"backbone": "efficientnet_b0", "channels_last": False, "freeze": 0}),
+        ("lite0 channels_last", {"freeze": 0}),
+        ("lite0 channels_last, 5 frozen", {"freeze": 5}),
+    ],
+}
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    p.add_argument("--set", choices=sorted(VARIANT_SETS), default="precision")
     p.add_argument("--batch", type=int, default=4, help="pairs per batch")
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--compile", action="store_true", help="also each variant under torch.compile")
+    p.add_argument("--profile", action="store_true", help="per-operator profile of one step each")
     p.add_argument("--device", default=resolve_device())
     args = p.parse_args(argv)
     device = torch.device(args.device)
     batch = synthetic_batch(args.batch, args.size, device)
+    specs = list(VARIANT_SETS[args.set])
+    if args.compile:
+        specs += [(f"{name}, compiled", {**kw, "compile": True}) for name, kw in specs]
+    variants = []
+    for name, kw in specs:
+        torch.manual_seed(0)  # same initial weights for every variant
+        variants.append(Variant(name, device, **kw))
+    warmup = 2 if args.compile else 1
+    for i in range(warmup + args.steps):  # in turn, so that load changes hit all alike
+        for v in variants:
+            v.step(batch, record=i >= warmup)
     print(
         f"device={device} threads={torch.get_num_threads()} batch={args.batch} pairs of "
-        f"{args.size}^2, median of {args.steps} steps (s)"
+        f"{args.size}^2, median of {args.steps} steps after {warmup} warm-up (s)"
     )
-    print("| backbone | memory | frozen blocks | anchors | forward | loss | backward+adam | step |")
+    print("| variant | anchors | forward | loss | backward+adam | step | vs first | loss after |")
     print("|---|---|---|---|---|---|---|---|")
-    variants = [
-        ("efficientnet_b0", True, 0),
-        ("efficientnet_b0", False, 0),
-        ("efficientnet_lite0", True, 0),
-        ("efficientnet_lite0", True, 5),
-    ]
-    for backbone, cl, freeze in variants:
-        r = time_variant(backbone, cl, freeze, batch, args.steps, device)
+    first = variants[0].result()["step"]
+    for v in variants:
+        r = v.result()
         print(
-            f"| {backbone} | {'channels_last' if cl else 'contiguous'} | {freeze} | "
-            f"{r['anchors']:.2f} | {r['forward']:.2f} | {r['loss']:.2f} | {r['backward+adam']:.2f} | "
-            f"{r['step']:.2f} |",
+            f"| {v.name} | {r['anchors']:.2f} | {r['forward']:.2f} | {r['loss']:.2f} | "
+            f"{r['backward+adam']:.2f} | {r['step']:.2f} | {r['step'] / first:.2f}x | "
+            f"{v.losses[-1]:.4f} |",
             flush=True,
         )
+    if args.profile:
+        for v in variants:
+            print(f"\n### {v.name}: top operators by self CPU time, one step\n")
+            print(profile_step(v, batch))
 
 
 if __name__ == "__main__":

@@ -495,3 +495,25 @@ def test_inloc_scene_counts_localized_queries_per_threshold():
 
     stats = {"DUC1": (2, [0.5, 1.0, 1.0], (0.1, 1.0)), "DUC2": (3, [0.0, 1 / 3, 2 / 3], (2.0, 9.0))}
     assert localized_counts(stats) == [1, 3, 4]
+
+
+def test_train_step_variants_and_depthwise_fp32(capsys):
+    from benchmarks import train_step
+
+    conv_dw = torch.nn.Conv2d(8, 8, 3, padding=1, groups=8)
+    conv_pw = torch.nn.Conv2d(8, 8, 1)
+    net = torch.nn.Sequential(conv_dw, conv_pw)
+    train_step.keep_depthwise_fp32(net)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        x = torch.rand(1, 8, 6, 6)
+        assert conv_dw(x).dtype == torch.float32 and conv_pw(x).dtype == torch.bfloat16
+    train_step.main(["--batch", "1", "--size", "64", "--steps", "1", "--device", "cpu"])
+    rows = [
+        r for r in capsys.readouterr().out.splitlines() if r.startswith("| ") and "---" not in r
+    ]
+    assert [r.split(" | ")[0] for r in rows[1:]] == [
+        "| fp32",
+        "| bf16 autocast",
+        "| bf16, depthwise fp32",
+    ]
+    assert rows[1].split(" | ")[6] == "1.00x"
