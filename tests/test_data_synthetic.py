@@ -4,7 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tasp_hloc.data.synthetic import SyntheticDataset, SyntheticScenes, cast_rays, render_depth
+from tasp_hloc.data.synthetic import SyntheticDataset, SyntheticScenes
+from tasp_hloc.data.synthetic_render import cast_rays, render_depth
 
 SMALL = {"size": 128, "num_samples": 6, "seed": 3, "procedural_pool": 8, "texture_size": 128}
 
@@ -153,3 +154,13 @@ def test_photo_textures(tmp_path):
     assert s["image0"].std() > 0.05
     with pytest.raises(FileNotFoundError, match="texture_dir"):
         SyntheticScenes({"texture_dir": str(tmp_path / "nope")})
+
+
+def test_old_import_path_re_exports_the_parts():
+    # the renderer and the textures moved out of tasp_hloc.data.synthetic; the names stay there
+    from tasp_hloc.data import synthetic, synthetic_render, synthetic_textures
+
+    for name in ("cast_rays", "pixel_rays", "render_depth", "render_color"):
+        assert getattr(synthetic, name) is getattr(synthetic_render, name)
+    assert synthetic.procedural_textures is synthetic_textures.procedural_textures
+    assert synthetic.SyntheticDataset is SyntheticScenes

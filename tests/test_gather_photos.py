@@ -1,10 +1,12 @@
-"""The photo gatherer's parts (tasp_hloc.data.gather_photos), offline: the .rcc and .edj readers
-on files built here, the licence classifier, the credit parsers, the checks, the manifest, the
-skip/resume logic on fake sources, and the trainer reading the gathered folder. Nothing here
+"""The photo gatherer's parts (the package tasp_hloc.data.photos, whose command is
+tasp_hloc.data.gather_photos), offline: the .rcc and .edj readers on files built here, the
+licence classifier, the credit parsers, the checks, the manifest, the skip/resume logic on fake
+sources, the trainer reading the gathered folder, and the old import path. Nothing here
 downloads; the recipe itself is run by hand."""
 
 import csv
 import json
+import pathlib
 import struct
 import zlib
 
@@ -13,6 +15,8 @@ import numpy as np
 import pytest
 
 from tasp_hloc.data import gather_photos as gp
+from tasp_hloc.data.photos import archives, container_sources, credits, licences, manifest
+from tasp_hloc.data.photos import gather as run
 
 
 # --- a .rcc writer following Qt's format (rcc.cpp), for the reader's tests ----------------------
@@ -53,16 +57,22 @@ def build_rcc(files: dict, version: int = 3) -> bytes:
         name_off = name_offsets.get(name, 0)
         if isinstance(entry, dict):
             first, count = children[i]
-            tree += struct.pack(">IHII", name_off, gp.RCC_DIRECTORY, count, first)
+            tree += struct.pack(">IHII", name_off, archives.RCC_DIRECTORY, count, first)
         else:
             data, compression = entry
             flags, blob = 0, data
             if compression == "zlib":
-                flags, blob = gp.RCC_COMPRESSED, struct.pack(">I", len(data)) + zlib.compress(data)
+                flags, blob = (
+                    archives.RCC_COMPRESSED,
+                    struct.pack(">I", len(data)) + zlib.compress(data),
+                )
             elif compression == "zstd":
                 import zstandard
 
-                flags, blob = gp.RCC_COMPRESSED_ZSTD, zstandard.ZstdCompressor().compress(data)
+                flags, blob = (
+                    archives.RCC_COMPRESSED_ZSTD,
+                    zstandard.ZstdCompressor().compress(data),
+                )
             tree += struct.pack(">IHHHI", name_off, flags, 0, 0, len(payload))
             payload += struct.pack(">I", len(blob)) + blob
         if version >= 2:
@@ -89,7 +99,7 @@ FILES = {
 
 @pytest.mark.parametrize("version", [1, 2, 3])
 def test_rcc_reader_round_trip(version):
-    out = gp.read_rcc(build_rcc(FILES, version))
+    out = archives.read_rcc(build_rcc(FILES, version))
     assert out == {k: v[0] for k, v in FILES.items()}
 
 
@@ -98,19 +108,19 @@ def test_rcc_reader_zstd():
         "zstandard", reason="zstandard (PyPI) not installed; Qt 6 zstd entries need it"
     )
     files = {"/a/b.bin": (b"zstd payload " * 100, "zstd"), "/a/c.bin": (b"plain", None)}
-    assert gp.read_rcc(build_rcc(files)) == {k: v[0] for k, v in files.items()}
+    assert archives.read_rcc(build_rcc(files)) == {k: v[0] for k, v in files.items()}
 
 
 def test_rcc_reader_rejects_garbage():
-    with pytest.raises(gp.RccError, match="magic"):
-        gp.read_rcc(b"PK\x03\x04 not a resource")
+    with pytest.raises(archives.RccError, match="magic"):
+        archives.read_rcc(b"PK\x03\x04 not a resource")
     data = build_rcc(FILES)
-    with pytest.raises(gp.RccError):
-        gp.read_rcc(data[: len(data) // 2])  # truncated: the tree is at the end
+    with pytest.raises(archives.RccError):
+        archives.read_rcc(data[: len(data) // 2])  # truncated: the tree is at the end
     bad = bytearray(data)
     bad[4:8] = struct.pack(">I", 9)
-    with pytest.raises(gp.RccError, match="version"):
-        gp.read_rcc(bytes(bad))
+    with pytest.raises(archives.RccError, match="version"):
+        archives.read_rcc(bytes(bad))
 
 
 def build_eet(entries: dict) -> bytes:
@@ -127,7 +137,7 @@ def build_eet(entries: dict) -> bytes:
         )
         name_at += len(name) + 1
         out += blob
-    return struct.pack(">III", gp.EET_MAGIC_FILE2, n, 0) + directory + names + out
+    return struct.pack(">III", archives.EET_MAGIC_FILE2, n, 0) + directory + names + out
 
 
 def test_eet_reader():
@@ -135,11 +145,11 @@ def test_eet_reader():
     data = build_eet(
         {"edje/images/0": (jpeg, 0), "edje/file": (b"x" * 300, 1), "secret": (b"y", 2)}
     )
-    out = gp.read_eet(data)
+    out = archives.read_eet(data)
     assert out == {"edje/images/0": jpeg, "edje/file": b"x" * 300}  # the ciphered entry is skipped
-    assert gp._jpeg_size(jpeg) == (30, 20)
+    assert container_sources._jpeg_size(jpeg) == (30, 20)
     with pytest.raises(ValueError, match="Eet"):
-        gp.read_eet(b"qres" + bytes(20))
+        archives.read_eet(b"qres" + bytes(20))
 
 
 # --- licences and credits --------------------------------------------------------------------
@@ -183,17 +193,17 @@ def test_eet_reader():
     ],
 )
 def test_licence_classifier(text, ok, name):
-    verdict = gp.classify_licence(text)
+    verdict = licences.classify_licence(text)
     assert verdict.ok is ok
     assert verdict.name == name
     assert bool(verdict.reason) is not ok
 
 
 def test_licence_classifier_reasons():
-    assert "share-alike" in gp.classify_licence("CC-BY-SA 4.0").reason
-    assert "non-commercial" in gp.classify_licence("CC BY-NC 2.0").reason
-    assert "no recognised licence" in gp.classify_licence("unknown").reason
-    assert gp.classify_licence(
+    assert "share-alike" in licences.classify_licence("CC-BY-SA 4.0").reason
+    assert "non-commercial" in licences.classify_licence("CC BY-NC 2.0").reason
+    assert "no recognised licence" in licences.classify_licence("unknown").reason
+    assert licences.classify_licence(
         "CC-BY-SA 3.0 or CC0"
     ).ok  # a choice of licences: one passing is enough
 
@@ -222,7 +232,7 @@ Copyright: Stephan
 
 
 def test_credit_stanzas_and_lookup():
-    stanzas = gp.parse_credit_stanzas(README)
+    stanzas = credits.parse_credit_stanzas(README)
     assert [s["files"] for s in stanzas] == [
         ["background.svg"],
         ["wonders/a.webp"],
@@ -232,10 +242,12 @@ def test_credit_stanzas_and_lookup():
     assert stanzas[2]["licence"] == "CC-BY 4.0" and "Guillaume Piolle" in stanzas[2]["comment"]
     assert stanzas[3]["licence"] == "Public domain" and stanzas[3]["copyright"] == "Stephan"
     readmes = {"/r": stanzas}
-    assert gp.credit_lookup(readmes, "/r/wonders/a.webp")[1] == [stanzas[1]]
-    assert gp.credit_lookup(readmes, "/r/castle_0.webp") == ("/r", [stanzas[2]])
-    assert gp.credit_lookup(readmes, "/r/sub/heron.webp")[1] == []  # not listed for that folder
-    assert gp.credit_lookup(readmes, "/r/other.webp") == (None, [])
+    assert credits.credit_lookup(readmes, "/r/wonders/a.webp")[1] == [stanzas[1]]
+    assert credits.credit_lookup(readmes, "/r/castle_0.webp") == ("/r", [stanzas[2]])
+    assert (
+        credits.credit_lookup(readmes, "/r/sub/heron.webp")[1] == []
+    )  # not listed for that folder
+    assert credits.credit_lookup(readmes, "/r/other.webp") == (None, [])
 
 
 DEP5 = """Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
@@ -263,13 +275,15 @@ License: CC-BY-SA-4.0
 
 
 def test_dep5_lookup():
-    stanzas = gp.parse_credit_stanzas(DEP5)
-    assert gp.dep5_lookup(stanzas, "data/backgrounds/Mountain.edj")["licence"] == "BSD-2-clause"
+    stanzas = credits.parse_credit_stanzas(DEP5)
     assert (
-        gp.dep5_lookup(stanzas, "16.04/photo_by_A.jpg")["licence"] == "CC-BY-SA-4.0"
+        credits.dep5_lookup(stanzas, "data/backgrounds/Mountain.edj")["licence"] == "BSD-2-clause"
+    )
+    assert (
+        credits.dep5_lookup(stanzas, "16.04/photo_by_A.jpg")["licence"] == "CC-BY-SA-4.0"
     )  # last match wins
-    assert gp.dep5_lookup(stanzas, "debian/rules")["licence"] == "Expat"
-    assert gp.dep5_lookup(stanzas, "data/backgrounds/Mountain.edj")["copyright"].startswith(
+    assert credits.dep5_lookup(stanzas, "debian/rules")["licence"] == "Expat"
+    assert credits.dep5_lookup(stanzas, "data/backgrounds/Mountain.edj")["copyright"].startswith(
         "2000-2020 Carsten"
     )
 
@@ -288,7 +302,7 @@ def enc(im, ext=".jpg"):
 
 
 def cand(name, data, licence="CC0-1.0", group=""):
-    return gp.Candidate(
+    return manifest.Candidate(
         "fake",
         "fake-pkg",
         "1.0",
@@ -320,7 +334,7 @@ def fake_candidates():
 
 
 def test_process_source_checks(tmp_path):
-    records, drops = gp.process_source(
+    records, drops = run.process_source(
         "fake", ("fake-pkg", "1.0", fake_candidates(), []), tmp_path, {}, min_side=256, max_side=800
     )
     kept = {r["file"]: r for r in records}
@@ -371,10 +385,10 @@ def test_manifest_writer(tmp_path):
         licence="GPL-3",
         reason="licence: copyleft (GPL/FDL)",
     )
-    gp.write_manifest([rec], [drop], tmp_path)
-    rows = gp.read_manifest(tmp_path / "manifest.csv")
+    manifest.write_manifest([rec], [drop], tmp_path)
+    rows = manifest.read_manifest(tmp_path / "manifest.csv")
     assert rows == [{k: str(v) for k, v in rec.items()}]
-    assert list(rows[0]) == gp.MANIFEST_FIELDS
+    assert list(rows[0]) == manifest.MANIFEST_FIELDS
     with open(tmp_path / "dropped.csv", newline="") as f:
         assert list(csv.DictReader(f)) == [drop]
     assert not list(tmp_path.glob("*.tmp"))
@@ -394,55 +408,61 @@ def test_gather_skips_finished_sources_and_isolates_failures(tmp_path, monkeypat
             raise RuntimeError("mirror unreachable")
         return "pkg-b", "2", [cand("two.jpg", enc(textured(300, 300, 8)), "Public Domain")], []
 
-    monkeypatch.setattr(gp, "SOURCES", {"a": source_a, "b": source_b})
+    monkeypatch.setattr(run, "SOURCES", {"a": source_a, "b": source_b})
     out, cache = tmp_path / "photos", tmp_path / "cache"
     logs = []
-    s = gp.gather(out, cache, ["a", "b"], log=logs.append)
+    s = run.gather(out, cache, ["a", "b"], log=logs.append)
     assert s["sources"]["b"]["status"] == "FAILED: RuntimeError: mirror unreachable"
     assert s["sources"]["a"]["status"] == "ok" and s["total"] == 1
-    assert [r["file"] for r in gp.read_manifest(out / "manifest.csv")] == ["a/one.jpg"]
+    assert [r["file"] for r in manifest.read_manifest(out / "manifest.csv")] == ["a/one.jpg"]
 
     broken["b"] = False
-    s = gp.gather(out, cache, ["a", "b"], log=logs.append)
+    s = run.gather(out, cache, ["a", "b"], log=logs.append)
     assert calls == {"a": 1, "b": 2}  # a was not redone
     assert (
         s["sources"]["a"]["status"].startswith("done before")
         and s["sources"]["b"]["status"] == "ok"
     )
-    assert [r["file"] for r in gp.read_manifest(out / "manifest.csv")] == ["a/one.jpg", "b/two.jpg"]
+    assert [r["file"] for r in manifest.read_manifest(out / "manifest.csv")] == [
+        "a/one.jpg",
+        "b/two.jpg",
+    ]
     assert json.loads((out / "sources.json").read_text())["total"] == 2
 
-    gp.gather(out, cache, ["a"], force=True, log=logs.append)  # redo one; the other stays listed
+    run.gather(out, cache, ["a"], force=True, log=logs.append)  # redo one; the other stays listed
     assert calls["a"] == 2
-    assert len(gp.read_manifest(out / "manifest.csv")) == 2
+    assert len(manifest.read_manifest(out / "manifest.csv")) == 2
 
     (out / "a/one.jpg").unlink()  # a lost file makes the source run again
-    gp.gather(out, cache, ["a"], log=logs.append)
+    run.gather(out, cache, ["a"], log=logs.append)
     assert calls["a"] == 3 and (out / "a/one.jpg").is_file()
 
     broken["b"] = True
-    assert gp.main(["--output", str(out), "--cache", str(cache), "--sources", "b", "--force"]) == 1
+    assert run.main(["--output", str(out), "--cache", str(cache), "--sources", "b", "--force"]) == 1
     assert (out / "b/two.jpg").is_file()  # a failed redo keeps what was gathered before
-    assert [r["file"] for r in gp.read_manifest(out / "manifest.csv")] == ["a/one.jpg", "b/two.jpg"]
+    assert [r["file"] for r in manifest.read_manifest(out / "manifest.csv")] == [
+        "a/one.jpg",
+        "b/two.jpg",
+    ]
 
 
 def test_gather_refuses_folders_in_the_repo_or_cache_in_output(tmp_path):
     with pytest.raises(ValueError, match="inside the repository"):
-        gp.gather(gp.REPO_ROOT / "outputs" / "photos_here", tmp_path, [])
+        run.gather(run.REPO_ROOT / "outputs" / "photos_here", tmp_path, [])
     with pytest.raises(ValueError, match="inside --output"):
-        gp.gather(tmp_path / "o", tmp_path / "o" / "cache", [])
+        run.gather(tmp_path / "o", tmp_path / "o" / "cache", [])
     with pytest.raises(SystemExit):
-        gp.main(["--output", str(tmp_path / "o"), "--sources", "no-such-source"])
+        run.main(["--output", str(tmp_path / "o"), "--sources", "no-such-source"])
 
 
 # --- the trainer reads the gathered folder ------------------------------------------------------
 
 
 def test_trainer_uses_the_gathered_folder(tmp_path, monkeypatch):
-    monkeypatch.setattr(gp, "SOURCES", {"a": lambda cache: ("pkg", "1", fake_candidates(), [])})
+    monkeypatch.setattr(run, "SOURCES", {"a": lambda cache: ("pkg", "1", fake_candidates(), [])})
     out = tmp_path / "photos"
-    gp.gather(out, tmp_path / "cache", ["a"], max_side=800, log=lambda s: None)
-    kept = sorted(str(out / r["file"]) for r in gp.read_manifest(out / "manifest.csv"))
+    run.gather(out, tmp_path / "cache", ["a"], max_side=800, log=lambda s: None)
+    kept = sorted(str(out / r["file"]) for r in manifest.read_manifest(out / "manifest.csv"))
 
     from tasp_hloc.data.homographic import HomographicDataset
     from tasp_hloc.data.synthetic import SyntheticScenes
@@ -473,17 +493,67 @@ def test_trainer_uses_the_gathered_folder(tmp_path, monkeypatch):
 
 
 def test_gatherer_is_never_imported_by_the_package():
-    # run by hand only: nothing in tasp_hloc imports it (so no test or training run downloads)
-    import pathlib
+    # run by hand only: nothing in tasp_hloc imports it (so no test or training run downloads);
+    # only the command module gather_photos.py and the package itself import tasp_hloc.data.photos
     import re
 
     root = pathlib.Path(gp.__file__).parents[1]
+    photos = pathlib.Path(run.__file__).parent
     imports = re.compile(
-        r"^\s*(?:from|import)\s+[\w.]*gather_photos\b|import_module\([^)]*gather_photos", re.M
+        r"^\s*(?:from|import)\s+[^\n]*\b(?:gather_photos|photos)\b"
+        r"|import_module\([^)]*(?:gather_photos|photos)",
+        re.M,
     )
     users = [
         p
         for p in root.rglob("*.py")
-        if p.name != "gather_photos.py" and imports.search(p.read_text(errors="replace"))
+        if p.name != "gather_photos.py"
+        and photos not in p.parents
+        and imports.search(p.read_text(errors="replace"))
     ]
     assert users == []
+
+
+def test_old_import_path_re_exports_the_package():
+    # tasp_hloc.data.gather_photos keeps every public name of the former single module
+    import importlib
+
+    modules = [
+        importlib.import_module(f"tasp_hloc.data.photos.{m}")
+        for m in (
+            "licences",
+            "archives",
+            "credits",
+            "manifest",
+            "packages",
+            "debian_sources",
+            "container_sources",
+            "python_sources",
+            "gather",
+        )
+    ]
+    for name in gp.__all__:
+        homes = [m for m in modules if name in vars(m)]
+        assert homes and getattr(gp, name) is getattr(homes[0], name), name
+    assert gp.main is run.main and gp.gather is run.gather and gp.SOURCES is run.SOURCES
+    assert gp.REPO_ROOT == run.REPO_ROOT == pathlib.Path(__file__).resolve().parents[1]
+
+
+def test_command_runs_as_a_module():
+    import os
+    import subprocess
+    import sys
+
+    repo = pathlib.Path(__file__).resolve().parents[1]
+    path = os.pathsep.join(x for x in (str(repo), os.environ.get("PYTHONPATH")) if x)
+    done = subprocess.run(
+        [sys.executable, "-m", "tasp_hloc.data.gather_photos", "--help"],
+        cwd=repo,
+        env={**os.environ, "PYTHONPATH": path},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "python -m tasp_hloc.data.gather_photos" in done.stdout
+    assert "Gather photographs whose terms allow releasing trained weights" in done.stdout

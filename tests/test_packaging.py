@@ -1,5 +1,5 @@
-"""What `pip install .`, a wheel and an sdist install: every released weight, every config, the
-hloc hook; and an installed copy finds its weights outside the checkout.
+"""What `pip install .`, a wheel and an sdist install: every released weight, every config, every
+module, the hloc hook; and an installed copy finds its weights outside the checkout.
 
 The wheel and the sdist are built from a copy of the checkout (the build backend writes build/
 and *.egg-info next to the sources) with setuptools' PEP 517 backend, offline.
@@ -59,7 +59,8 @@ def wheel(source, tmp_path_factory):
 
 
 def expected_files():
-    """Wheel path -> repository file: all of weights/ and of tasp_hloc/train/configs/."""
+    """Wheel path -> repository file: all of weights/, of tasp_hloc/train/configs/ and every
+    module of tasp_hloc (the hook's tasp_hloc/_autoregister.py among them)."""
     files = {
         f"tasp_hloc/_weights/{p.relative_to(ROOT / 'weights').as_posix()}": p
         for p in (ROOT / "weights").rglob("*")
@@ -73,7 +74,14 @@ def expected_files():
         }
     )
     files[PTH] = ROOT / PTH
-    files["tasp_hloc/_autoregister.py"] = ROOT / "tasp_hloc" / "_autoregister.py"
+    # every module, those of subpackages (tasp_hloc/data/photos/, ...) included
+    files.update(
+        {
+            p.relative_to(ROOT).as_posix(): p
+            for p in (ROOT / "tasp_hloc").rglob("*.py")
+            if "__pycache__" not in p.parts
+        }
+    )
     return files
 
 

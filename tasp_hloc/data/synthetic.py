@@ -13,25 +13,38 @@ unprojecting a pixel with its depth lands on the surface); colour is the mean of
 Lambertian (view independent), so a surface point has the same colour in both views.
 
 World frame: y points down (like the cameras), the room is centred at the origin.
+
+This module samples the scenes and cameras and is the dataset (:class:`SyntheticScenes`); the
+ray casting is in :mod:`tasp_hloc.data.synthetic_render` and the textures in
+:mod:`tasp_hloc.data.synthetic_textures` (their public names are re-exported here).
 """
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from ..image_io import IMAGE_EXTENSIONS, extension_globs, list_images, read_image
 from ..options import with_defaults
+from .synthetic_render import cast_rays, pixel_rays, render_color, render_depth
+from .synthetic_textures import _PhotoTextures, procedural_textures
+
+__all__ = [
+    "SyntheticScenes",
+    "SyntheticDataset",
+    "cast_rays",
+    "pixel_rays",
+    "render_depth",
+    "render_color",
+    "procedural_textures",
+]
 
 # --------------------------------------------------------------------------------------------
-# Geometry: quads, scenes, ray casting
+# Scenes: quads of boxes, random rotations
 
 
 def _quads_of_box(centre: np.ndarray, R: np.ndarray, half: np.ndarray) -> Dict[str, np.ndarray]:
@@ -55,248 +68,6 @@ def _random_rotation(rng: np.random.Generator, max_tilt: float = math.pi) -> np.
     tilt = rng.uniform(-max_tilt, max_tilt)
     Ry = cv2.Rodrigues(np.array([0.0, yaw, 0.0]))[0]
     return cv2.Rodrigues(axis * tilt)[0] @ Ry
-
-
-def cast_rays(
-    scene: Dict[str, torch.Tensor],
-    origin: torch.Tensor,
-    dirs: torch.Tensor,
-    near: float = 1e-4,
-    chunk: int = 1 << 16,
-) -> Dict[str, torch.Tensor]:
-    """Nearest hit of rays ``origin + t * dirs`` (t > near) with the scene's quads.
-
-    Args:
-        scene: quads ``origin``, ``u``, ``v`` :math:`(Q, 3)` (u, v orthonormal), ``extent`` :math:`(Q, 2)`.
-        origin: :math:`(3,)` common ray origin.
-        dirs: :math:`(P, 3)` directions, not necessarily unit (t is in their units).
-
-    Returns:
-        ``t`` :math:`(P,)` (inf on a miss), ``quad`` :math:`(P,)` int64 (-1 on a miss) and the
-        hit's quad coordinates ``s``, ``r`` :math:`(P,)` along u and v.
-    """
-    o, u, v, ext = scene["origin"], scene["u"], scene["v"], scene["extent"]
-    n = torch.cross(u, v, dim=-1)
-    dist = ((o - origin) * n).sum(-1)  # Q: plane offset seen from the ray origin
-    cu, cv = ((origin - o) * u).sum(-1), ((origin - o) * v).sum(-1)
-    out = {k: [] for k in ("t", "quad", "s", "r")}
-    for d in dirs.split(chunk):
-        dn = d @ n.T  # P x Q
-        ok = dn.abs() > 1e-12
-        t = dist / torch.where(ok, dn, torch.ones_like(dn))
-        s = t * (d @ u.T) + cu
-        r = t * (d @ v.T) + cv
-        hit = ok & (t > near) & (s >= 0) & (s <= ext[:, 0]) & (r >= 0) & (r <= ext[:, 1])
-        tmin, q = torch.where(hit, t, torch.full_like(t, math.inf)).min(1)
-        miss = torch.isinf(tmin)
-        out["t"].append(tmin)
-        out["quad"].append(torch.where(miss, -1, q))
-        out["s"].append(s.gather(1, q[:, None])[:, 0])
-        out["r"].append(r.gather(1, q[:, None])[:, 0])
-    return {k: torch.cat(x) for k, x in out.items()}
-
-
-def pixel_rays(K: torch.Tensor, size: Tuple[int, int], supersample: int = 1) -> torch.Tensor:
-    """Camera-frame ray directions with z = 1 through pixel centres (or an s x s sub-grid).
-
-    Returns:
-        :math:`(H * s, W * s, 3)`; entry (y*s + j, x*s + i) is sub-sample (i, j) of pixel (x, y).
-    """
-    h, w = size
-    off = (torch.arange(supersample, dtype=K.dtype) + 0.5) / supersample - 0.5
-    ys = (torch.arange(h, dtype=K.dtype)[:, None] + off).reshape(-1)
-    xs = (torch.arange(w, dtype=K.dtype)[:, None] + off).reshape(-1)
-    y, x = torch.meshgrid(ys, xs, indexing="ij")
-    return torch.stack([(x - K[0, 2]) / K[0, 0], (y - K[1, 2]) / K[1, 1], torch.ones_like(x)], -1)
-
-
-def render_depth(scene, K, T_cam_from_world, size) -> Dict[str, torch.Tensor]:
-    """z-depth at pixel centres :math:`(H, W)` (0 on a miss) and the hit quad :math:`(H, W)`."""
-    R, t = T_cam_from_world[:3, :3], T_cam_from_world[:3, 3]
-    centre = -R.T @ t
-    dirs = (
-        pixel_rays(K, size).view(-1, 3) @ R
-    )  # R^T d for each row: world directions with z_cam = 1
-    hit = cast_rays(scene, centre, dirs)
-    depth = torch.where(hit["quad"] >= 0, hit["t"], torch.zeros_like(hit["t"]))  # t is z: d_z = 1
-    return {"depth": depth.view(size), "quad": hit["quad"].view(size)}
-
-
-def _hit_known(
-    scene, origin: torch.Tensor, dirs: torch.Tensor, quad: torch.Tensor
-) -> Dict[str, torch.Tensor]:
-    """Intersect each ray with one given quad's plane (no extent test): O(P), for interiors."""
-    o, u, v = scene["origin"][quad], scene["u"][quad], scene["v"][quad]
-    n = torch.cross(u, v, dim=-1)
-    t = ((o - origin) * n).sum(-1) / (dirs * n).sum(-1)
-    p = origin + t[:, None] * dirs - o
-    return {"t": t, "quad": quad, "s": (p * u).sum(-1), "r": (p * v).sum(-1)}
-
-
-def render_color(
-    scene,
-    textures,
-    K,
-    T_cam_from_world,
-    size,
-    supersample=2,
-    quad_map: Optional[torch.Tensor] = None,
-) -> torch.Tensor:
-    """RGB :math:`(3, H, W)` in [0, 1], the mean of ``supersample``^2 rays per pixel.
-
-    ``textures``: :math:`(T, 3, S, S)`; quad q shows texture ``scene["texture"][q]`` through the
-    affine map ``scene["tex_affine"][q]`` (2 x 3, quad coordinates -> texels), mirrored beyond
-    its edges, times the quad's ``shade`` :math:`(Q, 3)`. ``quad_map`` :math:`(H, W)`, the quad
-    hit at each pixel centre (from :func:`render_depth`), saves most of the work: sub-rays of a
-    pixel whose 3 x 3 neighbourhood shows one quad only need that quad's plane; only pixels near
-    silhouettes and quad edges are cast against the whole scene.
-    """
-    h, w = size
-    s = supersample
-    if quad_map is None:
-        quad_map = render_depth(scene, K, T_cam_from_world, size)["quad"]
-    # Colour needs no float64 (depth does): float32 halves the memory traffic of 4x more rays.
-    scene = {
-        k: v.float() if torch.is_tensor(v) and v.is_floating_point() else v
-        for k, v in scene.items()
-    }
-    K, T_cam_from_world = K.float(), T_cam_from_world.float()
-    R, t = T_cam_from_world[:3, :3], T_cam_from_world[:3, 3]
-    centre = -R.T @ t
-    dirs = pixel_rays(K, size, s).view(h, s, w, s, 3).permute(0, 2, 1, 3, 4).reshape(-1, 3) @ R
-    qf = quad_map[None, None].double()
-    edge = (F.max_pool2d(qf, 3, 1, 1) != -F.max_pool2d(-qf, 3, 1, 1))[0, 0] | (quad_map < 0)
-    edge = edge[:, :, None].expand(h, w, s * s).reshape(-1)
-    qsub = quad_map[:, :, None].expand(h, w, s * s).reshape(-1)
-    hit = {
-        k: torch.empty(len(dirs), dtype=torch.long if k == "quad" else dirs.dtype)
-        for k in ("t", "quad", "s", "r")
-    }
-    for mask, res in (
-        (edge, cast_rays(scene, centre, dirs[edge])),
-        (~edge, _hit_known(scene, centre, dirs[~edge], qsub[~edge])),
-    ):
-        for k in hit:
-            hit[k][mask] = res[k]
-    q = hit["quad"].clamp(min=0)
-    A = scene["tex_affine"][q]  # P x 2 x 3
-    sr1 = torch.stack([hit["s"], hit["r"], torch.ones_like(hit["s"])], -1)
-    texel = (A @ sr1[..., None])[..., 0]  # P x 2
-    n_tex, _, S, _ = textures.shape
-    # One trilinear lookup in the stacked textures: z picks the slice exactly (integer z with
-    # align_corners=True puts all weight on that slice), x-y mirror beyond the texture.
-    z = scene["texture"][q].to(texel.dtype) / max(n_tex - 1, 1) * 2 - 1
-    grid = torch.cat([texel / (S - 1) * 2 - 1, z[:, None]], -1).view(1, 1, 1, -1, 3)
-    rgb = F.grid_sample(
-        textures.permute(1, 0, 2, 3)[None],
-        grid.to(textures.dtype),
-        mode="bilinear",
-        padding_mode="reflection",
-        align_corners=True,
-    )[0, :, 0, 0]  # 3 x P
-    rgb = rgb * scene["shade"][q].T.to(rgb.dtype)
-    rgb = torch.where(hit["quad"] >= 0, rgb, torch.zeros_like(rgb))
-    return rgb.view(3, h, w, s * s).mean(-1).clamp(0, 1)
-
-
-# --------------------------------------------------------------------------------------------
-# Textures
-
-
-def procedural_textures(
-    n: int, size: int, rng: np.random.Generator, chunk: int = 4
-) -> torch.Tensor:
-    """``n`` random textures :math:`(n, 3, size, size)`: layered random shapes on value noise.
-
-    Shapes (rotated rectangles, ellipses, stripes and checker patches) give the corners,
-    junctions and edges of man-made surfaces; the multi-octave noise gives fine texture.
-    """
-    g = torch.Generator().manual_seed(int(rng.integers(2**62)))
-    # a few at a time: the per-shape masks are n x shapes x size^2
-    return torch.cat([_procedural(min(chunk, n - i), size, g) for i in range(0, n, chunk)])
-
-
-def _procedural(n: int, S: int, g: torch.Generator) -> torch.Tensor:
-    def rand(*shape):
-        return torch.rand(*shape, generator=g)
-
-    # value noise: random grids at 4 octaves, bilinearly upsampled
-    noise = sum(
-        F.interpolate(rand(n, 3, k, k), size=(S, S), mode="bilinear", align_corners=False) * a
-        for k, a in ((4, 0.5), (8, 0.25), (32, 0.15), (S // 2, 0.1))
-    )
-    base = rand(n, 3, 1, 1) * 0.6 + 0.2
-    tex = base + (noise - noise.mean((2, 3), keepdim=True)) * rand(n, 1, 1, 1) * 1.2
-    m = 14  # shapes per texture, painted in order
-    y, x = torch.meshgrid(torch.arange(S) / S, torch.arange(S) / S, indexing="ij")
-    c = rand(n, m, 2, 1, 1)
-    ang = rand(n, m, 1, 1) * math.pi
-    dx, dy = x - c[:, :, 0], y - c[:, :, 1]
-    u = dx * ang.cos() + dy * ang.sin()
-    v = -dx * ang.sin() + dy * ang.cos()
-    a = rand(n, m, 1, 1) * 0.25 + 0.03
-    b = rand(n, m, 1, 1) * 0.25 + 0.03
-    kind = torch.randint(0, 4, (n, m, 1, 1), generator=g)
-    period = rand(n, m, 1, 1) * 0.05 + 0.02
-    rect = (u.abs() < a) & (v.abs() < b)
-    ellipse = (u / a) ** 2 + (v / b) ** 2 < 1
-    stripes = rect & (torch.floor(u / period) % 2 == 0)
-    checker = rect & ((torch.floor(u / period) + torch.floor(v / period)) % 2 == 0)
-    mask = torch.where(
-        kind == 0, rect, torch.where(kind == 1, ellipse, torch.where(kind == 2, stripes, checker))
-    )
-    # painter's algorithm without a loop: the last shape covering a pixel wins
-    order = torch.arange(1, m + 1).view(1, m, 1, 1)
-    top = (mask * order).amax(1)  # n x S x S, 0 = none
-    colors = rand(n, m + 1, 3)
-    colors[:, 0] = 0  # unused
-    painted = (
-        colors.gather(1, top.view(n, -1, 1).expand(-1, -1, 3)).view(n, S, S, 3).permute(0, 3, 1, 2)
-    )
-    tex = torch.where(top[:, None] > 0, painted * 0.85 + 0.15 * noise / 1.0, tex)
-    return tex.clamp(0, 1)
-
-
-class _PhotoTextures:
-    """Random square crops of the photos in a folder, decoded once and kept (downscaled) in memory."""
-
-    def __init__(self, folder: str, max_side: int, max_images: int):
-        root = Path(folder)
-        if not root.is_dir():
-            raise FileNotFoundError(
-                f"texture_dir {root} is not a folder; set it to a folder of photos "
-                f"or to None for procedural textures."
-            )
-        names = list_images(root, extension_globs(), allow_empty=True)
-        self.paths = [root / n for n in names][:max_images]
-        if not self.paths:
-            raise FileNotFoundError(
-                f"No images ({', '.join(IMAGE_EXTENSIONS)}) in texture_dir {root}."
-            )
-        self.max_side = max_side
-        self.images: Dict[int, np.ndarray] = {}
-
-    def _image(self, i: int) -> np.ndarray:
-        if i not in self.images:
-            im = read_image(self.paths[i])
-            s = self.max_side / max(im.shape[:2])
-            if s < 1:
-                im = cv2.resize(im, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
-            self.images[i] = im
-        return self.images[i]
-
-    def sample(self, n: int, size: int, rng: np.random.Generator) -> torch.Tensor:
-        out = []
-        for _ in range(n):  # a handful of crops per sample (one per texture), not per pixel
-            im = self._image(int(rng.integers(len(self.paths))))
-            h, w = im.shape[:2]
-            side = int(rng.uniform(0.3, 1.0) * min(h, w))
-            y0, x0 = int(rng.integers(h - side + 1)), int(rng.integers(w - side + 1))
-            crop = cv2.resize(
-                im[y0 : y0 + side, x0 : x0 + side], (size, size), interpolation=cv2.INTER_AREA
-            )
-            out.append(crop)
-        return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).float() / 255.0
 
 
 # --------------------------------------------------------------------------------------------
