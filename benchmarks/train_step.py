@@ -25,6 +25,7 @@ from tasp_hloc.labels import keypoints_to_label_map
 from tasp_hloc.losses import TaSPLoss
 from tasp_hloc.tasp import TaSP
 from tasp_hloc.train.anchors import build_anchors
+from tasp_hloc.train.precision import keep_depthwise_fp32
 
 
 def synthetic_batch(b: int, size: int, device) -> dict:
@@ -54,20 +55,6 @@ def synthetic_batch(b: int, size: int, device) -> dict:
             "labels0": labels.repeat(b, 1, 1),
         }.items()
     }
-
-
-def keep_depthwise_fp32(model: torch.nn.Module) -> None:
-    """Run the depthwise convolutions in float32 under CPU autocast (bf16 depthwise backward is
-    slow in oneDNN); the other layers keep autocast's precision."""
-    for m in model.modules():
-        if isinstance(m, torch.nn.Conv2d) and m.groups > 1:
-            forward = m.forward
-
-            def fp32_forward(x, forward=forward):
-                with torch.autocast("cpu", enabled=False):
-                    return forward(x.float())
-
-            m.forward = fp32_forward
 
 
 class Variant:

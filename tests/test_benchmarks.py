@@ -499,11 +499,12 @@ def test_inloc_scene_counts_localized_queries_per_threshold():
 
 def test_train_step_variants_and_depthwise_fp32(capsys):
     from benchmarks import train_step
+    from tasp_hloc.train.precision import keep_depthwise_fp32
 
     conv_dw = torch.nn.Conv2d(8, 8, 3, padding=1, groups=8)
     conv_pw = torch.nn.Conv2d(8, 8, 1)
     net = torch.nn.Sequential(conv_dw, conv_pw)
-    train_step.keep_depthwise_fp32(net)
+    keep_depthwise_fp32(net)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         x = torch.rand(1, 8, 6, 6)
         assert conv_dw(x).dtype == torch.float32 and conv_pw(x).dtype == torch.bfloat16

@@ -123,6 +123,32 @@ def test_loss_goes_down_on_a_fixed_batch(tiny_run):
     assert last < 0.7 * first[0], (first, last)
 
 
+def test_cpu_bf16_with_depthwise_fp32_trains(tiny_run):
+    from tasp_hloc.data import collate
+    from tasp_hloc.train.config import load_config
+    from tasp_hloc.train.trainer import Trainer
+
+    cfg, _ = tiny_run
+    overrides = ["train.lr=3e-3", "train.steps=100", "train.resume=false", "train.device=cpu"]
+    trainer = Trainer(load_config(str(cfg), overrides + ["train.cpu_precision=bf16-dw-fp32"]))
+    dtypes = {}
+
+    def record(module, inputs, output):
+        dtypes["depthwise" if module.groups > 1 else "pointwise"] = output.dtype
+
+    for m in trainer.model.backbone.blocks[-1].modules():
+        if isinstance(m, torch.nn.Conv2d):
+            m.register_forward_hook(record)
+    batch = collate([trainer.dataset[0], trainer.dataset[1]])
+    first = trainer.train_step(batch)["total"]
+    assert dtypes == {"depthwise": torch.float32, "pointwise": torch.bfloat16}
+    for _ in range(17):
+        last = trainer.train_step(batch)["total"]
+    assert last < 0.7 * first, (first, last)
+    with pytest.raises(ValueError, match="cpu_precision"):
+        Trainer(load_config(str(cfg), overrides + ["train.cpu_precision=fp8"]))
+
+
 def test_paper_config_trains_on_a_fabricated_megadepth_tree(tmp_path):
     """The Table III configs run as shipped, only pointed at a (tiny, fabricated) MegaDepth tree."""
     from test_data_megadepth import write_megadepth

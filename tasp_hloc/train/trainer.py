@@ -32,6 +32,7 @@ from ..losses import TaSPLoss
 from ..tasp import TaSP
 from . import distributed
 from .anchors import build_anchors
+from .precision import CPU_PRECISIONS, keep_depthwise_fp32
 from .labeled import LabeledPairs
 
 logger = logging.getLogger(__name__)
@@ -173,11 +174,22 @@ class Trainer:
 
         model_conf = OmegaConf.to_container(conf.model, resolve=True)
         model_conf.setdefault("weights", None)
+        cpu_precision = tc.get("cpu_precision")
+        if cpu_precision not in CPU_PRECISIONS:
+            raise ValueError(
+                f"train.cpu_precision must be one of {list(CPU_PRECISIONS)}, got {cpu_precision!r}."
+            )
         if self.device.type == "cuda" and tc.amp:
             model_conf["amp"] = tc.amp
+        elif self.device.type == "cpu" and cpu_precision:
+            model_conf["amp"] = "bf16"
         self.model = TaSP(model_conf).to(self.device).train()
+        if self.device.type == "cpu" and cpu_precision == "bf16-dw-fp32":
+            keep_depthwise_fp32(self.model)
         self.loss_fn = TaSPLoss(OmegaConf.to_container(conf.loss, resolve=True)).to(self.device)
         self.net = _Dense(self.model)  # what train_step calls: itself, or its DDP wrapper
+        if tc.get("compile"):  # fuses the elementwise passes (and the casts) around the convs
+            self.net = torch.compile(self.net)
         if self.distributed:
             # Batch norm with the statistics of the global batch, like one process. On CPU the
             # statistics travel on a group of their own, away from DDP's gradient buckets.
