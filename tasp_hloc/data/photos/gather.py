@@ -21,7 +21,7 @@ from . import __doc__ as _PACKAGE_DOC
 from .container_sources import source_enlightenment, source_gcompris
 from .debian_sources import source_libjxl, source_lomiri, source_palapeli
 from .licences import classify_licence
-from .manifest import Candidate, Dropped, SourceResult, sha256, write_manifest
+from .manifest import Candidate, SourceResult, sha256, write_manifest
 from .python_sources import source_scipy, source_sklearn, source_skimage
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -132,19 +132,7 @@ def process_source(
     for c in cands:
         rec, reason, data = admit(c, min_side, max_side)
         if rec is None:
-            drops.append(
-                asdict(
-                    Dropped(
-                        c.source,
-                        c.package,
-                        c.version,
-                        c.path,
-                        c.inner_path,
-                        " ".join(c.licence.split()),
-                        reason,
-                    )
-                )
-            )
+            drops.append(c.dropped(" ".join(c.licence.split()), reason))
         else:
             admitted.append((c, rec, data))
     # Several sizes of the same original (same group, e.g. source URL): keep the largest.
@@ -160,34 +148,15 @@ def process_source(
         if c.group and best[c.group][0] is not c:
             other = best[c.group][0]
             drops.append(
-                asdict(
-                    Dropped(
-                        c.source,
-                        c.package,
-                        c.version,
-                        c.path,
-                        c.inner_path,
-                        rec["licence"],
-                        f"another size of the same original as {other.inner_path or other.path}",
-                    )
+                c.dropped(
+                    rec["licence"],
+                    f"another size of the same original as {other.inner_path or other.path}",
                 )
             )
             continue
         dup = seen.get(rec["sha256"]) or seen.get(rec["source_sha256"])
         if dup:
-            drops.append(
-                asdict(
-                    Dropped(
-                        c.source,
-                        c.package,
-                        c.version,
-                        c.path,
-                        c.inner_path,
-                        rec["licence"],
-                        f"duplicate of {dup}",
-                    )
-                )
-            )
+            drops.append(c.dropped(rec["licence"], f"duplicate of {dup}"))
             continue
         fname = _output_name(c, data)
         stem, ext = posixpath.splitext(fname)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, List, Sequence, Tuple
 
@@ -49,6 +49,14 @@ class Candidate:
     origin: str = ""
     note: str = ""
     group: str = ""  # same group (e.g. the original's URL): keep only the largest
+
+    def dropped(self, licence: str, reason: str) -> dict:
+        """The row of ``dropped.csv`` that leaves this image out for ``reason``."""
+        return asdict(
+            Dropped(
+                self.source, self.package, self.version, self.path, self.inner_path, licence, reason
+            )
+        )
 
 
 @dataclass
