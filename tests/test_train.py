@@ -59,8 +59,10 @@ def test_smoke_training_resume_and_export(tiny_run, tmp_path):
     from tasp_hloc.weights import read_manifest
 
     cfg, _ = tiny_run
-    trainer = Trainer(load_config(str(cfg), ["train.steps=2"]))
+    trainer = Trainer(load_config(str(cfg), ["train.steps=2", "train.keep_every=1"]))
     trainer.fit()
+    kept = sorted(p.name for p in (tmp_path / "run").glob("checkpoint_step*.pth"))
+    assert kept == ["checkpoint_step000001.pth", "checkpoint_step000002.pth"]
     rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
     assert len(rows) == 2 and all("nan" not in r for r in rows)
     assert (tmp_path / "run" / "curves.png").exists()
@@ -76,6 +78,11 @@ def test_smoke_training_resume_and_export(tiny_run, tmp_path):
     assert (
         resumed.step == 4 and len((tmp_path / "run" / "metrics.csv").read_text().splitlines()) == 3
     )
+    # The kept checkpoints still hold their own steps after later saves of the last one.
+    for step in (1, 2):
+        kept = torch.load(tmp_path / "run" / f"checkpoint_step{step:06d}.pth", weights_only=False)
+        assert kept["step"] == step
+    assert not (tmp_path / "run" / "checkpoint_step000004.pth").exists()
 
     out = export(tmp_path / "run", "tasp_tiny", weights_dir=tmp_path / "w", fp16=True)
     entry = read_manifest(tmp_path / "w")["weights"]["tasp_tiny"]

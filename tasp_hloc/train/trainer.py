@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import random
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -146,6 +147,18 @@ def _atomic_save(obj, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
+
+
+def _keep_copy(path: Path, step: int) -> Path:
+    """``checkpoint_stepNNNNNN.pth`` beside ``path``: a hard link (the next save replaces
+    ``path``'s name, not its bytes), or a copy where the file system has no links."""
+    kept = path.with_name(f"checkpoint_step{step:06d}.pth")
+    kept.unlink(missing_ok=True)
+    try:
+        os.link(path, kept)
+    except OSError:
+        shutil.copyfile(path, kept)
+    return kept
 
 
 class Trainer:
@@ -452,8 +465,11 @@ class Trainer:
                             }
                         )
                         t0 = time.time()
-                    if self.step % tc.checkpoint_every == 0:
+                    keep = bool(tc.get("keep_every")) and self.step % tc.keep_every == 0
+                    if self.step % tc.checkpoint_every == 0 or keep:
                         self.save()
+                    if keep and self.is_main:
+                        _keep_copy(self.out / CHECKPOINT, self.step)
                     if self.step >= end or halt():
                         break
             clean = True
