@@ -9,7 +9,8 @@ Every method sees the same decoded, resized images (longer side = --max-side), k
 * homography pairs: MMA at 1/3/5/10 px, illumination and viewpoint subsets apart;
 * pose sets (the Strecha scenes of eval/strecha_dev, pairs below 60 degrees of rotation, and the
   ScanNet sample): relative-pose AUC at 5/10/20 degrees of max(angle R, angle t) from an essential
-  matrix (RANSAC at 1 px), matches and RANSAC inliers;
+  matrix at 1 px by RANSAC (SuperGlue's protocol) and by LO-RANSAC (pycolmap, as hloc), matches
+  and inliers;
 * extraction time per image (median) and peak memory, each method in its own subprocess.
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import importlib.util
 import json
 import os
 import platform
@@ -36,6 +38,7 @@ from .metrics import (
     AUC_THRESHOLDS,
     MMA_THRESHOLDS,
     estimate_relative_pose,
+    estimate_relative_pose_lo,
     homography_match_errors,
     mean_matching_accuracy,
     mutual_nn_match,
@@ -176,6 +179,8 @@ def load_homography_pairs(args) -> tuple:
         pairs = datasets.load_hpatches(args.hpatches, args.max_side, args.hpatches_sequences)
         return pairs, f"HPatches at {args.hpatches} ({len(pairs)} pairs)"
     folders = [resolve(args.data, f) for f in args.homography_source.split(",") if f]
+    if not folders or args.homography_images < 1:
+        return [], "skipped: no homography photos asked for (--homography-source/-images)"
     missing = [str(f) for f in folders if not f.is_dir()]
     if missing:
         return (
@@ -275,43 +280,51 @@ def evaluate_homographies(pairs, feats: Dict[int, Dict], index) -> Dict:
 
 
 def evaluate_poses(pairs, feats: Dict[int, Dict], index, set_name: str, ransac_px: float) -> Dict:
-    """Pose AUC, match/inlier counts and epipolar precision; per-pair details under "pairs"."""
+    """Pose AUC by RANSAC ("auc") and by LO-RANSAC ("auc_lo", None without pycolmap), match and
+    inlier counts, epipolar precision; per-pair details under "pairs"."""
+    lo_ransac = importlib.util.find_spec("pycolmap") is not None
     rows = []
     for i, pair in enumerate(pairs):
         f0, f1 = feats[index[(set_name, i, 0)]], feats[index[(set_name, i, 1)]]
         matches, _ = mutual_nn_match(f0["descriptors"], f1["descriptors"])
         k0, k1 = f0["keypoints"][matches[:, 0]], f1["keypoints"][matches[:, 1]]
         epi = symmetric_epipolar_distance(k0, k1, pair.K0, pair.K1, pair.T_0to1)
-        est = estimate_relative_pose(k0, k1, pair.K0, pair.K1, threshold_px=ransac_px)
-        if est is None:
-            err_R = err_t = float("inf")
-            inliers = 0
-        else:
-            err_R, err_t = relative_pose_error(pair.T_0to1, est[0], est[1])
-            inliers = int(est[2].sum())
-        rows.append(
-            {
-                "name": pair.name,
-                "matches": int(len(matches)),
-                "inliers": inliers,
-                "epipolar_precision": float(np.mean(epi < EPIPOLAR_THRESHOLD)) if len(epi) else 0.0,
-                "err_R": err_R,
-                "err_t": err_t,
-                "error": max(err_R, err_t),
-            }
-        )
-    return {
+        row = {
+            "name": pair.name,
+            "matches": int(len(matches)),
+            "epipolar_precision": float(np.mean(epi < EPIPOLAR_THRESHOLD)) if len(epi) else 0.0,
+        }
+        estimators = {"": estimate_relative_pose}
+        if lo_ransac:
+            estimators["_lo"] = estimate_relative_pose_lo
+        for suffix, estimate in estimators.items():
+            est = estimate(k0, k1, pair.K0, pair.K1, threshold_px=ransac_px)
+            err_R, err_t = (
+                relative_pose_error(pair.T_0to1, est[0], est[1]) if est else (np.inf, np.inf)
+            )
+            row.update(
+                {
+                    f"inliers{suffix}": int(est[2].sum()) if est else 0,
+                    f"err_R{suffix}": err_R,
+                    f"err_t{suffix}": err_t,
+                    f"error{suffix}": max(err_R, err_t),
+                }
+            )
+        rows.append(row)
+    out = {
         "pairs": rows,
         "n_pairs": len(rows),
-        "auc": pose_auc([r["error"] for r in rows], AUC_THRESHOLDS),
         "matches": float(np.mean([r["matches"] for r in rows])),
-        "inliers": float(np.mean([r["inliers"] for r in rows])),
         "epipolar_precision": float(np.mean([r["epipolar_precision"] for r in rows])),
-        "failed": int(sum(not np.isfinite(r["error"]) for r in rows)),
+        "auc_lo": None,
     }
+    for suffix in ("", "_lo") if lo_ransac else ("",):
+        out[f"auc{suffix}"] = pose_auc([r[f"error{suffix}"] for r in rows], AUC_THRESHOLDS)
+        out[f"inliers{suffix}"] = float(np.mean([r[f"inliers{suffix}"] for r in rows]))
+        out[f"failed{suffix}"] = int(sum(not np.isfinite(r[f"error{suffix}"]) for r in rows))
+    return out
 
 
-# ----------------------------------------------------------------------------- report
 def markdown_table(header: List[str], rows: List[List[str]]) -> str:
     lines = [
         "| " + " | ".join(header) + " |",
@@ -375,6 +388,10 @@ def render(report: Dict) -> str:
                 pct(hom["illumination"]["mma"][3]) if hom and "illumination" in hom else "-",
                 pct(hom["viewpoint"]["mma"][3]) if hom and "viewpoint" in hom else "-",
                 *(pct(pose["auc"][t]) if pose else "-" for t in AUC_THRESHOLDS),
+                *(
+                    pct(pose["auc_lo"][t]) if pose and pose.get("auc_lo") else "-"
+                    for t in AUC_THRESHOLDS
+                ),
                 num(pose["matches"]) if pose else "-",
                 num(pose["inliers"]) if pose else "-",
                 num(speed["keypoints_mean"]),
@@ -400,6 +417,7 @@ def render(report: Dict) -> str:
                     label,
                     f"{set_name} ({ps['n_pairs']})",
                     *(pct(ps["auc"][t]) for t in AUC_THRESHOLDS),
+                    *(pct(ps["auc_lo"][t]) if ps.get("auc_lo") else "-" for t in AUC_THRESHOLDS),
                     num(ps["matches"]),
                     num(ps["inliers"]),
                     pct(ps["epipolar_precision"]),
@@ -430,6 +448,7 @@ def render(report: Dict) -> str:
                 "MMA@3 illum. %",
                 "MMA@3 viewp. %",
                 *(f"{summary_pose} AUC@{t} %" for t in AUC_THRESHOLDS),
+                *(f"AUC@{t} LO-RANSAC %" for t in AUC_THRESHOLDS),
                 "matches/pair",
                 "inliers/pair",
                 "kpts/img",
@@ -465,6 +484,7 @@ def render(report: Dict) -> str:
                     "method",
                     "set (pairs)",
                     *(f"AUC@{t}°" for t in AUC_THRESHOLDS),
+                    *(f"AUC@{t}° LO-RANSAC" for t in AUC_THRESHOLDS),
                     "matches/pair",
                     "RANSAC inliers/pair",
                     "epipolar prec. %",

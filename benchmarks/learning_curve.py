@@ -5,7 +5,9 @@ released weights name is measured with ``benchmarks.compare --methods tasp`` on 
 homography pairs and the first pose set (``eval/strecha_dev``); results are cached next to the
 exported weights, so rerunning with more checkpoints only measures the new ones::
 
-    python -m benchmarks.learning_curve runs/snapshots/step_*.pth --released tasp_v0 tasp_v1
+    python -m benchmarks.learning_curve runs/NAME/checkpoint_step*.pth --released tasp_v0 tasp_v1
+
+(``train.keep_every=N`` keeps those checkpoints while training).
 
 RootSIFT is not rerun here: the target it sets comes from one run of ``benchmarks.compare``.
 """
@@ -97,6 +99,7 @@ def row(label: str, step: str, report: Dict) -> List[str]:
         compare.pct(hom["illumination"]["mma"]["3"]),
         compare.pct(hom["viewpoint"]["mma"]["3"]),
         *(compare.pct(pose["auc"][t]) for t in AUC_KEYS),
+        *(compare.pct(pose["auc_lo"][t]) if pose.get("auc_lo") else "-" for t in AUC_KEYS),
         compare.num(pose["matches"]),
     ]
 
@@ -125,6 +128,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "AUC@5",
         "AUC@10",
         "AUC@20",
+        "AUC@5 LO",
+        "AUC@10 LO",
+        "AUC@20 LO",
         "matches/pair",
     ]
     print(compare.markdown_table(header, [r for _, r in rows]))

@@ -71,18 +71,18 @@ def estimate_relative_pose(
     K1: np.ndarray,
     threshold_px: float = 1.0,
     confidence: float = 0.99999,
-    seed: int = 0,
 ) -> Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Essential matrix by OpenCV RANSAC on normalised points, then the cheirality check.
 
     kpts0, kpts1: M x 2 matched pixels. The inlier threshold is ``threshold_px`` divided by the
     mean focal length (SuperGlue's recipe). Among the candidate E's OpenCV may return, keep the one
-    whose decomposition has the most points in front of both cameras.
+    whose decomposition has the most points in front of both cameras. The pose is that of the
+    best minimal sample (no refit on the inliers), so it moves with small changes of the matches.
+    OpenCV's RANSAC seeds its own generator: the same matches give the same pose.
     Returns (R 3 x 3, t 3, inlier mask M bool) or None when fewer than 5 matches or no model.
     """
     if len(kpts0) < 5:
         return None
-    cv2.setRNGSeed(seed)  # RANSAC sampling is random: fix it so runs repeat
     n0 = _normalise(kpts0, K0)
     n1 = _normalise(kpts1, K1)
     f_mean = np.mean([K0[0, 0], K0[1, 1], K1[0, 0], K1[1, 1]])
@@ -99,6 +99,47 @@ def estimate_relative_pose(
         if best is None or n_good > best[0]:
             best = (n_good, R, t.reshape(3), pose_mask.ravel() > 0)
     return best[1], best[2], best[3]
+
+
+def estimate_relative_pose_lo(
+    kpts0: np.ndarray,
+    kpts1: np.ndarray,
+    K0: np.ndarray,
+    K1: np.ndarray,
+    threshold_px: float = 1.0,
+    seed: int = 0,
+) -> Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Essential matrix by COLMAP's LO-RANSAC (pycolmap): local optimisation on the inliers and
+    a final refit, then the cheirality check; what hloc and COLMAP use.
+
+    Same inputs, threshold (pixels, at the mean focal length) and outputs as
+    :func:`estimate_relative_pose`; ``seed`` fixes the sampling. Raises ImportError without pycolmap.
+    """
+    import pycolmap
+
+    if len(kpts0) < 5:
+        return None
+    cameras = [
+        pycolmap.Camera(
+            model="PINHOLE",
+            width=max(1, int(round(2 * K[0, 2]))),  # only the intrinsics matter here
+            height=max(1, int(round(2 * K[1, 2]))),
+            params=[K[0, 0], K[1, 1], K[0, 2], K[1, 2]],
+        )
+        for K in (K0, K1)
+    ]
+    options = pycolmap.RANSACOptions(max_error=threshold_px, random_seed=seed)
+    result = pycolmap.estimate_essential_matrix(
+        np.asarray(kpts0, np.float64), np.asarray(kpts1, np.float64), *cameras, options
+    )
+    if result is None:
+        return None
+    pose = result["cam2_from_cam1"]
+    return (
+        pose.rotation.matrix(),
+        np.asarray(pose.translation).reshape(3),
+        np.asarray(result["inlier_mask"]).ravel() > 0,
+    )
 
 
 def _normalise(pts: np.ndarray, K: np.ndarray) -> np.ndarray:

@@ -18,6 +18,7 @@ from benchmarks.features import MethodUnavailable, load_method, resize_max_side
 from tasp_hloc.lightglue_peers import deform_conv2d
 from benchmarks.metrics import (
     estimate_relative_pose,
+    estimate_relative_pose_lo,
     homography_match_errors,
     mean_matching_accuracy,
     mutual_nn_match,
@@ -123,6 +124,25 @@ def test_essential_matrix_from_perfect_matches_recovers_the_pose():
     epi = symmetric_epipolar_distance(k0, k1, K0, K1, T)
     assert epi.max() < 1e-12
     assert estimate_relative_pose(k0[:4], k1[:4], K0, K1) is None  # too few matches
+
+
+def test_lo_ransac_recovers_the_pose_from_noisy_matches_with_outliers():
+    pytest.importorskip("pycolmap")
+    K0, K1, T, k0, k1 = _two_view_scene(n=300)
+    rng = np.random.default_rng(1)
+    k1 = k1 + rng.normal(0, 0.5, k1.shape)  # half-pixel noise on every true match
+    outliers = rng.uniform([0, 0], [640, 480], (100, 2))  # and 25 % wrong matches
+    k0_all, k1_all = (
+        np.vstack([k0, rng.uniform([0, 0], [640, 480], (100, 2))]),
+        np.vstack([k1, outliers]),
+    )
+    R, t, inliers = estimate_relative_pose_lo(k0_all, k1_all, K0, K1, threshold_px=1.0)
+    err_R, err_t = relative_pose_error(T, R, t)  # X1 = R X0 + t, as T_0to1
+    assert err_R < 0.2 and err_t < 1.0
+    assert inliers[:300].mean() > 0.85 and inliers[300:].mean() < 0.05
+    again = estimate_relative_pose_lo(k0_all, k1_all, K0, K1, threshold_px=1.0)
+    np.testing.assert_array_equal(again[2], inliers)  # the seed fixes the sampling
+    assert estimate_relative_pose_lo(k0[:4], k1[:4], K0, K1) is None
 
 
 # ----------------------------------------------------------------------------- deformable conv
@@ -373,6 +393,10 @@ def test_compare_end_to_end_without_peers(tmp_path, capsys):
     assert sift["homography"]["viewpoint"]["mma"]["10"] > 0.5
     assert sift["pose"]["pairs"]["n_pairs"] == 1
     assert sift["pose"]["multiview"]["n_pairs"] == 2
+    # LO-RANSAC beside RANSAC, per pair and in the tables (pycolmap is in [dev]).
+    multiview = sift["pose"]["multiview"]
+    assert set(multiview["auc_lo"]) == {"5", "10", "20"} and "error_lo" in multiview["pairs"][0]
+    assert "AUC@5 LO-RANSAC %" in text and "AUC@5° LO-RANSAC" in text
     assert sift["speed"]["n_images"] == 2 + 8 + 2 + 3
     assert sift["speed"]["time_median_s"] > 0 and sift["speed"]["peak_rss_mib"] > 0
 
