@@ -151,6 +151,22 @@ def test_model_detector_self_labelling():
         ModelDetector(lambda x: x).cache_key()
 
 
+def test_model_detector_loads_tasp_weights_from_its_conf(tmp_path):
+    from tasp_hloc.labels.detectors import get_detector
+    from tasp_hloc.tasp import TaSP
+
+    net = TaSP({"weights": None, "descriptor_dim": 32}).eval()
+    path = tmp_path / "round0.pth"
+    torch.save(net.state_dict(), path)
+    det = get_detector("model", {"weights": str(path)})  # what a training config can ask for
+    # The same cache entry as the network passed in: the weights, not how they came, count.
+    assert det.cache_key() == ModelDetector(net).cache_key()
+    heat = det(torch.rand(1, 3, 64, 48))
+    assert heat.shape == (1, 1, 64, 48) and not det.model.training
+    with pytest.raises(ValueError, match="detector_conf"):
+        get_detector("model")
+
+
 def test_cache_computes_once_and_survives_partial_tmp(tmp_path):
     image = checkerboard(size=64, n=3)[0][0].expand(3, -1, -1)
     conf = {"adaptation": {"num_homographies": 3}}

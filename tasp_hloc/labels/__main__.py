@@ -62,17 +62,14 @@ def main(argv=None):
         **args.conf,
     }
 
-    model = None
     if args.detector == "model":
         if args.checkpoint is None:
             parser.error("--detector model needs --checkpoint.")
-        from ..tasp import TaSP  # lazily: classical labelling needs no network
-
-        model = TaSP({"weights": args.checkpoint}).eval()
+        conf["detector_conf"] = {**conf.get("detector_conf", {}), "weights": args.checkpoint}
 
     pack = args.output.suffix == ".h5"
     cache_dir = args.output.with_name(args.output.name + ".cache") if pack else args.output
-    labeler = Labeler(conf, cache_dir=cache_dir, model=model)
+    labeler = Labeler(conf, cache_dir=cache_dir)
     labeler.cache.clean_tmp()  # leftovers of an interrupted run
     done = 0
     for path in tqdm(paths, desc="labelling", unit="img"):

@@ -103,11 +103,23 @@ class ModelDetector(BaseDetector):
     default_conf = {
         # Identifies the weights in the cache key; None = hash of the model's parameters.
         "weights_id": None,
+        # Without ``model``: the TaSP weights to label with (a released name or a .pth), so a
+        # training config can ask for self-labelling (SuperPoint's rounds) by name.
+        "weights": None,
     }
     default_threshold = 0.015  # SuperPoint's detection threshold on the probability map
 
-    def __init__(self, model: Callable, conf: Optional[Dict[str, Any]] = None):
+    def __init__(self, model: Optional[Callable] = None, conf: Optional[Dict[str, Any]] = None):
         super().__init__(conf)
+        if model is None and self.conf["weights"] is not None:
+            from ..tasp import TaSP  # lazily: the labels package needs no network otherwise
+
+            model = TaSP({"weights": self.conf["weights"]}).eval()
+        if model is None:
+            raise ValueError(
+                "The 'model' detector needs the network (get_detector('model', model=net)) or "
+                "TaSP weights to load (detector_conf: {weights: NAME_OR_PATH})."
+            )
         if not callable(model) and not hasattr(model, "forward_dense"):
             raise TypeError("ModelDetector needs a callable model or one with forward_dense().")
         self.model = model
@@ -179,12 +191,8 @@ def get_detector(
     name: str, conf: Optional[Dict[str, Any]] = None, model: Optional[Callable] = None
 ) -> BaseDetector:
     """Build a detector by name: ``"shi_tomasi"``, ``"harris"``, ``"aliked"`` or ``"model"``
-    (needs ``model``)."""
+    (needs ``model``, or TaSP weights in ``conf["weights"]``)."""
     if name == "model":
-        if model is None:
-            raise ValueError(
-                "The 'model' detector needs the network: get_detector('model', model=net)."
-            )
         return ModelDetector(model, conf)
     if name in ("shi_tomasi", "harris"):
         return ClassicalCornerDetector({"response": name, **(conf or {})})
