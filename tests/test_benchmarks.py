@@ -493,7 +493,11 @@ def test_learning_curve_exports_checkpoints_and_reads_reports(tmp_path):
                 },
                 "pose": {
                     "scannet_pairs": {"auc": {"5": 0, "10": 0, "20": 0}, "matches": 1},
-                    "strecha_dev": {"auc": {"5": 0.1, "10": 0.2, "20": 0.3}, "matches": 812},
+                    "strecha_dev": {
+                        "auc": {"5": 0.1, "10": 0.2, "20": 0.3},
+                        "auc_lo": {"5": 0.4, "10": 0.5, "20": 0.6},
+                        "matches": 812,
+                    },
                 },
             }
         },
@@ -510,8 +514,14 @@ def test_learning_curve_exports_checkpoints_and_reads_reports(tmp_path):
         "10.0",
         "20.0",
         "30.0",
+        "40.0",
+        "50.0",
+        "60.0",
         "812",
     ]
+    # A report from before LO-RANSAC (or without pycolmap) leaves those columns blank.
+    del report["methods"]["tasp"]["pose"]["strecha_dev"]["auc_lo"]
+    assert learning_curve.row("run_a", "400", report)[-4:] == ["-", "-", "-", "812"]
 
 
 def test_inloc_scene_counts_localized_queries_per_threshold():
