@@ -282,7 +282,9 @@ def evaluate_homographies(pairs, feats: Dict[int, Dict], index) -> Dict:
 def evaluate_poses(pairs, feats: Dict[int, Dict], index, set_name: str, ransac_px: float) -> Dict:
     """Pose AUC by RANSAC ("auc") and by LO-RANSAC ("auc_lo", None without pycolmap), match and
     inlier counts, epipolar precision; per-pair details under "pairs"."""
-    lo_ransac = importlib.util.find_spec("pycolmap") is not None
+    estimators = {"": estimate_relative_pose}  # suffix of the keys -> estimator
+    if importlib.util.find_spec("pycolmap") is not None:
+        estimators["_lo"] = estimate_relative_pose_lo
     rows = []
     for i, pair in enumerate(pairs):
         f0, f1 = feats[index[(set_name, i, 0)]], feats[index[(set_name, i, 1)]]
@@ -294,9 +296,6 @@ def evaluate_poses(pairs, feats: Dict[int, Dict], index, set_name: str, ransac_p
             "matches": int(len(matches)),
             "epipolar_precision": float(np.mean(epi < EPIPOLAR_THRESHOLD)) if len(epi) else 0.0,
         }
-        estimators = {"": estimate_relative_pose}
-        if lo_ransac:
-            estimators["_lo"] = estimate_relative_pose_lo
         for suffix, estimate in estimators.items():
             est = estimate(k0, k1, pair.K0, pair.K1, threshold_px=ransac_px)
             err_R, err_t = (
@@ -318,13 +317,14 @@ def evaluate_poses(pairs, feats: Dict[int, Dict], index, set_name: str, ransac_p
         "epipolar_precision": float(np.mean([r["epipolar_precision"] for r in rows])),
         "auc_lo": None,
     }
-    for suffix in ("", "_lo") if lo_ransac else ("",):
+    for suffix in estimators:
         out[f"auc{suffix}"] = pose_auc([r[f"error{suffix}"] for r in rows], AUC_THRESHOLDS)
         out[f"inliers{suffix}"] = float(np.mean([r[f"inliers{suffix}"] for r in rows]))
         out[f"failed{suffix}"] = int(sum(not np.isfinite(r[f"error{suffix}"]) for r in rows))
     return out
 
 
+# ----------------------------------------------------------------------------- report
 def markdown_table(header: List[str], rows: List[List[str]]) -> str:
     lines = [
         "| " + " | ".join(header) + " |",
