@@ -1,7 +1,8 @@
 """Seconds per TaSP training step (batch of pairs, forward + loss + backward + Adam), by part.
 
     python -m benchmarks.train_step [--set precision|layout] [--batch 4] [--size 256] [--steps 3]
-                                    [--compile] [--profile] [--device cpu]
+                                    [--compile] [--allocator both|glibc|kept] [--profile]
+                                    [--device cpu]
 
 Runs on a fixed synthetic batch (homographic pairs of a rendered picture, labels on a grid),
 so it needs no data. ``--set precision`` (default) times the release recipe (Lite0,
@@ -9,7 +10,9 @@ channels-last, stem + 3 blocks frozen) in float32, under bfloat16 autocast, and 
 autocast with the depthwise convolutions kept in float32 (plus ``torch.compile`` of the network
 with ``--compile``); ``--set layout`` compares backbones, memory formats and frozen blocks in
 float32. Variants take their steps in turn, so a load that changes during the run affects them
-alike. ``--profile`` prints each variant's top operators by self CPU time over one step.
+alike. ``--allocator both`` (default) runs them all with glibc's default allocator, then all again
+with freed memory kept in the process (``tasp_hloc.allocator``). ``--profile`` prints each
+variant's top operators by self CPU time over one step.
 """
 
 import argparse
@@ -19,6 +22,7 @@ import time
 import numpy as np
 import torch
 
+from tasp_hloc.allocator import keep_freed_memory
 from tasp_hloc.device import resolve_device
 from tasp_hloc.geometry import grid_points
 from tasp_hloc.labels import keypoints_to_label_map
@@ -157,6 +161,17 @@ VARIANT_SETS = {
 }
 
 
+def run_variants(specs, batch, device, steps: int, warmup: int) -> list:
+    variants = []
+    for name, kw in specs:
+        torch.manual_seed(0)  # same initial weights for every variant
+        variants.append(Variant(name, device, **kw))
+    for i in range(warmup + steps):  # in turn, so that load changes hit all alike
+        for v in variants:
+            v.step(batch, record=i >= warmup)
+    return variants
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -166,6 +181,14 @@ def main(argv=None):
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--compile", action="store_true", help="also each variant under torch.compile")
+    p.add_argument(
+        "--allocator",
+        choices=["both", "glibc", "kept"],
+        default="both",
+        help="glibc's default (freed activations go back to the kernel), kept "
+        "(tasp_hloc.allocator.keep_freed_memory, as the train CLI), or both: glibc's first, "
+        "since keeping cannot be undone in a process",
+    )
     p.add_argument("--profile", action="store_true", help="per-operator profile of one step each")
     p.add_argument("--device", default=resolve_device())
     args = p.parse_args(argv)
@@ -174,14 +197,14 @@ def main(argv=None):
     specs = list(VARIANT_SETS[args.set])
     if args.compile:
         specs += [(f"{name}, compiled", {**kw, "compile": True}) for name, kw in specs]
-    variants = []
-    for name, kw in specs:
-        torch.manual_seed(0)  # same initial weights for every variant
-        variants.append(Variant(name, device, **kw))
     warmup = 2 if args.compile else 1
-    for i in range(warmup + args.steps):  # in turn, so that load changes hit all alike
-        for v in variants:
-            v.step(batch, record=i >= warmup)
+    variants = []
+    for allocator in ["glibc", "kept"] if args.allocator == "both" else [args.allocator]:
+        if allocator == "kept" and not keep_freed_memory():
+            print("(not glibc: the allocator cannot be told to keep freed memory; skipped)")
+            continue
+        named = [(f"{name}, {allocator} malloc", kw) for name, kw in specs]
+        variants += run_variants(named, batch, device, args.steps, warmup)
     print(
         f"device={device} threads={torch.get_num_threads()} batch={args.batch} pairs of "
         f"{args.size}^2, median of {args.steps} steps after {warmup} warm-up (s)"
