@@ -2,7 +2,7 @@
 one table, the modes interleaved image by image.
 
     python -m benchmarks.extract_speed [--sizes 1024 1600] [--entries tasp:fp32 tasp:bf16 ...]
-        [--images DIR | --synthetic] [--n-images 4] [--repeats 2]
+        [--images DIR | --synthetic] [--n-images 4] [--repeats 2] [--allocator kept|glibc|both]
         [--accuracy fp32=FP32.json bf16=BF16.json ...] [--device auto] [--out speed.json]
 
 Every entry (a method, for TaSP with a mode) is a worker process of its own, loaded once per
@@ -91,6 +91,14 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--max-keypoints", type=int, default=4096)
     p.add_argument("--tasp-weights", default="auto", help="as in benchmarks.compare")
     p.add_argument(
+        "--allocator",
+        choices=["kept", "glibc", "both"],
+        default="kept",
+        help="kept (default): every worker keeps freed memory, as tasp_hloc's CLI and hloc "
+        "extractor do (tasp_hloc.allocator); glibc: the C library's default; both: each "
+        "entry twice, interleaved",
+    )
+    p.add_argument(
         "--accuracy",
         nargs="*",
         default=[],
@@ -163,6 +171,10 @@ def worker() -> int:
     from .runner import current_rss_mib, peak_rss_mib, reset_peak_rss
 
     config = json.loads(sys.stdin.readline())
+    if config.get("keep_freed_memory"):
+        from tasp_hloc.allocator import keep_freed_memory
+
+        keep_freed_memory()
     try:
         method = load_method(
             config["method"],
@@ -223,8 +235,9 @@ def worker() -> int:
 class Worker:
     """A running worker process of one entry."""
 
-    def __init__(self, name: str, config: Dict):
+    def __init__(self, name: str, config: Dict, allocator: Optional[str] = None):
         repo_root = Path(__file__).resolve().parent.parent
+        self.allocator = allocator  # shown beside the entry when the run compares allocators
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(repo_root), env.get("PYTHONPATH")]))
         self.name, self.times, self.keypoints = name, [], []
@@ -269,23 +282,22 @@ class Worker:
 def time_entries(args, size: int, files: List[Path], device: str) -> List[Dict]:
     """All entries at one size, interleaved; one record per entry."""
     workers = []
+    allocators = ["glibc", "kept"] if args.allocator == "both" else [args.allocator]
     for name in args.entries:
         method, options = ENTRIES[name]
         if method == "tasp":
             weights = None if args.tasp_weights.lower() == "none" else args.tasp_weights
             options = {"weights": weights, **options}
-        workers.append(
-            Worker(
-                name,
-                {
-                    "method": method,
-                    "options": options,
-                    "device": device,
-                    "max_keypoints": args.max_keypoints,
-                    "warmup": str(files[0]),
-                },
-            )
-        )
+        for allocator in allocators:
+            config = {
+                "method": method,
+                "options": options,
+                "device": device,
+                "max_keypoints": args.max_keypoints,
+                "warmup": str(files[0]),
+                "keep_freed_memory": allocator == "kept",
+            }
+            workers.append(Worker(name, config, allocator if len(allocators) > 1 else None))
     live = [w for w in workers if "error" not in w.info]
     turn = 0
     for _ in range(args.repeats):
@@ -298,6 +310,7 @@ def time_entries(args, size: int, files: List[Path], device: str) -> List[Dict]:
     for w in workers:
         rec = {
             "entry": w.name,
+            "allocator": w.allocator,
             "method": ENTRIES[w.name][0],
             "max_side": size,
             "image_size": list(np.load(files[0], mmap_mode="r").shape[:2]),
@@ -311,7 +324,8 @@ def time_entries(args, size: int, files: List[Path], device: str) -> List[Dict]:
             )
         records.append(rec)
         print(
-            f"  {w.name} @ {size}: " + (rec.get("error") or f"{rec['time_median_s']:.2f} s/img"),
+            f"  {w.name} {w.allocator or ''} @ {size}: "
+            + (rec.get("error") or f"{rec['time_median_s']:.2f} s/img"),
             file=sys.stderr,
         )
     return records
@@ -341,6 +355,7 @@ def table(
     for rec in records:
         mode = rec["entry"].split(":")[-1]
         label = rec["entry"] + (f" ({rec['precision']})" if "precision" in rec else "")
+        label += f", {rec['allocator']} malloc" if rec.get("allocator") else ""
         h, w = rec["image_size"]
         if "error" in rec or "time_median_s" not in rec:
             rows.append(

@@ -74,8 +74,11 @@ def worker(config: Dict) -> Dict:
     returns the timing/memory record (also written to ``<out_dir>/result.json``).
     """
     import torch
+    from tasp_hloc.allocator import keep_freed_memory
+
     from .features import MethodUnavailable, load_method
 
+    keep_freed_memory()  # every method alike, as tasp_hloc's own entry points run TaSP
     out_dir = Path(config["out_dir"])
     out_dir.mkdir(parents=True, exist_ok=True)
     t_load = time.perf_counter()

@@ -6,6 +6,7 @@ import os
 import sys
 from pathlib import Path
 
+from .allocator import keep_freed_memory
 from .confs import PRESETS, get_preset
 from .h5_journal import FileBusyError
 from .weights import WeightsError
@@ -166,6 +167,7 @@ def main(argv=None) -> int:
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    keep_freed_memory()  # ~1.8x faster CPU extraction on the project's VM (README, Speed)
     try:
         return args.func(args)
     except (WeightsError, FileBusyError, OSError, KeyError, ValueError) as e:  # OSError: files

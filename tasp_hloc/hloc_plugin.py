@@ -21,6 +21,7 @@ import sys
 import types
 from typing import Callable
 
+from .allocator import keep_freed_memory
 from .confs import DETECTION_NOISE, MATCHER_PRESETS, MAX_KEYPOINTS_HLOC, PRESETS
 from .hloc_format import to_hloc_prediction
 from .tasp import TaSP
@@ -66,6 +67,8 @@ def _make_extractor_class(BaseModel):
 
         def _init(self, conf):
             check_model_conf(conf)
+            # process-wide: freed activations stay for the next image (~1.8x faster on CPU)
+            keep_freed_memory()
             self.net = TaSP({k: v for k, v in conf.items() if k != "name"})
 
         def _forward(self, data):

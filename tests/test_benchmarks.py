@@ -445,6 +445,14 @@ def test_extract_speed_runs_on_synthetic_images(tmp_path, capsys):
         ("sift", 320),
         ("orb", 320),
     ]
+    # --allocator both: each entry in a glibc-default worker and in one keeping freed memory
+    extract_speed.main(
+        ["--synthetic", "--n-images", "1", "--sizes", "256", "--methods", "sift"]
+        + ["--allocator", "both", "--device", "cpu", "--out", str(out)]
+    )
+    assert "| sift, glibc malloc | 256 |" in capsys.readouterr().out
+    records = json.loads(out.read_text())["records"]
+    assert [(r["entry"], r["allocator"]) for r in records] == [("sift", "glibc"), ("sift", "kept")]
 
 
 def test_ablation_table_reads_results_as_stored():
