@@ -2,7 +2,8 @@
 one table, the modes interleaved image by image.
 
     python -m benchmarks.extract_speed [--sizes 1024 1600] [--entries tasp:fp32 tasp:bf16 ...]
-        [--images DIR | --synthetic] [--n-images 4] [--repeats 2] [--allocator kept|glibc|both]
+        [--images DIR | --synthetic] [--n-images 4] [--repeats 2]
+        [--allocator shipped|glibc|kept|both]
         [--accuracy fp32=FP32.json bf16=BF16.json ...] [--device auto] [--out speed.json]
 
 Every entry (a method, for TaSP with a mode) is a worker process of its own, loaded once per
@@ -92,11 +93,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--tasp-weights", default="auto", help="as in benchmarks.compare")
     p.add_argument(
         "--allocator",
-        choices=["kept", "glibc", "both"],
-        default="kept",
-        help="kept (default): every worker keeps freed memory, as tasp_hloc's CLI and hloc "
-        "extractor do (tasp_hloc.allocator); glibc: the C library's default; both: each "
-        "entry twice, interleaved",
+        choices=["shipped", "glibc", "kept", "both"],
+        default="shipped",
+        help="shipped (default): TaSP keeps freed memory, as tasp_hloc's CLI and hloc "
+        "extractor do (tasp_hloc.allocator), the peers run with the C library's default; "
+        "glibc / kept: every entry so; both: each entry twice, interleaved",
     )
     p.add_argument(
         "--accuracy",
@@ -282,7 +283,9 @@ class Worker:
 def time_entries(args, size: int, files: List[Path], device: str) -> List[Dict]:
     """All entries at one size, interleaved; one record per entry."""
     workers = []
-    allocators = ["glibc", "kept"] if args.allocator == "both" else [args.allocator]
+    allocators = {"both": ["glibc", "kept"], "shipped": [None]}.get(
+        args.allocator, [args.allocator]
+    )
     for name in args.entries:
         method, options = ENTRIES[name]
         if method == "tasp":
@@ -295,7 +298,8 @@ def time_entries(args, size: int, files: List[Path], device: str) -> List[Dict]:
                 "device": device,
                 "max_keypoints": args.max_keypoints,
                 "warmup": str(files[0]),
-                "keep_freed_memory": allocator == "kept",
+                "keep_freed_memory": allocator == "kept"
+                or (allocator is None and method == "tasp"),
             }
             workers.append(Worker(name, config, allocator if len(allocators) > 1 else None))
     live = [w for w in workers if "error" not in w.info]

@@ -78,7 +78,8 @@ def worker(config: Dict) -> Dict:
 
     from .features import MethodUnavailable, load_method
 
-    keep_freed_memory()  # every method alike, as tasp_hloc's own entry points run TaSP
+    if config["method"] == "tasp":  # as tasp_hloc's entry points run it; peers as theirs do
+        keep_freed_memory()
     out_dir = Path(config["out_dir"])
     out_dir.mkdir(parents=True, exist_ok=True)
     t_load = time.perf_counter()

@@ -55,13 +55,15 @@ def tiny(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ddp")
     photos = write_photos(tmp / "photos")
     cfg = tmp / "tiny.yaml"
+    # float32 (cpu_precision: null): one process and two must agree to 1e-4
     cfg.write_text(f"""
 name: tiny
 model: {{backbone: efficientnet_lite0, descriptor_dim: 128, weights: tasp_v0}}
 loss: {{window: 3d}}
 data: {{name: homographic, image_dirs: [{photos}], size: [64, 64], short_side: [80, 120], seed: 0, epoch_size: 6}}
 labels: {{adaptation: {{num_homographies: 2}}, resize_max: null, cache_dir: {tmp / 'labels'}}}
-train: {{batch_size: 2, steps: {STEPS}, freeze_blocks: 3, num_workers: 0, log_every: 1, checkpoint_every: 2}}
+train: {{batch_size: 2, steps: {STEPS}, freeze_blocks: 3, num_workers: 0, log_every: 1, checkpoint_every: 2,
+        cpu_precision: null}}
 """)
     two = tmp / "two"
     torchrun(cfg, [f"output_dir={two}"])

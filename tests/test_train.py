@@ -156,6 +156,16 @@ def test_cpu_bf16_with_depthwise_fp32_trains(tiny_run):
         Trainer(load_config(str(cfg), overrides + ["train.cpu_precision=fp8"]))
 
 
+def test_auto_cpu_precision_follows_native_bf16(monkeypatch):
+    from tasp_hloc.train import precision
+
+    for native, expected in [(True, "bf16-dw-fp32"), (False, None)]:
+        monkeypatch.setattr(precision, "native_bf16", lambda native=native: native)
+        assert precision.resolve_cpu_precision("auto") == expected
+    assert precision.resolve_cpu_precision(None) is None  # float32 when asked for
+    assert precision.resolve_cpu_precision("bf16") == "bf16"
+
+
 def test_paper_config_trains_on_a_fabricated_megadepth_tree(tmp_path):
     """The Table III configs run as shipped, only pointed at a (tiny, fabricated) MegaDepth tree."""
     from test_data_megadepth import write_megadepth

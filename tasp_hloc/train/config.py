@@ -44,9 +44,10 @@ DEFAULTS = {
         "num_workers": 2,
         "device": "auto",
         "amp": "bf16",  # on CUDA only
-        # On CPU: None (float32), "bf16" (autocast) or "bf16-dw-fp32" (autocast, depthwise
-        # convolutions in float32); see tasp_hloc/train/precision.py for the measured step times.
-        "cpu_precision": None,
+        # On CPU: None (float32), "bf16" (autocast), "bf16-dw-fp32" (autocast, depthwise
+        # convolutions in float32) or "auto": bf16-dw-fp32 where the CPU has native bf16, else
+        # float32; see tasp_hloc/train/precision.py for the measured step times.
+        "cpu_precision": "auto",
         "compile": False,  # torch.compile the network (minutes of compiling at the start)
         "clip_grad": None,
         "log_every": 10,

@@ -1,17 +1,27 @@
 """Training precision on CPU: bfloat16 autocast with the depthwise convolutions in float32.
 
-Measured with ``python -m benchmarks.train_step --compile`` on 2 idle cores (release recipe:
-Lite0, channels-last, stem + 3 blocks frozen, 4 pairs of 256x256): a step takes 6.2 s in
-float32, 4.9 s under bf16 autocast, 5.1 s with the depthwise convolutions kept in float32 and
-4.3 s with that network compiled by ``torch.compile``. bf16 halves the memory-bound batch norm
-and ReLU6 passes, but oneDNN's bf16 backward of depthwise convolutions is slower than float32's
-(convolution_backward 2.8 s vs 1.8 s per step); compiling fuses the casts that keeping them in
-float32 adds.
+Measured with ``python -m benchmarks.train_step --compile --allocator both`` on 2 idle cores
+(release recipe: Lite0, channels-last, stem + 3 blocks frozen, 4 pairs of 256x256), with freed
+memory kept (as the train CLI runs): a step takes 3.6 s in float32, 5.4 s under bf16 autocast
+and 2.8 s with the depthwise convolutions kept in float32; oneDNN's bf16 backward of depthwise
+convolutions is slower than float32's, the rest gains from bf16. ``torch.compile`` adds nothing
+there (2.9 s). A 250-step run of each (config ``photos_v5_self``) gave the same loss curve and
+benchmark figures, so ``"auto"`` (the default) takes it on CPUs with native bf16.
 """
 
 import torch
 
-CPU_PRECISIONS = (None, "bf16", "bf16-dw-fp32")
+from ..inference import native_bf16
+
+CPU_PRECISIONS = ("auto", None, "bf16", "bf16-dw-fp32")
+
+
+def resolve_cpu_precision(precision):
+    """``"auto"`` -> ``"bf16-dw-fp32"`` where the CPU has native bf16, else ``None`` (float32);
+    any other value as given."""
+    if precision == "auto":
+        return "bf16-dw-fp32" if native_bf16() else None
+    return precision
 
 
 def keep_depthwise_fp32(model: torch.nn.Module) -> None:

@@ -33,7 +33,7 @@ from ..losses import TaSPLoss
 from ..tasp import TaSP
 from . import distributed
 from .anchors import build_anchors
-from .precision import CPU_PRECISIONS, keep_depthwise_fp32
+from .precision import CPU_PRECISIONS, keep_depthwise_fp32, resolve_cpu_precision
 from .labeled import LabeledPairs
 
 logger = logging.getLogger(__name__)
@@ -192,6 +192,7 @@ class Trainer:
             raise ValueError(
                 f"train.cpu_precision must be one of {list(CPU_PRECISIONS)}, got {cpu_precision!r}."
             )
+        cpu_precision = resolve_cpu_precision(cpu_precision)
         if self.device.type == "cuda" and tc.amp:
             model_conf["amp"] = tc.amp
         elif self.device.type == "cpu" and cpu_precision:
