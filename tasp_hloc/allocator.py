@@ -2,11 +2,12 @@
 (128 KiB, rising to at most 32 MiB) straight back to the kernel when freed, so each training
 step or large image maps its activations afresh and pays a page fault per 4 KiB page.
 
-Measured with ``python -m benchmarks.train_step`` on this project's 2-core CPU VM, where page
-faults are dear: a float32 training step took ~11 s by default and ~4 s with freed memory kept
-(see benchmarks/README.md, "Training step time"). The cost is resident memory that stays at
-the peak of the run instead of shrinking between steps. jemalloc or tcmalloc preloaded with
-``LD_PRELOAD`` do the same; this needs no system package.
+Measured on this project's 2-core CPU VM, where page faults are dear (benchmarks/README.md): a
+float32 training step took 8.5 s by default and 3.6 s with freed memory kept
+(``python -m benchmarks.train_step --allocator both``), the default extraction of a 1024 px
+photo 0.61 s and 0.32 s (``python -m benchmarks.extract_speed --allocator both``). The cost is
+memory: the heap keeps its peak, and fragments (peak RSS 662 -> 999 MiB for that extraction).
+jemalloc or tcmalloc preloaded with ``LD_PRELOAD`` do the like; this needs no system package.
 """
 
 import ctypes

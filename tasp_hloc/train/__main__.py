@@ -41,7 +41,7 @@ def main(argv=None) -> int:
     )
     conf = load_config(args.config, args.overrides)
     # before the first tensor and the loader's workers: on the 2-core CPU VM a float32 step took
-    # ~11 s with glibc returning activations to the kernel and ~4 s with them kept
+    # 8.5 s with glibc returning activations to the kernel and 3.6 s with them kept
     keep_freed_memory()
 
     from .trainer import Trainer
