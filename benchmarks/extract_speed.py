@@ -169,13 +169,10 @@ def worker() -> int:
     """One entry: a config line on stdin, then one image path per line; answers JSON lines."""
     import torch
     from .features import MethodUnavailable, load_method
-    from .runner import current_rss_mib, peak_rss_mib, reset_peak_rss
+    from .runner import current_rss_mib, peak_rss_mib, reset_peak_rss, set_allocator
 
     config = json.loads(sys.stdin.readline())
-    if config.get("keep_freed_memory"):
-        from tasp_hloc.allocator import keep_freed_memory
-
-        keep_freed_memory()
+    set_allocator(config["method"], config["allocator"])
     try:
         method = load_method(
             config["method"],
@@ -236,9 +233,9 @@ def worker() -> int:
 class Worker:
     """A running worker process of one entry."""
 
-    def __init__(self, name: str, config: Dict, allocator: Optional[str] = None):
+    def __init__(self, name: str, config: Dict):
         repo_root = Path(__file__).resolve().parent.parent
-        self.allocator = allocator  # shown beside the entry when the run compares allocators
+        self.allocator = config["allocator"]
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(repo_root), env.get("PYTHONPATH")]))
         self.name, self.times, self.keypoints = name, [], []
@@ -283,9 +280,7 @@ class Worker:
 def time_entries(args, size: int, files: List[Path], device: str) -> List[Dict]:
     """All entries at one size, interleaved; one record per entry."""
     workers = []
-    allocators = {"both": ["glibc", "kept"], "shipped": [None]}.get(
-        args.allocator, [args.allocator]
-    )
+    allocators = ["glibc", "kept"] if args.allocator == "both" else [args.allocator]
     for name in args.entries:
         method, options = ENTRIES[name]
         if method == "tasp":
@@ -298,10 +293,9 @@ def time_entries(args, size: int, files: List[Path], device: str) -> List[Dict]:
                 "device": device,
                 "max_keypoints": args.max_keypoints,
                 "warmup": str(files[0]),
-                "keep_freed_memory": allocator == "kept"
-                or (allocator is None and method == "tasp"),
+                "allocator": allocator,
             }
-            workers.append(Worker(name, config, allocator if len(allocators) > 1 else None))
+            workers.append(Worker(name, config))
     live = [w for w in workers if "error" not in w.info]
     turn = 0
     for _ in range(args.repeats):
@@ -328,7 +322,7 @@ def time_entries(args, size: int, files: List[Path], device: str) -> List[Dict]:
             )
         records.append(rec)
         print(
-            f"  {w.name} {w.allocator or ''} @ {size}: "
+            f"  {w.name} ({w.allocator} malloc) @ {size}: "
             + (rec.get("error") or f"{rec['time_median_s']:.2f} s/img"),
             file=sys.stderr,
         )
@@ -359,7 +353,8 @@ def table(
     for rec in records:
         mode = rec["entry"].split(":")[-1]
         label = rec["entry"] + (f" ({rec['precision']})" if "precision" in rec else "")
-        label += f", {rec['allocator']} malloc" if rec.get("allocator") else ""
+        if rec.get("allocator", "shipped") != "shipped":  # as each package ships: no note
+            label += f", {rec['allocator']} malloc"
         h, w = rec["image_size"]
         if "error" in rec or "time_median_s" not in rec:
             rows.append(

@@ -67,6 +67,17 @@ def _status_field(key: str) -> Optional[float]:
 
 
 # ----------------------------------------------------------------------------- worker side
+def set_allocator(method: str, allocator: str = "shipped") -> None:
+    """Set this process' allocator for ``method`` before it allocates: ``"kept"`` keeps freed
+    memory (``tasp_hloc.allocator``), ``"glibc"`` leaves the C library's default, ``"shipped"``
+    does as the method's own package does (TaSP: kept, as tasp_hloc's entry points; peers: glibc).
+    """
+    if allocator == "kept" or (allocator == "shipped" and method == "tasp"):
+        from tasp_hloc.allocator import keep_freed_memory
+
+        keep_freed_memory()
+
+
 def worker(config: Dict) -> Dict:
     """Extract features of every image in ``config["images"]`` (.npy files, H x W x 3 uint8).
 
@@ -74,12 +85,9 @@ def worker(config: Dict) -> Dict:
     returns the timing/memory record (also written to ``<out_dir>/result.json``).
     """
     import torch
-    from tasp_hloc.allocator import keep_freed_memory
-
     from .features import MethodUnavailable, load_method
 
-    if config["method"] == "tasp":  # as tasp_hloc's entry points run it; peers as theirs do
-        keep_freed_memory()
+    set_allocator(config["method"])
     out_dir = Path(config["out_dir"])
     out_dir.mkdir(parents=True, exist_ok=True)
     t_load = time.perf_counter()
