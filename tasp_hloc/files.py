@@ -2,18 +2,37 @@
 (a temporary file, then a rename) and the rows of whitespace-separated text files."""
 
 import os
+import uuid
 from pathlib import Path
-from typing import Iterator, List, Tuple, Union
+from typing import IO, Callable, Iterator, List, Tuple, Union
+
+
+def atomic_write(path: Union[str, Path], write: Callable[[IO[bytes]], None]) -> Path:
+    """Call ``write(f)`` on a new file that replaces ``path`` only once it is complete.
+
+    The bytes go to a uniquely named temporary file in the same folder (so concurrent writers
+    never share one), are flushed and fsync'ed, then renamed over ``path``. If anything fails
+    (a full disk, an I/O error, an exception in ``write``) the temporary file is removed and
+    ``path`` keeps its previous content.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
 
 
 def write_bytes_atomic(path: Union[str, Path], data: bytes) -> Path:
-    """Write ``data`` to ``path`` via ``<path>.tmp``, so ``path`` is old or new, never truncated."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-    return path
+    """Write ``data`` to ``path`` so that ``path`` is old or new, never truncated."""
+    return atomic_write(path, lambda f: f.write(data))
 
 
 def write_text_atomic(path: Union[str, Path], text: str) -> Path:
