@@ -13,7 +13,6 @@ import logging
 import shutil
 import time
 from pathlib import Path
-from typing import Optional
 
 logger = logging.getLogger(__name__)
 
