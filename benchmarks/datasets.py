@@ -251,7 +251,8 @@ def load_multiview_pairs(
 ) -> List[PosePair]:
     """Pairs (i < j) with relative rotation below ``max_rotation_deg`` of calibrated scenes.
 
-    Layout: ``root/<scene>/cameras.json`` with ``images[k] = {name, K, R_w2c, t_w2c, ...}``
+    Layout: ``root/<scene>/cameras.json`` (or ``root/cameras.json``: one scene; its optional
+    ``pairs.txt`` of covisible pairs restricts the pairs) with ``images[k] = {name, K, R_w2c, t_w2c, ...}``
     (world to camera, ``x = R X + t``; K of the stored image, pixel-centre convention) and
     ``root/<scene>/images/<name>``. The pose of image j relative to image i is
     ``R = R_j R_i^T``, ``t = t_j - R t_i``. Each image is decoded once and shared by its pairs.
@@ -259,7 +260,10 @@ def load_multiview_pairs(
     import json
 
     pairs = []
-    scenes = sorted(p for p in Path(root).iterdir() if (p / "cameras.json").is_file())
+    if (Path(root) / "cameras.json").is_file():  # one scene, e.g. a built multiview scene
+        scenes = [Path(root)]
+    else:
+        scenes = sorted(p for p in Path(root).iterdir() if (p / "cameras.json").is_file())
     if not scenes:
         raise FileNotFoundError(f"no <scene>/cameras.json under {root}")
     for scene in scenes:
@@ -272,8 +276,17 @@ def load_multiview_pairs(
             T = np.eye(4)
             T[:3, :3], T[:3, 3] = np.array(cam["R_w2c"]), np.array(cam["t_w2c"])
             poses.append(T)
+        covisible = None
+        if (scene / "pairs.txt").is_file():  # a built scene lists its covisible pairs
+            covisible = {
+                tuple(ln.split()[:2])
+                for ln in (scene / "pairs.txt").read_text().splitlines()
+                if ln and not ln.startswith("#")
+            }
         for i in range(len(cams)):
             for j in range(i + 1, len(cams)):
+                if covisible is not None and (cams[i]["name"], cams[j]["name"]) not in covisible:
+                    continue
                 T_0to1 = poses[j] @ np.linalg.inv(poses[i])
                 if angle_between_rotations(np.eye(3), T_0to1[:3, :3]) >= max_rotation_deg:
                     continue

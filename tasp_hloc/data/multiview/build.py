@@ -6,6 +6,8 @@ Layout written under ``OUT`` (read by :class:`tasp_hloc.data.megadepth.MegaDepth
 - ``<scene>/sparse/``: the undistorted (pinhole) COLMAP model, ``<scene>/images/`` its images;
 - ``<scene>/depths/<image stem>.h5``: dataset ``depth`` (float32, 0 = unknown), model units;
 - ``<scene>/pairs.txt``: ``name0 name1 overlap scale_ratio`` of the covisible pairs;
+- ``<scene>/cameras.json``: per image ``name``, ``K`` (our pixel convention), ``R_w2c``, ``t_w2c``
+  (the layout of ``eval/strecha_dev``, so ``benchmarks.compare --pose-sets OUT/<scene>`` reads it);
 - ``<scene>/stats.json``: registered images, points, track length, reprojection error, timing;
 - ``scene_info/<scene>.npz``: D2-Net's scene info (paths relative to ``OUT``);
 - ``train_scenes.txt``: every scene built.
@@ -74,6 +76,22 @@ def _write_npz(path: Path, **arrays) -> None:
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     atomic_write(path, lambda f: f.write(buf.getvalue()))
+
+
+def cameras_json(rec, ids) -> str:
+    """The registered cameras in ``eval/strecha_dev``'s ``cameras.json`` layout."""
+    images = []
+    for i in ids:
+        K, T = depth_lib.camera_matrices(rec, rec.images[i])
+        images.append(
+            {
+                "name": rec.images[i].name,
+                "K": K.tolist(),
+                "R_w2c": T[:3, :3].tolist(),
+                "t_w2c": T[:3, 3].tolist(),
+            }
+        )
+    return json.dumps({"convention": "pixel centre (0, 0) at the top-left pixel", "images": images})
 
 
 def model_stats(rec) -> dict:
