@@ -208,7 +208,9 @@ def load_pose_sets(args) -> tuple:
                 root, args.max_side, files[0].name, args.pose_limit
             )
             notes.append(f"{root.name}/{files[0].name} ({len(sets[root.name])} pairs)")
-        elif root.is_dir() and any(root.glob("*/cameras.json")):
+        elif root.is_dir() and (
+            (root / "cameras.json").is_file() or any(root.glob("*/cameras.json"))
+        ):
             sets[root.name] = datasets.load_multiview_pairs(
                 root, args.max_side, args.max_rotation, args.pose_limit
             )
@@ -219,7 +221,7 @@ def load_pose_sets(args) -> tuple:
         else:
             notes.append(
                 f"skipped: {root} has neither a *_with_gt.txt pair file nor "
-                f"<scene>/cameras.json (set --data or --pose-sets)"
+                f"cameras.json nor <scene>/cameras.json (set --data or --pose-sets)"
             )
     if args.icl_pairs:
         icl = resolve(args.data, args.icl_root)
