@@ -1,6 +1,7 @@
 """Command line: ``python -m tasp_hloc {extract,match,demo} ...`` (no hloc needed)."""
 
 import argparse
+import errno
 import logging
 import os
 import sys
@@ -63,7 +64,62 @@ def _conf(args) -> dict:
     return conf
 
 
+class OutputError(Exception):
+    """An ``--output`` that cannot be used; the message says why and what to do."""
+
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def _has_hdf5_signature(path: Path) -> bool:
+    """The HDF5 signature at byte 0, 512, 1024, 2048... (a user block may come first). Only
+    the bytes: unlike ``h5py.is_hdf5`` this accepts the file a killed run left (write flag
+    still set), which the run itself recovers."""
+    size, offset = path.stat().st_size, 0
+    with open(path, "rb") as fd:
+        while offset + len(HDF5_SIGNATURE) <= size:
+            fd.seek(offset)
+            if fd.read(len(HDF5_SIGNATURE)) == HDF5_SIGNATURE:
+                return True
+            offset = 512 if offset == 0 else offset * 2
+    return False
+
+
+def _check_output(path: Path) -> None:
+    """Fail early, in one line, on an ``--output`` that HDF5 would reject with a cryptic
+    error: a folder, an existing file that is not HDF5, a folder we may not write in."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(
+            f"{path} is a folder; give a file name for --output, e.g. {path / 'out.h5'}"
+        )
+    if path.exists():
+        if not path.is_file() or not _has_hdf5_signature(path):
+            raise OutputError(
+                f"{path} exists but is not an HDF5 file; delete it or choose another --output"
+            )
+        if not os.access(path, os.R_OK | os.W_OK):
+            raise OutputError(
+                f"{path} is not writable (permission denied); change its permissions "
+                "or choose another --output"
+            )
+        return
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:  # created by the run
+        folder = folder.parent
+    if not folder.is_dir():
+        raise OutputError(
+            f"cannot create {path}: {folder} is not a folder; choose another --output"
+        )
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(
+            f"cannot create {path}: no permission to write in folder {folder}; "
+            "choose another --output or make the folder writable"
+        )
+
+
 def cmd_extract(args) -> int:
+    _check_output(args.output)
     from .image_io import read_image_list
     from .sharding import extract_sharded
 
@@ -89,6 +145,7 @@ def cmd_match(args) -> int:
     from .match import exhaustive_pairs
     from .sharding import match_sharded
 
+    _check_output(args.output)
     pairs = args.pairs
     if pairs is None:
         pairs = Path(args.output).with_suffix(".pairs.txt")
@@ -168,12 +225,31 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     keep_freed_memory()  # 1024 px on the project's CPU VM: 0.32 instead of 0.61 s (README, Speed)
-    try:
+    try:  # every error of a run surfaces here: one line on stderr, exit code 2
         return args.func(args)
-    except (WeightsError, FileBusyError, OSError, KeyError, ValueError) as e:  # OSError: files
-        message = e.args[0] if isinstance(e, KeyError) and e.args else e  # no repr quotes
-        print(f"error: {message}", file=sys.stderr)
+    except OutputError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        if e.errno != errno.ENOSPC and "No space left on device" not in str(e):
+            return _report(e)
+        target = getattr(args, "output", None) or e.filename
+        print(
+            f"error: no space left on device while writing {target}; free space and run "
+            "the same command again (finished "
+            + {"extract": "images", "match": "pairs"}.get(args.command, "files")
+            + " are kept)",
+            file=sys.stderr,
+        )
+        return 2
+    except (WeightsError, FileBusyError, KeyError, ValueError) as e:
+        return _report(e)
+
+
+def _report(e: Exception) -> int:
+    message = e.args[0] if isinstance(e, KeyError) and e.args else e  # no repr quotes
+    print(f"error: {message}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

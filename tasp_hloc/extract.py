@@ -6,7 +6,12 @@ and one writer thread puts the results into the HDF5 file, so writing never hold
 network.
 """
 
+import ctypes
+import functools
 import logging
+import os
+import signal
+import sys
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -37,6 +42,21 @@ MAX_PENDING_WRITES = 8
 def build_model(model_conf: Dict, device: str) -> TaSP:
     conf = {k: v for k, v in model_conf.items() if k != "name"}
     return TaSP(conf).eval().to(device)
+
+
+def _die_with_parent(parent_pid: int, worker_id: int = 0) -> None:
+    """DataLoader worker initializer: on Linux the kernel SIGKILLs this worker when the
+    process that started it dies, by any signal (kill -9 included), so no decoding worker is
+    left orphaned. A no-op elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # no prctl (e.g. an unusual libc): best effort
+        return
+    if os.getppid() != parent_pid:  # the parent died before the line above
+        os._exit(1)
 
 
 def _first(batch: List[Dict]) -> Dict:
@@ -153,6 +173,7 @@ def extract(
         shuffle=False,
         num_workers=num_workers,
         collate_fn=_first,
+        worker_init_fn=functools.partial(_die_with_parent, os.getpid()),
         pin_memory=device.startswith("cuda"),
     )
     failures = []
