@@ -35,6 +35,7 @@ import numpy as np
 from .compare import environment, markdown_table, num, resolve_device
 from .datasets import IMAGE_SUFFIXES, default_data_root, read_rgb
 from .features import METHODS, resize_max_side
+from .hardware import cpu_description, tasp_gflop
 
 DEFAULT_IMAGES = default_data_root() / "eval/strecha_dev"
 # entry name: (method, options). TaSP modes are its "amp" conf values (see tasp_hloc.tasp).
@@ -95,8 +96,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         "--allocator",
         choices=["shipped", "glibc", "kept", "both"],
         default="shipped",
-        help="shipped (default): TaSP keeps freed memory, as tasp_hloc's CLI and hloc "
-        "extractor do (tasp_hloc.allocator), the peers run with the C library's default; "
+        help="shipped (default): nothing set, each as its package ships (TaSP keeps freed "
+        "memory from its first CPU forward, tasp_hloc.allocator; the peers run with the C "
+        "library's default); "
         "glibc / kept: every entry so; both: each entry twice, interleaved",
     )
     p.add_argument(
@@ -185,6 +187,9 @@ def worker() -> int:
         return 3
     info = {"weights": getattr(method, "weights_used", None), "threads": torch.get_num_threads()}
     model = getattr(method, "model", None)
+    if hasattr(model, "forward_dense"):  # the FLOPs of the network on these images, counted
+        h, w = np.load(config["warmup"], mmap_mode="r").shape[:2]
+        info["gflop"] = tasp_gflop(model, h, w)
     if hasattr(model, "cpu_precision"):
         info["precision"] = (
             model.cpu_precision()
@@ -359,7 +364,7 @@ def table(
         if "error" in rec or "time_median_s" not in rec:
             rows.append(
                 [label, str(rec["max_side"]), f"{w}x{h}", "not run: " + rec.get("error", "?")]
-                + [""] * (5 + len(ACCURACY_KEYS))
+                + [""] * (6 + len(ACCURACY_KEYS))
             )
             continue
         acc = {}
@@ -385,6 +390,7 @@ def table(
                 num(rec["peak_rss_mib"]),
                 num(rec["extract_peak_mib"]),
                 num(rec["keypoints_mean"]),
+                num(rec["gflop"] / rec["time_median_s"]) if rec.get("gflop") else "",
                 *deltas,
             ]
         )
@@ -397,6 +403,7 @@ def table(
         "peak RSS MiB",
         "extract peak MiB",
         "kpts/img",
+        "GFLOP/s",
     ] + [f"{k} (Δ)" for k, _ in ACCURACY_KEYS]
     return markdown_table(headers, rows)
 
@@ -528,6 +535,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     device = resolve_device(args.device)
     images = source_images(args)
     env = environment(device)
+    env["cpu_model"] = cpu_description()
     accuracy = accuracy_deltas(args.accuracy)
     records = []
     with tempfile.TemporaryDirectory(prefix="tasp-speed-") as tmp:
@@ -544,7 +552,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         f"{env['torch_threads']} threads), {len(images)} "
         f"{'synthetic' if args.synthetic else 'real'} images (first: {w}x{h} at "
         f"{args.sizes[0]} px) x {args.repeats} interleaved passes; load average "
-        f"{env['load_average_at_start']} at start, {env['load_average_at_end']} at end\n"
+        f"{env['load_average_at_start']} at start, {env['load_average_at_end']} at end\n\n"
+        f"CPU: {env['cpu_model']['model']}, units: "
+        f"{', '.join(env['cpu_model']['units']) or 'none of AVX2/AVX-512/AMX'}; GFLOP/s = "
+        f"the network's FLOPs (torch.utils.flop_counter, plain modules) / median s/img\n"
     )
     print(table(records, accuracy, args.accuracy_reference))
     if accuracy:

@@ -69,13 +69,16 @@ def _status_field(key: str) -> Optional[float]:
 # ----------------------------------------------------------------------------- worker side
 def set_allocator(method: str, allocator: str = "shipped") -> None:
     """Set this process' allocator for ``method`` before it allocates: ``"kept"`` keeps freed
-    memory (``tasp_hloc.allocator``), ``"glibc"`` leaves the C library's default, ``"shipped"``
-    does as the method's own package does (TaSP: kept, as tasp_hloc's entry points; peers: glibc).
+    memory (``tasp_hloc.allocator``), ``"glibc"`` keeps the C library's default (TaSP told to
+    leave it), ``"shipped"`` changes nothing: each method does as its package does (TaSP keeps
+    freed memory at its first CPU forward; the peers run with glibc's default).
     """
-    if allocator == "kept" or (allocator == "shipped" and method == "tasp"):
-        from tasp_hloc.allocator import keep_freed_memory
+    from tasp_hloc import allocator as process_allocator
 
-        keep_freed_memory()
+    if allocator == "kept":
+        process_allocator.keep_freed_memory()
+    elif allocator == "glibc":
+        process_allocator.leave_default()
 
 
 def worker(config: Dict) -> Dict:

@@ -12,12 +12,15 @@ jemalloc or tcmalloc preloaded with ``LD_PRELOAD`` do the like; this needs no sy
 
 import ctypes
 import ctypes.util
+import os
 import sys
 
 # glibc's malloc.h: mallopt parameters
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 _KEEP_BYTES = 1 << 30  # mallopt takes an int: 1 GiB, above any single tensor of a step here
+OPT_OUT_ENV = "TASP_KEEP_FREED_MEMORY"  # "0": TaSP leaves the C library's default alone
+_decided = False  # set once this process kept freed memory or chose glibc's default
 
 
 def keep_freed_memory() -> bool:
@@ -35,6 +38,25 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    global _decided
+    _decided = True
     return bool(mallopt(_M_MMAP_THRESHOLD, _KEEP_BYTES)) and bool(
         mallopt(_M_TRIM_THRESHOLD, _KEEP_BYTES)
     )
+
+
+def leave_default() -> None:
+    """Keep the C library's default in this process: TaSP will not change it (benchmarks of
+    the default allocator, or a process whose memory must not grow to its peak)."""
+    global _decided
+    _decided = True
+
+
+def keep_freed_memory_once() -> bool:
+    """What TaSP's first CPU forward calls: :func:`keep_freed_memory` unless this process has
+    already decided (either call above) or ``TASP_KEEP_FREED_MEMORY=0`` is set. A user's own
+    ``TaSP()`` thus runs at the command line's speed with nothing to do. Returns True when
+    this call changed the allocator."""
+    if _decided or os.environ.get(OPT_OUT_ENV, "1").strip() == "0":
+        return False
+    return keep_freed_memory()

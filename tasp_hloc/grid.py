@@ -18,3 +18,10 @@ def cell_centers(
     xs = torch.arange(wc, device=device, dtype=dtype) * stride + off
     gy, gx = torch.meshgrid(ys, xs, indexing="ij")
     return torch.stack([gx, gy], -1).reshape(-1, 2)
+
+
+def rescale_keypoints(keypoints, scale):
+    """Keypoints (..., 2) of an image resized by ``scale`` (a number or per-axis (sx, sy)),
+    with pixel centres at integers: ``(kp + 0.5) * scale - 0.5``. Works on arrays and tensors.
+    """
+    return (keypoints + 0.5) * scale - 0.5

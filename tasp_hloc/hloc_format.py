@@ -2,7 +2,10 @@
 
 Feature file: one group per image name (slashes nest groups) with ``keypoints`` (N, 2) in
 original-image pixels, ``descriptors`` (D, N), ``scores`` (N,), ``image_size`` (W, H) int64 and
-``keypoints.attrs["uncertainty"]``. Match file: group ``names_to_pair(n0, n1)`` with
+``keypoints.attrs["uncertainty"]``. Keypoints are always float32 (float64 when written by hloc's
+``extract_features.main``, see :mod:`.hloc_plugin`); descriptors and scores are float16 when
+half precision is asked for (float16 has a 2 px step above 2048, too coarse for keypoints).
+Match file: group ``names_to_pair(n0, n1)`` with
 ``matches0`` (N0,) int16 (-1 = unmatched) and ``matching_scores0`` (N0,) float16. Pairs file:
 ``name0 name1`` per line.
 """
@@ -15,6 +18,7 @@ import numpy as np
 import torch
 
 from .files import read_rows, write_text_atomic
+from .grid import rescale_keypoints
 from .h5_journal import open_append, recover
 
 
@@ -62,16 +66,20 @@ def rescale_prediction(
         resized_size, original_size: (W, H) of the network input and of the file on disk.
 
     Returns:
-        ``(pred, uncertainty)``; ``pred`` gains ``image_size`` and, with ``as_half``, every
-        float32 array becomes float16 (keypoints too, exactly like hloc).
+        ``(pred, uncertainty)``; ``pred`` gains ``image_size``; keypoints are float32 (computed
+        in float64 like hloc's path through :mod:`.hloc_plugin`, so they equal that file's
+        float64 keypoints rounded to float32) and, with ``as_half``, every other float32 array
+        becomes float16. Keypoints never do: float16 steps by 1 px above 1024 and 2 px above
+        2048, which would drop the sub-pixel places of big photos.
     """
     pred = dict(pred)
     scales = (original_size / resized_size).astype(np.float32)
-    pred["keypoints"] = (pred["keypoints"] + 0.5) * scales[None] - 0.5
+    keypoints = rescale_keypoints(pred["keypoints"].astype(np.float64), scales[None])
     pred["image_size"] = original_size
     uncertainty = detection_noise * scales.mean()
     if as_half:
         pred = {k: v.astype(np.float16) if v.dtype == np.float32 else v for k, v in pred.items()}
+    pred["keypoints"] = keypoints.astype(np.float32)
     return pred, uncertainty
 
 

@@ -21,6 +21,8 @@ import sys
 import types
 from typing import Callable
 
+import torch
+
 from .allocator import keep_freed_memory
 from .confs import DETECTION_NOISE, MATCHER_PRESETS, MAX_KEYPOINTS_HLOC, PRESETS
 from .hloc_format import to_hloc_prediction
@@ -73,7 +75,13 @@ def _make_extractor_class(BaseModel):
             self.net = TaSP({k: v for k, v in conf.items() if k != "name"})
 
         def _forward(self, data):
-            return to_hloc_prediction(self.net({"image": data["image"]}))
+            pred = to_hloc_prediction(self.net({"image": data["image"]}))
+            # float64 keypoints: hloc's as_half (its default) turns every float32 output into
+            # float16, whose 1-2 px step above 1024-2048 px would drop the sub-pixel places
+            # of big photos; it leaves float64 alone, so the file holds float64 keypoints
+            # (what hloc.utils.io.get_keypoints returns; its matchers cast them to float32).
+            pred["keypoints"] = pred["keypoints"].to("cpu", torch.float64)  # MPS has no float64
+            return pred
 
     return TaSPExtractor
 

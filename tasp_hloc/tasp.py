@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import inference
+from . import allocator, inference
+from .grid import rescale_keypoints
 from .backbone import ConvBNAct, EfficientNetTrunk, SamePadConv2d, lite0_imagenet_state_dict
 from .keypoints import (
     logits_to_heatmap,
@@ -229,6 +230,9 @@ class TaSP(nn.Module):
                 f"Expected an image of shape (B, 1 or 3, H, W), got {tuple(image.shape)}; "
                 f"convert RGBA/16-bit images to 8-bit RGB or grayscale in [0, 1] first."
             )
+        if image.device.type == "cpu":
+            # Once per process: freed memory kept, 1.9x faster extraction on CPU (allocator.py)
+            allocator.keep_freed_memory_once()
         if image.shape[1] == 1:
             image = image.expand(-1, 3, -1, -1)
         h, w = image.shape[-2:]
@@ -277,9 +281,8 @@ class TaSP(nn.Module):
         pred = self.forward({"image": resized})
         if resized is not image:
             factor = pred["keypoints"].new_tensor([w / resized.shape[-1], h / resized.shape[-2]])
-            pred["keypoints"] = ((pred["keypoints"] + 0.5) * factor - 0.5) * pred["keypoint_mask"][
-                ..., None
-            ]
+            kp = rescale_keypoints(pred["keypoints"], factor)
+            pred["keypoints"] = kp * pred["keypoint_mask"][..., None]
         pred["image_size"] = pred["keypoints"].new_tensor([[w, h]]).expand(len(image), -1)
         return pred
 

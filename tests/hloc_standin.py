@@ -97,12 +97,22 @@ FILES = {
                         image = cv2.resize(image, (round(w * scale), round(h * scale)),
                                            interpolation=cv2.INTER_AREA)
                     x = torch.from_numpy(image.copy()).permute(2, 0, 1)[None].float() / 255
-                    pred = {k: v[0].numpy() for k, v in model({"image": x}).items()}
-                    pred["keypoints"] = (pred["keypoints"] + 0.5) / scale - 0.5
-                    pred["image_size"] = np.array([w, h])
-                    grp = fd.require_group(name)
+                    pred = {k: v[0].cpu().numpy() for k, v in model({"image": x}).items()}
+                    pred["image_size"] = original_size = np.array([w, h])
+                    size = np.array(x.shape[-2:][::-1])
+                    scales = (original_size / size).astype(np.float32)
+                    pred["keypoints"] = (pred["keypoints"] + 0.5) * scales[None] - 0.5
+                    uncertainty = getattr(model, "detection_noise", 1) * scales.mean()
+                    if as_half:  # like hloc: every float32 array, whatever its key
+                        for k in pred:
+                            if pred[k].dtype == np.float32:
+                                pred[k] = pred[k].astype(np.float16)
+                    if name in fd:
+                        del fd[name]
+                    grp = fd.create_group(name)
                     for k, v in pred.items():
                         grp.create_dataset(k, data=v)
+                    grp["keypoints"].attrs["uncertainty"] = uncertainty
             return Path(feature_path)
 
 
@@ -111,8 +121,9 @@ FILES = {
             parser.add_argument("--image_dir", type=Path, required=True)
             parser.add_argument("--export_dir", type=Path, required=True)
             parser.add_argument("--conf", default="superpoint_aachen", choices=list(confs))
+            parser.add_argument("--as_half", action="store_true")
             args = parser.parse_args()
-            main(confs[args.conf], args.image_dir, args.export_dir)
+            main(confs[args.conf], args.image_dir, args.export_dir, args.as_half)
     ''',
     "hloc/match_features.py": """
         confs = {

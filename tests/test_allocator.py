@@ -12,6 +12,9 @@ import torch
 if sys.argv[1] == "keep":
     from tasp_hloc.allocator import keep_freed_memory
     assert keep_freed_memory()
+elif sys.argv[1] == "tasp":  # a user's own TaSP(), as the README's Python example builds it
+    from tasp_hloc import TaSP
+    TaSP({"weights": None, "max_keypoints": 16}).eval().extract(torch.rand(3, 64, 64))
 def step():  # a network's activations: blocks of several sizes, alive together, then freed
     blocks = [torch.ones(mib << 20, dtype=torch.uint8) for mib in (1, 2, 4, 8, 16, 48, 8, 4)]
     del blocks
@@ -24,9 +27,9 @@ print(min(faults[1:]))  # the fewest page faults of a step once the heap is grow
 """
 
 
-def minor_faults(mode: str) -> int:
+def minor_faults(mode: str, env=None) -> int:
     out = subprocess.run(
-        [sys.executable, "-c", CHILD, mode], capture_output=True, text=True, check=True
+        [sys.executable, "-c", CHILD, mode], capture_output=True, text=True, check=True, env=env
     )
     return int(out.stdout.split()[-1])
 
@@ -43,3 +46,25 @@ def test_not_glibc_changes_nothing(monkeypatch):
 
     monkeypatch.setattr(allocator.sys, "platform", "darwin")
     assert allocator.keep_freed_memory() is False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_tasp_on_cpu_keeps_freed_memory_unless_opted_out():
+    """The Python API runs at the command line's speed with nothing to do; TASP_KEEP_FREED_MEMORY=0
+    leaves glibc's default."""
+    import os
+
+    block_48mib = (48 << 20) // 4096
+    assert minor_faults("tasp") < block_48mib // 100
+    opted_out = {**os.environ, "TASP_KEEP_FREED_MEMORY": "0"}
+    assert minor_faults("tasp", opted_out) >= block_48mib
+
+
+def test_leave_default_stops_tasp_from_changing_it(monkeypatch):
+    from tasp_hloc import allocator
+
+    calls = []
+    monkeypatch.setattr(allocator, "_decided", False)
+    monkeypatch.setattr(allocator, "keep_freed_memory", lambda: calls.append(1) or True)
+    allocator.leave_default()
+    assert allocator.keep_freed_memory_once() is False and not calls

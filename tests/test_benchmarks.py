@@ -562,3 +562,51 @@ def test_train_step_variants_and_depthwise_fp32(capsys):
         "| bf16, depthwise fp32, glibc malloc",
     ]
     assert rows[1].split(" | ")[6] == "1.00x"
+
+
+def test_cpu_description_reads_model_and_units(tmp_path):
+    from benchmarks.hardware import cpu_description
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(
+        "processor\t: 0\nmodel name\t: AMD EPYC 9B14\nflags\t\t: fpu avx2 avx512f avx512_bf16\n"
+        "processor\t: 1\nmodel name\t: other\nflags\t\t: fpu\n"
+    )
+    assert cpu_description(cpuinfo) == {
+        "model": "AMD EPYC 9B14",
+        "units": ["AVX2", "AVX-512", "AVX-512 BF16"],
+    }
+    assert cpu_description(tmp_path / "missing")["units"] == []
+
+
+def test_tasp_gflop_counts_a_convolution_by_hand():
+    from benchmarks.hardware import tasp_gflop
+
+    class OneConv(torch.nn.Module):  # 3 -> 8 channels, 3x3, on 16x32: 2*3*9*8*16*32 FLOPs
+        conf = {"fuse": True}
+
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 8, 3, padding=1, bias=False)
+
+        def forward_dense(self, image):
+            assert self.conf["fuse"] is False  # counted on the plain modules
+            return self.conv(image)
+
+    model = OneConv()
+    assert tasp_gflop(model, 16, 32) == pytest.approx(2 * 3 * 9 * 8 * 16 * 32 / 1e9)
+    assert model.conf["fuse"] is True  # restored
+    assert tasp_gflop(torch.nn.Identity(), 16, 32) is None
+
+
+def test_keypoint_storage_rounds_like_a_float16_file():
+    from benchmarks.keypoint_precision import render, stored
+
+    kp = np.array([[100.3, 200.7], [1000.25, 10.5]])
+    # stored 3x larger: 3000.75 as float16 is 3000 or 3002 (steps of 2 above 2048)
+    f16 = stored(kp, 3.0, np.float16)
+    assert np.abs(f16 - kp).max() * 3 <= 1.0 + 1e-9 and not np.allclose(f16, kp)
+    np.testing.assert_allclose(stored(kp, 3.0, np.float32), kp, atol=1e-3)
+    auc = {5: 0.5, 10: 0.6, 20: 0.7}
+    text = render({"sift": {"float16": {"strecha": {"auc": auc, "auc_lo": None}}}}, 3072)
+    assert "| sift | float16 | strecha | 50.0 | 60.0 | 70.0 | - | - | - |" in text

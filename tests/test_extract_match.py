@@ -14,7 +14,13 @@ from tasp_hloc import match as match_module
 from tasp_hloc.confs import get_preset
 from tasp_hloc.extract import extract
 from tasp_hloc.h5_journal import KILL_ENV, journal_path
-from tasp_hloc.hloc_format import list_h5_names, names_to_pair, rescale_prediction
+from tasp_hloc.hloc_format import (
+    list_h5_names,
+    names_to_pair,
+    open_for_append,
+    rescale_prediction,
+    write_features,
+)
 from tasp_hloc.image_io import ImageReadError
 from tasp_hloc.match import exhaustive_pairs, match, mutual_nearest_neighbor, write_pairs
 
@@ -35,9 +41,33 @@ def test_keypoint_rescale_round_trip():
     out, unc = rescale_prediction(pred, resized, original, 1.0, as_half=False)
     assert np.allclose(out["keypoints"], kp_orig, atol=1e-3)
     assert unc == pytest.approx(s.mean(), rel=1e-6)
+    assert out["keypoints"].dtype == np.float32 and out["descriptors"].dtype == np.float32
     half, _ = rescale_prediction(pred, resized, original, 1.0, as_half=True)
-    assert all(v.dtype != np.float32 for v in half.values())
-    assert half["keypoints"].dtype == np.float16 and half["image_size"].dtype == np.int64
+    # half precision: descriptors and scores float16, keypoints stay float32
+    assert half["keypoints"].dtype == np.float32 and half["image_size"].dtype == np.int64
+    assert half["descriptors"].dtype == np.float16 and half["scores"].dtype == np.float16
+    assert np.array_equal(half["keypoints"], out["keypoints"])
+
+
+def test_half_keeps_subpixel_keypoints_of_big_photos(tmp_path):
+    """float16 steps by 2 px above 2048: keypoints of a 4000 px photo must stay float32."""
+    original, resized = np.array([4000, 3000]), np.array([1024, 768])
+    kp_orig = np.array([[3071.37, 2047.61], [0.25, 1999.99], [3999.1, 12.3]])
+    s = original / resized
+    pred = {
+        "keypoints": ((kp_orig + 0.5) / s - 0.5).astype(np.float32),
+        "scores": np.ones(3, np.float32),
+        "descriptors": np.ones((4, 3), np.float32) / 2,
+    }
+    out, unc = rescale_prediction(pred, resized, original, 1.0, as_half=True)
+    with open_for_append(tmp_path / "big.h5") as writer:
+        with writer.item("big.jpg") as fd:
+            write_features(fd, "big.jpg", out, unc)
+    with h5py.File(tmp_path / "big.h5", "r") as fd:
+        g = fd["big.jpg"]
+        assert g["keypoints"].dtype == np.float32
+        assert g["descriptors"].dtype == np.float16 and g["scores"].dtype == np.float16
+        assert np.allclose(g["keypoints"][()], kp_orig, rtol=0, atol=1e-3)
 
 
 def test_extract_writes_hloc_layout(image_dir, tiny_conf, tmp_path):
@@ -49,7 +79,8 @@ def test_extract_writes_hloc_layout(image_dir, tiny_conf, tmp_path):
         n = g["keypoints"].shape[0]
         assert 0 < n <= 64 and g["keypoints"].shape == (n, 2)
         assert g["descriptors"].shape == (128, n) and g["scores"].shape == (n,)
-        assert g["keypoints"].dtype == np.float16 and g["descriptors"].dtype == np.float16
+        assert g["keypoints"].dtype == np.float32 and g["descriptors"].dtype == np.float16
+        assert g["scores"].dtype == np.float16
         assert g["image_size"][()].tolist() == [131, 97] and g["image_size"].dtype == np.int64
         assert g["keypoints"].attrs["uncertainty"] == pytest.approx(1.31, rel=1e-3)
         k = g["keypoints"][()].astype(np.float32)
@@ -409,3 +440,43 @@ def test_writer_error_stops_extraction_and_keeps_earlier_images(
         extract(tiny_conf, image_dir, out, num_workers=0)
     assert list_h5_names(out) == {"a.png"}  # committed and readable, no half-written group
     assert not journal_path(out).exists()
+
+
+def test_hloc_extract_features_as_half_keeps_keypoints_precise(tmp_path):
+    """Through (the stand-in of) hloc's ``extract_features.main`` with ``as_half=True``, its
+    default: descriptors and scores become float16, TaSP's keypoints stay float64."""
+    from hloc_standin import write_hloc_standin
+
+    standin = write_hloc_standin(tmp_path / "standin")
+    images = tmp_path / "images"
+    images.mkdir()
+    cv2.imwrite(str(images / "a.png"), render_scene(150, 200, 0))
+    code = (
+        "import sys\n"
+        "from tasp_hloc.hloc_plugin import register\n"
+        "register()\n"
+        "from hloc import extract_features\n"
+        "conf = dict(extract_features.confs['tasp_aachen'])\n"
+        "conf['model'] = {**conf['model'], 'weights': None, 'max_keypoints': 64}\n"
+        "conf['preprocessing'] = {**conf['preprocessing'], 'resize_max': 96}\n"
+        "extract_features.main(conf, sys.argv[1], feature_path=sys.argv[2], as_half=True)\n"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(standin), root])}
+    out = tmp_path / "hloc.h5"
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(images), str(out)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    with h5py.File(out, "r") as fd:
+        g = fd["a.png"]
+        assert g["keypoints"].dtype == np.float64
+        assert g["descriptors"].dtype == np.float16 and g["scores"].dtype == np.float16
+        k = g["keypoints"][()]
+        assert 0 < len(k) <= 64 and (k > 0).all() and (k[:, 0] < 199).all()
+        assert not np.allclose(k, k.astype(np.float16))  # sub-pixel places float16 would lose

@@ -383,3 +383,41 @@ def test_missing_netvlad_weights_fail_before_any_work(aachen_ds, tmp_path):
     assert proc.returncode == 1
     assert "missing.mat" in proc.stderr and "--netvlad-weights" in proc.stderr
     assert "Traceback" not in proc.stderr and not list(out.glob("*.h5"))
+
+
+def _copy_with_float64_keypoints(src: Path, dst: Path):
+    """The features of `src` with keypoints stored as TaSP's hloc extractor stores them."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(src, "r") as fi, h5py.File(dst, "w") as fo:
+        for name in hloc_format.list_h5_names(src):
+            fi.copy(fi[name], fo.require_group(str(Path(name).parent)), Path(name).name)
+            kp = fo[name]["keypoints"]
+            attrs, data = dict(kp.attrs), kp[()].astype(np.float64)
+            del fo[name]["keypoints"]
+            fo[name].create_dataset("keypoints", data=data).attrs.update(attrs)
+
+
+@pytest.mark.parametrize("benchmark", ["aachen", "inloc"])
+def test_float64_keypoints_through_triangulation_and_localization(benchmark, aachen_ds, inloc_ds):
+    """TaSP's hloc extractor stores keypoints as float64 (hloc's as_half leaves them at full
+    precision): hloc's matching, triangulation and localize_sfm / our InLoc localization read
+    them and give the float16 run's poses, from the same keypoint values."""
+    root, queries, ckpt, blank = aachen_ds if benchmark == "aachen" else inloc_ds
+    module, make_args = (aachen, aachen_args) if benchmark == "aachen" else (inloc, inloc_args)
+    ref = module.main(make_args(root, ckpt, root / "out"))  # reused from the end-to-end run
+    out64 = root / "out_float64"
+    _copy_with_float64_keypoints(root / "out/feats-sift.h5", out64 / "feats-sift.h5")
+    results = module.main(make_args(root, ckpt, out64))
+    with h5py.File(out64 / "feats-sift.h5", "r") as fd:
+        assert fd[f"{queries[0].name}/keypoints"].dtype == np.float64
+    a, b = results_files.read_results(ref), results_files.read_results(results)
+    assert set(a) == set(b)
+    from pipelines.poses import pose_error
+
+    for name in a:  # the same keypoint values; multi-threaded RANSAC and BA leave tiny noise
+        dt, dr = pose_error(b[name], a[name])
+        assert dt < 0.01 and dr < 0.05, (name, dt, dr)
+    if benchmark == "aachen":
+        m16 = triangulate.load_model(next((root / "out").glob("sfm_*")), "float16")
+        m64 = triangulate.load_model(next(out64.glob("sfm_*")), "float64")
+        assert m16.num_points3D() == m64.num_points3D()

@@ -12,6 +12,7 @@ import cv2
 import torch
 
 from ..api import load_image
+from ..grid import rescale_keypoints
 from .cache import LabelCache, Labels
 from .detectors import get_detector
 from .homographic_adaptation import HomographicAdaptation
@@ -73,7 +74,7 @@ class Labeler:
         kpts = out["keypoints"]
         if small is not image:  # back to full-resolution pixels (pixel centres at integers)
             sx, sy = w / small.shape[-1], h / small.shape[-2]
-            kpts = (kpts + 0.5) * kpts.new_tensor([sx, sy]) - 0.5
+            kpts = rescale_keypoints(kpts, kpts.new_tensor([sx, sy]))
         return {"keypoints": kpts, "scores": out["scores"], "image_size": torch.tensor([w, h])}
 
     def __call__(self, image: torch.Tensor, image_id: Optional[str] = None) -> Labels:
