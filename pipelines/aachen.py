@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tasp_hloc.files import read_rows
+from tasp_hloc.files import atomic_path, read_rows, write_text_atomic
 
 from pipelines.common import PipelineError, cli_parser, done, logger, require_hloc
 from pipelines.hloc_steps import (
@@ -109,9 +109,8 @@ def run(args):
 
     # 2. Covisibility pairs from the SIFT model, matching.
     if not done(sfm_pairs, "covisibility pairs"):
-        tmp = sfm_pairs.with_name(sfm_pairs.name + ".tmp")
-        pairs_from_covisibility.main(sift_sfm, tmp, num_matched=args.num_covis)
-        tmp.replace(sfm_pairs)
+        with atomic_path(sfm_pairs) as tmp:
+            pairs_from_covisibility.main(sift_sfm, tmp, num_matched=args.num_covis)
     check_pairs(sfm_pairs, "covisibility")
     sfm_matches = match(mconf, sfm_pairs, fconf, outputs)
 
@@ -168,7 +167,7 @@ def run(args):
             fallback[name] = rigid_to_pose(reference.images[db[0]].cam_from_world())
     complete_results(poses, query_names, fallback)
     write_results(poses, results, order=query_names)
-    Path(f"{results}_not_localized.txt").write_text("".join(f"{q}\n" for q in failed))
+    write_text_atomic(Path(f"{results}_not_localized.txt"), "".join(f"{q}\n" for q in failed))
     logger.info(
         "Localized %d / %d queries; results in %s",
         len(query_names) - len(failed),

@@ -12,7 +12,7 @@ from typing import Optional
 
 import numpy as np
 
-from tasp_hloc.files import write_text_atomic
+from tasp_hloc.files import atomic_write, write_text_atomic
 from tasp_hloc.image_io import ImageReadError, read_image
 
 from pipelines.common import PipelineError, logger, require_hloc
@@ -158,8 +158,7 @@ def localize_inloc(
     complete_results(poses, list(retrieval_dict))
     write_results(poses, results, order=list(retrieval_dict))
     write_text_atomic(Path(f"{results}_not_localized.txt"), "".join(f"{q}\n" for q in failed))
-    with open(f"{results}_logs.pkl", "wb") as fd:
-        pickle.dump(logs, fd)
+    atomic_write(Path(f"{results}_logs.pkl"), lambda f: pickle.dump(logs, f))
     logger.info(
         "Localized %d / %d queries; results in %s.",
         len(retrieval_dict) - len(failed),

@@ -610,3 +610,21 @@ def test_keypoint_storage_rounds_like_a_float16_file():
     auc = {5: 0.5, 10: 0.6, 20: 0.7}
     text = render({"sift": {"float16": {"strecha": {"auc": auc, "auc_lo": None}}}}, 3072)
     assert "| sift | float16 | strecha | 50.0 | 60.0 | 70.0 | - | - | - |" in text
+
+
+def test_api_speed_times_the_api_the_command_line_and_a_peer(tmp_path, capsys):
+    from benchmarks import api_speed
+
+    out = tmp_path / "api.json"
+    args = ["--synthetic", "--n-images", "2", "--size", "160", "--repeats", "1"]
+    api_speed.main(args + ["--entries", "api", "cli", "sift", "--out", str(out)])
+    text = capsys.readouterr().out
+    assert "| TaSP().extract, plain Python process |" in text and "CPU: " in text
+    report = json.loads(out.read_text())
+    assert [r["entry"] for r in report["records"]] == ["api", "cli", "sift"]
+    assert all(r["error"] is None for r in report["records"])
+    # a difference of two walls for the command line (may be noise-negative on 2 tiny images)
+    assert report["records"][0]["s_per_image"] > 0 and report["records"][2]["s_per_image"] > 0
+    assert len(report["times"]["api"]) == 1  # the first of the 2 images is warm-up
+    with pytest.raises(SystemExit):
+        api_speed.main(["--entries", "nothing"])

@@ -117,9 +117,22 @@ def test_build_recovers_the_rendered_cameras(tmp_path):
     stats = json.loads((out / "room" / "stats.json").read_text())
     assert stats["images_registered"] == rec.num_reg_images()
     assert (out / "room" / "pairs.txt").read_text().count("\n") > 5
-    # a second run skips the finished scene
+    # the scene is a pose set for benchmarks.compare: its cameras, pixel-centre K, the rendered
+    # relative rotations between covisible views
+    from benchmarks.datasets import load_multiview_pairs
+
+    pairs = load_multiview_pairs(out / "room", max_side=320)
+    assert len(pairs) > 5
+    for pair in pairs[:5]:
+        a, b = pair.name.split("/")[1].split("-")
+        R_true = truth[b + ".png"][:3, :3] @ truth[a + ".png"][:3, :3].T
+        cos = (np.trace(R_true.T @ pair.T_0to1[:3, :3]) - 1) / 2
+        assert np.degrees(np.arccos(np.clip(cos, -1, 1))) < 2.0
+    # a second run skips the finished scene and fills in a cameras.json an older build left out
+    (out / "room" / "cameras.json").unlink()
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "room:" in r.stdout
+    assert len(load_multiview_pairs(out / "room", max_side=320)) == len(pairs)
 
 
 def test_build_reports_a_missing_folder(tmp_path):

@@ -43,6 +43,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..files import atomic_write
 from ..geometry import inside_image, project, sample_depth, unproject
 from ..image_io import read_image
 from .utils import make_rng, merge_conf, read_depth_png, resize_view
@@ -419,10 +420,8 @@ class RGBDDataset(Dataset):
             if O.shape == (len(self.frames),) * 2:
                 return O
         O = compute_overlap_matrix(self.frames, **args)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
-        np.save(tmp, O)
-        os.replace(tmp, path)  # atomic: concurrent workers never read a partial file
+        # atomic: concurrent workers never read a partial file
+        atomic_write(path, lambda f: np.save(f, O))
         return O
 
     def set_epoch(self, epoch: int) -> None:

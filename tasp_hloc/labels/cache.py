@@ -14,8 +14,6 @@ into one HDF5 file (also written atomically) for shipping; ``PackedLabels`` read
 
 import hashlib
 import json
-import os
-import uuid
 import warnings
 import zipfile
 from pathlib import Path
@@ -23,6 +21,8 @@ from typing import Any, Callable, Dict, Iterator, Optional, Union
 
 import numpy as np
 import torch
+
+from ..files import atomic_path, atomic_write
 
 Labels = Dict[str, torch.Tensor]
 _FIELDS = ("keypoints", "scores", "image_size")
@@ -35,20 +35,6 @@ def conf_hash(conf: Any) -> str:
 
 def _id_hash(image_id: str) -> str:
     return hashlib.sha1(image_id.encode()).hexdigest()[:20]
-
-
-def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
-    """Write via a uniquely named tmp file in the same folder, then rename over ``path``."""
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 class LabelCache:
@@ -81,7 +67,7 @@ class LabelCache:
             conf_file = self.dir / "conf.json"
             if not conf_file.exists():
                 text = json.dumps(key, sort_keys=True, indent=1, default=str).encode()
-                _atomic_write(conf_file, lambda f: f.write(text))
+                atomic_write(conf_file, lambda f: f.write(text))
         self.hash = self.dir.name
 
     def path(self, image_id: str) -> Path:
@@ -118,7 +104,7 @@ class LabelCache:
         }
         path = self.path(image_id)
         path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(path, lambda f: np.savez(f, **arrays))
+        atomic_write(path, lambda f: np.savez(f, **arrays))
 
     def get_or_compute(self, image_id: str, compute: Callable[[], Labels]) -> Labels:
         """Return cached labels, or call ``compute()``, store and return its result."""
@@ -152,26 +138,18 @@ class LabelCache:
         """
         import h5py
 
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
         n = 0
-        try:
-            with h5py.File(tmp, "w") as f:
-                f.attrs["conf"] = json.dumps(self.key, sort_keys=True, default=str)
-                f.attrs["conf_hash"] = self.hash
-                for image_id in self.ids():
-                    labels = self.get(image_id)
-                    if labels is None:
-                        continue
-                    g = f.create_group(image_id)
-                    for k in _FIELDS:
-                        g.create_dataset(k, data=labels[k].numpy())
-                    n += 1
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+            f.attrs["conf"] = json.dumps(self.key, sort_keys=True, default=str)
+            f.attrs["conf_hash"] = self.hash
+            for image_id in self.ids():
+                labels = self.get(image_id)
+                if labels is None:
+                    continue
+                g = f.create_group(image_id)
+                for k in _FIELDS:
+                    g.create_dataset(k, data=labels[k].numpy())
+                n += 1
         return n
 
 

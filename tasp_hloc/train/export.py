@@ -6,13 +6,13 @@
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Dict, Optional
 
 import torch
 
+from ..files import atomic_write, write_text_atomic
 from ..weights import MANIFEST_NAME, WEIGHTS_DIR, infer_architecture, read_manifest, sha256sum
 from .trainer import CHECKPOINT
 
@@ -37,10 +37,7 @@ def export(
     }
     weights_dir = Path(weights_dir)
     weights_dir.mkdir(parents=True, exist_ok=True)
-    out = weights_dir / f"{name}.pth"
-    tmp = out.with_name(out.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, out)
+    out = atomic_write(weights_dir / f"{name}.pth", lambda f: torch.save(state, f))
 
     config = ckpt.get("config", {})
     entry = {
@@ -55,9 +52,7 @@ def export(
     manifest = read_manifest(weights_dir)
     manifest.setdefault("format", 1)
     manifest["weights"][name] = entry
-    path = weights_dir / MANIFEST_NAME
-    path.with_name(path.name + ".tmp").write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(path.with_name(path.name + ".tmp"), path)
+    write_text_atomic(weights_dir / MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n")
     return out
 
 

@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from ..data import build_dataset, collate
 from ..device import resolve_device
+from ..files import atomic_write
 from ..losses import TaSPLoss
 from ..tasp import TaSP
 from . import distributed
@@ -144,9 +145,7 @@ def state_digest(model_state: Dict[str, torch.Tensor], pdf: torch.Tensor) -> str
 
 
 def _atomic_save(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def _keep_copy(path: Path, step: int) -> Path:
@@ -520,6 +519,6 @@ def plot_curves(csv_path: Path, png_path: Path) -> Optional[Path]:
     for ax in list(axes.flat)[len(keys) :]:
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(png_path, dpi=80)
+    atomic_write(png_path, lambda f: fig.savefig(f, dpi=80, format="png"))
     plt.close(fig)
     return png_path

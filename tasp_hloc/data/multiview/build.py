@@ -94,6 +94,17 @@ def cameras_json(rec, ids) -> str:
     return json.dumps({"convention": "pixel centre (0, 0) at the top-left pixel", "images": images})
 
 
+def _fill_cameras_json(scene_dir: Path) -> None:
+    """Write a scene's cameras.json from its model where an older build left it out."""
+    if (scene_dir / "cameras.json").exists() or not (scene_dir / "sparse").is_dir():
+        return
+    import pycolmap
+
+    rec = pycolmap.Reconstruction(str(scene_dir / "sparse"))
+    ids, _ = info_lib.track_depths(rec)
+    write_text_atomic(scene_dir / "cameras.json", cameras_json(rec, ids))
+
+
 def model_stats(rec) -> dict:
     return {
         "images_registered": int(rec.num_reg_images()),
@@ -157,6 +168,7 @@ def build_scene(
     write_text_atomic(
         scene_dir / "pairs.txt", info_lib.pairs_lines(names, overlap, scale, min_pair_overlap)
     )
+    write_text_atomic(scene_dir / "cameras.json", cameras_json(rec, ids))
     sym = np.minimum(overlap, overlap.T)
     stats = {
         "scene": name,
@@ -222,6 +234,7 @@ def build(
             stats_path = out / name / "stats.json"
             s = json.loads(stats_path.read_text()) if stats_path.exists() else {"scene": name}
             logger.info("%s: already built (%s), skipped", name, done)
+            _fill_cameras_json(out / name)
         else:
             s = build_scene(name, image_dir, out, model, profile)
         print(format_stats(s) if "images" in s else f"{name}: built", flush=True)

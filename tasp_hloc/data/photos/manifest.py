@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import os
+import io
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, List, Sequence, Tuple
+
+from ...files import write_text_atomic
 
 
 MANIFEST_FIELDS = [
@@ -72,14 +74,12 @@ class Dropped:
 
 def write_csv(rows: Iterable[dict], path: Path, fields: Sequence[str]) -> None:
     """Atomically write ``rows`` (dicts) as CSV with a header."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=list(fields), extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in fields})
-    os.replace(tmp, path)
+    text = io.StringIO(newline="")
+    w = csv.DictWriter(text, fieldnames=list(fields), extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in fields})
+    write_text_atomic(path, text.getvalue())
 
 
 def write_manifest(records: Sequence[dict], dropped: Sequence[dict], output: Path) -> None:
