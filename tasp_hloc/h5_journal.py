@@ -12,6 +12,7 @@ Scope: the process dying (SIGKILL, OOM killer, crash), whose writes the kernel k
 is fsync'ed, so a power cut or OS crash is not covered.
 """
 
+import errno
 import fcntl
 import logging
 import os
@@ -268,7 +269,14 @@ class _UndoFile:
         self.pos += n
         return n
 
+    def _refuse_after_a_failure(self) -> None:
+        # After a failed write the journal may end in a torn record, which recovery reads as
+        # its end: a later overwrite (HDF5 flushing at close) would go unprotected.
+        if self.failed:
+            raise OSError(errno.EIO, f"{self.path}: not written to after a failed write")
+
     def write(self, data) -> int:
+        self._refuse_after_a_failure()
         n = memoryview(data).nbytes
         try:
             self._save(self.pos, self.pos + n)  # also opens the journal for a pure append
@@ -283,6 +291,7 @@ class _UndoFile:
         return n
 
     def truncate(self, size: int) -> int:
+        self._refuse_after_a_failure()
         if size != self.size:
             try:
                 self._save(size, self.committed)

@@ -1,5 +1,6 @@
 """The undo journal: a kill at any write leaves a file that recovers to its last commit."""
 
+import errno
 import os
 import signal
 
@@ -148,3 +149,83 @@ def test_foreign_or_unreadable_files_fail_with_the_file_name(tmp_path):
     journal_path(good).write_bytes(b"something else entirely, long enough for a header")
     with pytest.raises(OSError, match="good.h5.journal is not a journal written by tasp_hloc"):
         recover(good)
+
+
+@pytest.mark.parametrize("err", [errno.ENOSPC, errno.EIO, errno.EDQUOT, errno.EFBIG])
+def test_a_failed_write_at_any_point_keeps_the_last_commit(tmp_path, monkeypatch, err):
+    """A write of the data file or the journal fails at the N-th call (after writing half of
+    it, as a full disk does), for every N of a session: the session ends in that OSError,
+    the next one opens the file at exactly its last commit and completes the run."""
+    path = tmp_path / "f.h5"
+    with open_append(path, commit_every=0) as out:
+        for i in range(6):
+            _write(out, f"db/{i:02d}.jpg", i)
+    start = path.read_bytes()
+    session = [("db/02.jpg", 97)] + [(f"db/{i:02d}.jpg", i) for i in range(6, 10)]
+    real_write, real_commit = h5_journal._write_all, h5_journal._UndoFile.commit
+    calls = []
+
+    def counting(fd, data, offset=None):
+        calls.append(1)
+        real_write(fd, data, offset)
+
+    def run_session(out, current):
+        for name, value in session:
+            if name in out.h5:
+                del out.h5[name]
+            current[name] = value
+            _write(out, name, value)
+
+    monkeypatch.setattr(h5_journal, "_write_all", counting)
+    with open_append(path, commit_every=0) as out:
+        run_session(out, {})
+    monkeypatch.undo()
+    total, final = len(calls), {**{f"db/{i:02d}.jpg": i for i in range(10)}, "db/02.jpg": 97}
+    assert total > 10
+
+    for n in range(total):
+        path.write_bytes(start)
+        journal_path(path).unlink(missing_ok=True)
+        calls.clear()
+        committed = {f"db/{i:02d}.jpg": i for i in range(6)}
+        current = dict(committed)
+
+        def failing(fd, data, offset=None):
+            calls.append(1)
+            if len(calls) - 1 == n:
+                data = memoryview(data).cast("B")
+                real_write(fd, data[: len(data) // 2], offset)
+                raise OSError(err, os.strerror(err))
+            real_write(fd, data, offset)
+
+        def commit(self):
+            real_commit(self)
+            committed.clear()
+            committed.update(current)
+
+        monkeypatch.setattr(h5_journal, "_write_all", failing)
+        monkeypatch.setattr(h5_journal._UndoFile, "commit", commit)
+        with pytest.raises(Exception) as raised:
+            with open_append(path, commit_every=0) as out:
+                run_session(out, current)
+        monkeypatch.undo()
+        chain = raised.value
+        while chain is not None and not isinstance(chain, OSError):
+            chain = chain.__cause__ or chain.__context__
+        assert chain is not None, (n, repr(raised.value))
+        # the next run opens the file at its last commit, then finishes the work
+        with open_append(path, commit_every=0) as out:
+            assert sorted(f"db/{k}" for k in out.h5["db"].keys()) == sorted(committed), n
+            for name, value in committed.items():
+                assert np.array_equal(out.h5[name]["keypoints"][()], _item(value)["keypoints"])
+            todo = [(k, v) for k, v in session if committed.get(k) != v]
+            for name, value in todo:
+                if name in out.h5:
+                    del out.h5[name]
+                _write(out, name, value)
+        assert not journal_path(path).exists()
+        with h5py.File(path, "r") as fd:
+            assert sorted(_names(path)) == sorted(final)
+            for name, value in final.items():
+                for key, array in _item(value).items():
+                    assert np.array_equal(fd[name][key][()], array), (n, name, key)
