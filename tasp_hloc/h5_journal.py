@@ -233,7 +233,7 @@ class _UndoFile:
         self.size = self.committed = os.fstat(fd).st_size
         self.saved = set()  # pages of the committed state already in the journal
         self.journal: Optional[int] = None
-        self.failed = False  # a write failed: HDF5's state is suspect, never commit it
+        self.failure: Optional[BaseException] = None  # the first failed write: never commit after
         self.kill_on_overwrite = False  # test hook, see H5Appender
 
     def _save(self, start: int, end: int) -> None:
@@ -269,6 +269,14 @@ class _UndoFile:
         self.pos += n
         return n
 
+    @property
+    def failed(self) -> bool:  # HDF5's state is suspect after a failed write
+        return self.failure is not None
+
+    def _failed_with(self, error: BaseException) -> None:
+        if self.failure is None:
+            self.failure = error
+
     def _refuse_after_a_failure(self) -> None:
         # After a failed write the journal may end in a torn record, which recovery reads as
         # its end: a later overwrite (HDF5 flushing at close) would go unprotected.
@@ -281,8 +289,8 @@ class _UndoFile:
         try:
             self._save(self.pos, self.pos + n)  # also opens the journal for a pure append
             _write_all(self.fd, data, self.pos)
-        except BaseException:
-            self.failed = True
+        except BaseException as e:
+            self._failed_with(e)
             raise
         if self.kill_on_overwrite and self.pos < self.committed:
             os.kill(os.getpid(), signal.SIGKILL)
@@ -296,8 +304,8 @@ class _UndoFile:
             try:
                 self._save(size, self.committed)
                 os.ftruncate(self.fd, size)
-            except BaseException:
-                self.failed = True
+            except BaseException as e:
+                self._failed_with(e)
                 raise
             self.size = size
         return size
@@ -402,6 +410,11 @@ class H5Appender:
         if not commit or self.raw.failed:
             try:
                 self.h5.close()
+            except Exception:
+                if not self.raw.failed:
+                    raise
+                # HDF5 cannot flush after a failed write; the rollback below undoes it all,
+                # and the error that failed the write is the one to report
             finally:
                 self.raw.rollback()
             return
@@ -421,6 +434,18 @@ def _interrupt_handlers(handler):
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+
+
+@contextmanager
+def _report_the_failed_write(raw: _UndoFile):
+    # HDF5 turns an OSError of a write into a SystemError or RuntimeError that may not chain to
+    # it; the error to report (a full disk, an I/O error) is the write's own.
+    try:
+        yield
+    except Exception as e:
+        if raw.failure is None or raw.failure is e or not isinstance(raw.failure, Exception):
+            raise
+        raise raw.failure.with_traceback(None) from e
 
 
 @contextmanager
@@ -447,7 +472,7 @@ def open_append(path: Path, commit_every: float = 1.0) -> Iterator[H5Appender]:
                 "it to start over."
             ) from None
         out = H5Appender(h5, raw, commit_every)
-        with _interrupt_handlers(out._signal):
+        with _interrupt_handlers(out._signal), _report_the_failed_write(raw):
             try:
                 yield out
             except BaseException:

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import cv2
+import h5py
 import numpy as np
 import pytest
 
@@ -154,3 +155,53 @@ def test_no_space_left_is_one_line(tmp_path, capsys, monkeypatch):
         f"no space left on device while writing {out}",
         "finished images are kept",
     )
+
+
+def _mount_tmpfs(folder: Path, size: str) -> bool:
+    folder.mkdir(exist_ok=True)
+    cmd = ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)]
+    try:
+        return subprocess.run(cmd, capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def test_a_real_full_disk_during_extract_then_the_rerun_completes(tmp_path):
+    """A 2 MiB tmpfs fills up after about two images of features (1 MiB each): the run ends
+    in one line naming the file, the file keeps what was committed, and with room again the
+    rerun completes with exactly an uninterrupted run's features."""
+    small = tmp_path / "small"
+    if not sys.platform.startswith("linux") or not _mount_tmpfs(small, "2m"):
+        pytest.skip("mounting a tmpfs needs Linux and root (CAP_SYS_ADMIN)")
+    try:
+        images = tmp_path / "images"
+        images.mkdir()
+        rng = np.random.default_rng(0)
+        for i in range(6):  # noise: every image gets the full 4096 keypoints
+            cv2.imwrite(str(images / f"{i}.png"), rng.integers(0, 256, (480, 640, 3), np.uint8))
+
+        def extract(output):
+            cmd = [sys.executable, "-m", "tasp_hloc", "extract", "--images", str(images)]
+            cmd += ["--output", str(output), "--device", "cpu", "--max-keypoints", "4096"]
+            return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+
+        full = extract(small / "f.h5")
+        errors = [ln for ln in full.stderr.splitlines() if ln.startswith("error")]
+        assert full.returncode == 2, full.stderr[-2000:]
+        assert len(errors) == 1 and "no space left on device" in errors[0], full.stderr[-2000:]
+        assert str(small / "f.h5") in errors[0] and "Traceback" not in full.stderr
+        with h5py.File(small / "f.h5", "r") as f:  # opens, holding whole images only
+            kept = set(f.keys())
+            assert all(f[k]["keypoints"].shape == (4096, 2) for k in kept)
+        assert len(kept) < 6
+
+        subprocess.run(["mount", "-o", "remount,size=64m", str(small)], check=True)
+        assert extract(small / "f.h5").returncode == 0
+        assert extract(tmp_path / "reference.h5").returncode == 0
+        with h5py.File(small / "f.h5", "r") as f, h5py.File(tmp_path / "reference.h5") as ref:
+            assert sorted(f.keys()) == sorted(ref.keys()) == [f"{i}.png" for i in range(6)]
+            for name in ref:
+                for key in ref[name]:
+                    np.testing.assert_array_equal(f[name][key][()], ref[name][key][()])
+    finally:
+        subprocess.run(["umount", "-l", str(small)], capture_output=True)
