@@ -1,6 +1,7 @@
 import importlib.util
 
 import cv2
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -35,6 +36,29 @@ def write_photos(folder, n: int = 4, h: int = 160, w: int = 200):
     for i in range(n):
         cv2.imwrite(str(folder / f"p{i}.png"), render_scene(h, w, i))
     return folder
+
+
+def h5_contents(path):
+    """{dataset path: (array, dtype, attributes)} of an HDF5 file."""
+    out = {}
+    with h5py.File(path, "r") as fd:
+
+        def visit(name, obj):
+            if isinstance(obj, h5py.Dataset):
+                out[name] = (obj[()], obj.dtype, dict(obj.attrs))
+
+        fd.visititems(visit)
+    return out
+
+
+def assert_same_file(a, b):
+    """The same datasets with the same values, dtypes and attributes."""
+    ca, cb = h5_contents(a), h5_contents(b)
+    assert sorted(ca) == sorted(cb)
+    for key in ca:
+        (va, ta, aa), (vb, tb, ab) = ca[key], cb[key]
+        assert ta == tb and np.array_equal(va, vb), key
+        assert aa.keys() == ab.keys() and all(np.array_equal(aa[k], ab[k]) for k in aa), key
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import torch.distributed as dist
 from tasp_hloc.hloc_format import list_h5_names
 from tasp_hloc.sharding import leftover_shards, merge_shards, shard_path
 
-from conftest import render_scene
+from conftest import assert_same_file, h5_contents, render_scene
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(
@@ -47,27 +47,6 @@ def cli(*args, nproc=1, check=True):
     if check:
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-6000:]
     return run
-
-
-def h5_contents(path):
-    out = {}
-    with h5py.File(path, "r") as fd:
-
-        def visit(name, obj):
-            if isinstance(obj, h5py.Dataset):
-                out[name] = (obj[()], obj.dtype, dict(obj.attrs))
-
-        fd.visititems(visit)
-    return out
-
-
-def assert_same_file(a, b):
-    ca, cb = h5_contents(a), h5_contents(b)
-    assert sorted(ca) == sorted(cb)
-    for key in ca:
-        (va, ta, aa), (vb, tb, ab) = ca[key], cb[key]
-        assert ta == tb and np.array_equal(va, vb), key
-        assert aa.keys() == ab.keys() and all(np.array_equal(aa[k], ab[k]) for k in aa), key
 
 
 @pytest.fixture(scope="module")
