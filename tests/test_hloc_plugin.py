@@ -102,3 +102,26 @@ def test_standalone_equals_hloc_extraction_and_matching(hloc_registered, image_d
             m_hloc, s_hloc = get_matches(their_matches, n0, n1)
             assert np.array_equal(m_ours, m_hloc), preset
             assert np.allclose(s_ours.astype(np.float32), s_hloc.astype(np.float32), atol=1e-3)
+
+
+def test_inloc_scene_float16_storage_is_hlocs_as_half_and_is_undone(
+    hloc_registered, image_dir, tmp_path, tiny_conf
+):
+    """benchmarks.inloc_scene's float16 arm stores what hloc's as_half made of float32
+    keypoints, and the default arm gets the float64 keypoints back afterwards."""
+    from hloc import extract_features
+
+    from benchmarks.inloc_scene import keypoints_stored_as
+
+    conf = {"output": "feats", **tiny_conf}
+    files = {}
+    for storage in ("float16", "float64"):
+        torch.manual_seed(0)
+        with keypoints_stored_as(storage):
+            files[storage] = extract_features.main(
+                conf, image_dir, feature_path=tmp_path / f"{storage}.h5"
+            )
+    with h5py.File(files["float16"], "r") as a, h5py.File(files["float64"], "r") as b:
+        half, full = a["a.png"]["keypoints"][()], b["a.png"]["keypoints"][()]
+    assert half.dtype == np.float16 and full.dtype == np.float64
+    assert np.array_equal(half, full.astype(np.float32).astype(np.float16))
