@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from tasp_hloc import image_io
+from tasp_hloc.data.rgbd import read_trajectory_log
 from tasp_hloc.image_io import extension_globs, read_image
 
 from .features import resize_max_side
@@ -303,14 +304,6 @@ def load_multiview_pairs(
     return pairs[:limit]
 
 
-def read_log_trajectory(path: Path) -> List[np.ndarray]:
-    """Open3D/Redwood ``.log`` trajectory -> list of 4 x 4 camera-to-world matrices."""
-    rows = [ln.split() for ln in Path(path).read_text().splitlines() if ln.strip()]
-    if len(rows) % 5:
-        raise ValueError(f"{path}: expected blocks of 5 lines, got {len(rows)} lines")
-    return [np.array(rows[k + 1 : k + 5], dtype=np.float64) for k in range(0, len(rows), 5)]
-
-
 def load_rgbd_sequence_pairs(
     root: Path, max_side: int, n_pairs: int = 12, gaps: Sequence[int] = (10, 20, 30)
 ) -> List[PosePair]:
@@ -324,7 +317,7 @@ def load_rgbd_sequence_pairs(
     import json
 
     root = Path(root)
-    poses = read_log_trajectory(root / "trajectory.log")
+    poses = read_trajectory_log(root / "trajectory.log")  # {frame index: camera-to-world}
     cams = sorted(root.glob("camera_*.json"))
     if not cams:
         raise FileNotFoundError(f"no camera_*.json intrinsics in {root}")
