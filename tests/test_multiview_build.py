@@ -141,3 +141,47 @@ def test_build_reports_a_missing_folder(tmp_path):
     assert (
         main(["build", "--images", str(tmp_path / "nothing"), "--output", str(tmp_path / "o")]) == 2
     )
+
+
+class _Model:
+    def __init__(self, registered, points=100):
+        self.registered, self.points = registered, points
+
+    def num_reg_images(self):
+        return self.registered
+
+    def num_points3D(self):
+        return self.points
+
+
+@pytest.mark.parametrize(
+    "registered_per_seed, kept, attempts",
+    [([3, 29], 29, 2), ([29], 29, 1), ([3, 10, 5], 10, 3)],
+)
+def test_mapping_is_retried_with_the_next_seed_until_most_images_register(
+    tmp_path, monkeypatch, registered_per_seed, kept, attempts
+):
+    """The mapper's threads make it non-deterministic: a model under MIN_REGISTERED of the
+    images is mapped again with the next seed, and the largest model is kept."""
+    import pycolmap
+
+    from tasp_hloc.data.multiview import reconstruct as rec_lib
+
+    seeds = []
+
+    def fake_mapping(database, image_dir, models_dir, options):
+        seeds.append(options.mapper.random_seed)
+        registered = registered_per_seed[len(seeds) - 1]
+        return {0: _Model(registered), 1: _Model(2)}
+
+    monkeypatch.setattr(pycolmap, "extract_features", lambda *a, **k: None)
+    monkeypatch.setattr(pycolmap, "match_exhaustive", lambda *a, **k: None)
+    monkeypatch.setattr(pycolmap, "incremental_mapping", fake_mapping)
+    monkeypatch.setattr(rec_lib, "database_images", lambda database: 29)
+    monkeypatch.setattr(rec_lib, "_camera_mode", lambda *a: pycolmap.CameraMode.AUTO)
+
+    best, info = rec_lib.reconstruct(tmp_path / "images", tmp_path / "sfm", seed=7)
+    assert best.num_reg_images() == kept
+    assert seeds == [7 + i for i in range(attempts)]
+    assert info["mapping_attempts"] == attempts
+    assert info["models"][0] == kept
