@@ -31,6 +31,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from tasp_hloc.device import resolve_device
+from tasp_hloc.weights import weights_argument
 
 from . import datasets
 from .features import METHODS
@@ -602,7 +603,7 @@ def run(args: argparse.Namespace) -> Dict:
             t0 = time.time()
             options = {}
             if name == "tasp":
-                weights = None if args.tasp_weights.lower() == "none" else args.tasp_weights
+                weights = weights_argument(args.tasp_weights)
                 options = {"weights": weights, **json.loads(args.tasp_conf)}
             rec = run_method(name, files, work / name, device, args.max_keypoints, options)
             if "error" in rec:

@@ -32,6 +32,8 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from tasp_hloc.weights import weights_argument
+
 from .compare import environment, markdown_table, num, resolve_device
 from .datasets import IMAGE_SUFFIXES, default_data_root, read_rgb
 from .features import METHODS, resize_max_side
@@ -289,7 +291,7 @@ def time_entries(args, size: int, files: List[Path], device: str) -> List[Dict]:
     for name in args.entries:
         method, options = ENTRIES[name]
         if method == "tasp":
-            weights = None if args.tasp_weights.lower() == "none" else args.tasp_weights
+            weights = tasp_weights(args)
             options = {"weights": weights, **options}
         for allocator in allocators:
             config = {
@@ -413,9 +415,7 @@ def tasp_weights(args) -> Optional[str]:
     from tasp_hloc.tasp import TaSP
 
     name = args.tasp_weights
-    return (
-        None if name.lower() == "none" else TaSP.default_conf["weights"] if name == "auto" else name
-    )
+    return TaSP.default_conf["weights"] if name == "auto" else weights_argument(name)
 
 
 # --variants: name -> (TaSP conf, torch threads or None for the default)

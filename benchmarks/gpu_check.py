@@ -31,6 +31,8 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
+from tasp_hloc.weights import weights_argument
+
 MODES = {"fp32": None, "fp16": "fp16", "bf16": "bf16"}
 # mode: (max |logits - ref|, mean |logits - ref|, min mean cosine of descriptor maps,
 #        min repeatability at 1 px, min mean cosine of repeated keypoints' descriptors)
@@ -103,7 +105,7 @@ def load_photos(args) -> List[np.ndarray]:
 def build(args, device: str, amp, fuse: bool = True):
     from tasp_hloc.tasp import TaSP
 
-    weights = None if args.weights.lower() == "none" else args.weights
+    weights = weights_argument(args.weights)
     conf = {"weights": weights, "amp": amp, "fuse": fuse, "max_keypoints": args.max_keypoints}
     return TaSP(conf).eval().to(device)
 
@@ -210,7 +212,7 @@ def speed_hloc_loop(args, images: List[np.ndarray], mode: str, tmp: Path) -> Dic
         folder.mkdir()
         for k in range(args.speed_images):
             cv2.imwrite(str(folder / f"{k:04d}.jpg"), images[k % len(images)][:, :, ::-1])
-    weights = None if args.weights.lower() == "none" else args.weights
+    weights = weights_argument(args.weights)
     conf = get_preset(
         "tasp_aachen", weights=weights, amp=MODES[mode], max_keypoints=args.max_keypoints
     )

@@ -22,6 +22,7 @@ from typing import Dict, Optional, Sequence
 import numpy as np
 
 from tasp_hloc.grid import rescale_keypoints
+from tasp_hloc.weights import weights_argument
 
 from .compare import (
     collect_images,
@@ -101,7 +102,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for method in args.methods:
             options = {}
             if method == "tasp":
-                weights = None if args.tasp_weights.lower() == "none" else args.tasp_weights
+                weights = weights_argument(args.tasp_weights)
                 options = {"weights": weights, **json.loads(args.tasp_conf)}
             rec = run_method(method, files, Path(tmp) / method, "cpu", args.max_keypoints, options)
             if "error" in rec:

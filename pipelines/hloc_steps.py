@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
 from tasp_hloc.confs import MATCHER_PRESETS
+from tasp_hloc.weights import weights_argument
 
 from pipelines.common import PipelineError, require_hloc
 from pipelines.h5_repair import FEATURE_KEYS, MATCH_KEYS, repair_h5
@@ -75,8 +76,7 @@ def feature_conf(
     if max_keypoints is not None:
         model["max_keypoints"] = int(max_keypoints)
     if weights is not None:
-        # "none"/"random": a randomly initialised network (plumbing checks only).
-        model["weights"] = None if str(weights).lower() in ("none", "random") else str(weights)
+        model["weights"] = weights_argument(weights)
     if scales is not None:
         model["scales"] = [float(x) for x in scales]
     parts = [f"feats-{name}"]

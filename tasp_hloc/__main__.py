@@ -10,17 +10,13 @@ from pathlib import Path
 from .allocator import keep_freed_memory
 from .confs import PRESETS, get_preset
 from .h5_journal import FileBusyError
-from .weights import WeightsError
+from .weights import WeightsError, weights_argument
 
 DEMO_DIR = Path(__file__).parent / "assets" / "demo"
 
 
-def _weights(value: str):
-    return None if value in ("random", "none", "None") else value
-
-
 def _model_overrides(args) -> dict:
-    overrides = {"weights": _weights(args.weights)} if args.weights is not None else {}
+    overrides = {"weights": weights_argument(args.weights)} if args.weights is not None else {}
     for key in ("max_keypoints", "amp", "detection_threshold", "scales"):
         if getattr(args, key, None) is not None:
             overrides[key] = getattr(args, key)

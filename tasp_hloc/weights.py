@@ -61,6 +61,13 @@ def read_manifest(weights_dir: Path = WEIGHTS_DIR) -> Dict:
     return manifest
 
 
+def weights_argument(value: Union[str, Path]) -> Optional[str]:
+    """A ``--weights`` value of any command line as TaSP takes it: "none" or "random" (any
+    case) is a randomly initialised network (``None``, for plumbing checks), anything else a
+    released name or a path."""
+    return None if str(value).lower() in ("none", "random") else str(value)
+
+
 def resolve(
     name_or_path: Union[str, Path], weights_dir: Path = WEIGHTS_DIR
 ) -> Tuple[Path, Optional[Dict]]:

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -89,3 +90,20 @@ def test_mismatched_conf_and_foreign_state_dict(weights_dir, tmp_path):
     torch.save(broken, tmp_path / "broken.pth")
     with pytest.raises(W.WeightsError, match="do not fit"):
         TaSP({"weights": str(tmp_path / "broken.pth")})
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("none", None),
+        ("None", None),
+        ("RANDOM", None),
+        ("tasp_v2", "tasp_v2"),
+        ("weights/none.pth", "weights/none.pth"),
+        (Path("a/b.pth"), "a/b.pth"),
+    ],
+)
+def test_weights_argument_of_every_command_line(value, expected):
+    from tasp_hloc.weights import weights_argument
+
+    assert weights_argument(value) == expected
