@@ -1,6 +1,5 @@
 """The undo journal: a kill at any write leaves a file that recovers to its last commit."""
 
-import errno
 import os
 import signal
 
@@ -10,6 +9,8 @@ import pytest
 
 from tasp_hloc import h5_journal
 from tasp_hloc.h5_journal import journal_path, open_append, recover
+
+from write_faults import ERRNOS, failing_write, os_error_in
 
 
 def _item(i):
@@ -151,7 +152,7 @@ def test_foreign_or_unreadable_files_fail_with_the_file_name(tmp_path):
         recover(good)
 
 
-@pytest.mark.parametrize("err", [errno.ENOSPC, errno.EIO, errno.EDQUOT, errno.EFBIG])
+@pytest.mark.parametrize("err", ERRNOS)
 def test_a_failed_write_at_any_point_keeps_the_last_commit(tmp_path, monkeypatch, err):
     """A write of the data file or the journal fails at the N-th call (after writing half of
     it, as a full disk does), for every N of a session: the session ends in that OSError,
@@ -162,12 +163,7 @@ def test_a_failed_write_at_any_point_keeps_the_last_commit(tmp_path, monkeypatch
             _write(out, f"db/{i:02d}.jpg", i)
     start = path.read_bytes()
     session = [("db/02.jpg", 97)] + [(f"db/{i:02d}.jpg", i) for i in range(6, 10)]
-    real_write, real_commit = h5_journal._write_all, h5_journal._UndoFile.commit
-    calls = []
-
-    def counting(fd, data, offset=None):
-        calls.append(1)
-        real_write(fd, data, offset)
+    real_commit = h5_journal._UndoFile.commit
 
     def run_session(out, current):
         for name, value in session:
@@ -176,43 +172,28 @@ def test_a_failed_write_at_any_point_keeps_the_last_commit(tmp_path, monkeypatch
             current[name] = value
             _write(out, name, value)
 
-    monkeypatch.setattr(h5_journal, "_write_all", counting)
-    with open_append(path, commit_every=0) as out:
+    with failing_write() as calls, open_append(path, commit_every=0) as out:
         run_session(out, {})
-    monkeypatch.undo()
     total, final = len(calls), {**{f"db/{i:02d}.jpg": i for i in range(10)}, "db/02.jpg": 97}
     assert total > 10
 
     for n in range(total):
         path.write_bytes(start)
         journal_path(path).unlink(missing_ok=True)
-        calls.clear()
         committed = {f"db/{i:02d}.jpg": i for i in range(6)}
         current = dict(committed)
-
-        def failing(fd, data, offset=None):
-            calls.append(1)
-            if len(calls) - 1 == n:
-                data = memoryview(data).cast("B")
-                real_write(fd, data[: len(data) // 2], offset)
-                raise OSError(err, os.strerror(err))
-            real_write(fd, data, offset)
 
         def commit(self):
             real_commit(self)
             committed.clear()
             committed.update(current)
 
-        monkeypatch.setattr(h5_journal, "_write_all", failing)
         monkeypatch.setattr(h5_journal._UndoFile, "commit", commit)
-        with pytest.raises(Exception) as raised:
+        with failing_write(n, err), pytest.raises(Exception) as raised:
             with open_append(path, commit_every=0) as out:
                 run_session(out, current)
         monkeypatch.undo()
-        chain = raised.value
-        while chain is not None and not isinstance(chain, OSError):
-            chain = chain.__cause__ or chain.__context__
-        assert chain is not None, (n, repr(raised.value))
+        assert os_error_in(raised.value) is not None, (n, repr(raised.value))
         # the next run opens the file at its last commit, then finishes the work
         with open_append(path, commit_every=0) as out:
             assert sorted(f"db/{k}" for k in out.h5["db"].keys()) == sorted(committed), n
