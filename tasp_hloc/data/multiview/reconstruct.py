@@ -111,9 +111,8 @@ def reconstruct(image_dir: Path, work_dir: Path, profile: str = "robust", seed: 
             "; trying the next seed" if attempt + 1 < MAPPING_ATTEMPTS else "",
         )
     seconds["map"] = time.perf_counter() - t
-    info = {"models": best_sizes if best is not None else sizes, "seconds": seconds}
-    info["mapping_attempts"] = attempt + 1
-    return best, info
+    models = best_sizes if best is not None else sizes
+    return best, {"models": models, "seconds": seconds, "mapping_attempts": attempt + 1}
 
 
 def _model_size(model):
