@@ -4,7 +4,7 @@
   data-only package ``tasp_hloc._weights`` (``package_dir`` mapping), so ``pip install .``, a
   wheel and an sdist all carry every file of it. An editable install reads ``weights/`` in place.
 - ``tasp_hloc_autoregister.pth`` goes to the root of site-packages (wheel and editable installs):
-  at interpreter start it installs a lazy import hook, ``tasp_hloc._autoregister``, that makes
+  at interpreter start it installs a lazy import hook, ``tasp_hloc.hloc.autoregister``, that makes
   ``tasp`` an hloc extractor the first time hloc's modules are imported (see that module).
 """
 

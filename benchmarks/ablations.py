@@ -148,7 +148,7 @@ def table(results: Dict[str, Dict]) -> str:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     args.root.mkdir(parents=True, exist_ok=True)
-    from tasp_hloc.tasp import TaSP
+    from tasp_hloc.model.tasp import TaSP
 
     # every arm is evaluated with the same inference settings (today's defaults, written out)
     tasp_conf = {k: TaSP.default_conf[k] for k in EVAL_KEYS}

@@ -30,8 +30,8 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from tasp_hloc.device import resolve_device
-from tasp_hloc.weights import weights_argument
+from tasp_hloc.runtime.device import resolve_device
+from tasp_hloc.model.weights import weights_argument
 
 from . import datasets
 from .features import METHODS

@@ -23,9 +23,9 @@ from typing import List, Optional, Sequence
 import cv2
 import numpy as np
 
-from tasp_hloc import image_io
-from tasp_hloc.data.rgbd import read_trajectory_log
-from tasp_hloc.image_io import extension_globs, read_image
+from tasp_hloc.io import images as image_io
+from tasp_hloc.data.rgbd_layouts import read_trajectory_log
+from tasp_hloc.io.images import extension_globs, read_image
 
 from .features import resize_max_side
 from .metrics import angle_between_rotations, scale_homography, scale_intrinsics

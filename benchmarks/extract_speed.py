@@ -32,7 +32,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from tasp_hloc.weights import weights_argument
+from tasp_hloc.model.weights import weights_argument
 
 from .compare import environment, markdown_table, num, resolve_device
 from .datasets import IMAGE_SUFFIXES, default_data_root, read_rgb
@@ -40,7 +40,7 @@ from .features import METHODS, resize_max_side
 from .hardware import cpu_description, tasp_gflop
 
 DEFAULT_IMAGES = default_data_root() / "eval/strecha_dev"
-# entry name: (method, options). TaSP modes are its "amp" conf values (see tasp_hloc.tasp).
+# entry name: (method, options). TaSP modes are its "amp" conf values (see tasp_hloc.model.tasp).
 ENTRIES = {
     "tasp:eager": ("tasp", {"amp": None, "fuse": False}),  # the plain modules, as before fusing
     "tasp:fp32": ("tasp", {"amp": None}),
@@ -99,7 +99,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         choices=["shipped", "glibc", "kept", "both"],
         default="shipped",
         help="shipped (default): nothing set, each as its package ships (TaSP keeps freed "
-        "memory from its first CPU forward, tasp_hloc.allocator; the peers run with the C "
+        "memory from its first CPU forward, tasp_hloc.runtime.allocator; the peers run with the C "
         "library's default); "
         "glibc / kept: every entry so; both: each entry twice, interleaved",
     )
@@ -412,7 +412,7 @@ def table(
 
 def tasp_weights(args) -> Optional[str]:
     """--tasp-weights as TaSP takes it: "auto" is TaSP's default, "none" a random network."""
-    from tasp_hloc.tasp import TaSP
+    from tasp_hloc.model.tasp import TaSP
 
     name = args.tasp_weights
     return TaSP.default_conf["weights"] if name == "auto" else weights_argument(name)
@@ -435,7 +435,7 @@ VARIANTS = {
 def time_variants(args, image: np.ndarray) -> str:
     """Network-only seconds per image of every variant, interleaved in one process."""
     import torch
-    from tasp_hloc.tasp import TaSP
+    from tasp_hloc.model.tasp import TaSP
 
     weights = tasp_weights(args)
     x = torch.from_numpy(image).permute(2, 0, 1)[None].float().div(255)

@@ -92,7 +92,7 @@ def photo_folder(args, tmp: Path) -> Path:
 
 
 def preset(args) -> Dict:
-    from tasp_hloc.confs import get_preset
+    from tasp_hloc.hloc.confs import get_preset
 
     overrides = {"amp": args.amp, "max_keypoints": args.max_keypoints}
     if args.weights is not None:
@@ -118,7 +118,7 @@ def run_tasp_hloc(conf: Dict, folder: Path, out: Path, args) -> None:
 
 def run_hloc(conf: Dict, folder: Path, out: Path, args) -> None:
     from hloc import extract_features
-    from tasp_hloc.hloc_plugin import register
+    from tasp_hloc.hloc.plugin import register
 
     register()
     extract_features.main(

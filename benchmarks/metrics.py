@@ -12,10 +12,10 @@ from typing import Dict, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from tasp_hloc.data.utils import pixel_scale_matrix
+from tasp_hloc.data.utils import pixel_scale_matrix, scale_intrinsics  # noqa: F401 (datasets')
 
-# The matcher and MMA are the package's, shared with pipelines/hpatches.py.
-from tasp_hloc.match_metrics import (  # noqa: F401
+# The matcher and MMA are the pipelines' (pipelines/match_metrics.py), shared with hpatches.py.
+from pipelines.match_metrics import (  # noqa: F401
     MMA_THRESHOLDS,
     homography_match_errors,
     mean_matching_accuracy,
@@ -31,11 +31,6 @@ def scale_homography(
 ) -> np.ndarray:
     """H between original images -> H between images resized by (sx, sy) (pixel-centre aware)."""
     return pixel_scale_matrix(*scale1) @ H @ np.linalg.inv(pixel_scale_matrix(*scale0))
-
-
-def scale_intrinsics(K: np.ndarray, scale: Tuple[float, float]) -> np.ndarray:
-    """Intrinsics of an image resized by (sx, sy): K' = S K with the pixel-centre convention."""
-    return pixel_scale_matrix(*scale) @ K
 
 
 # ----------------------------------------------------------------------------- relative pose

@@ -11,7 +11,7 @@
    4,096 keypoints).
 2. Writes ``--items`` feature groups (1,024 keypoints, float16) and 10 x ``--items`` match
    groups the old way (plain h5py, one flush at the end) and through the undo journal
-   (``open_for_append``), committing every second (the default) and after every item.
+   (``open_append``), committing every second (the default) and after every item.
 """
 
 import argparse
@@ -24,9 +24,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from tasp_hloc.hloc_format import (
+from tasp_hloc.io.h5_journal import open_append
+from tasp_hloc.io.hloc_format import (
     list_h5_names,
-    open_for_append,
     stored_names,
     write_features,
     write_matches,
@@ -73,7 +73,7 @@ def resume_start(work: Path, groups: int) -> None:
         path.unlink(missing_ok=True)
         rng = np.random.default_rng(0)
         build = time.perf_counter()
-        with open_for_append(path, commit_every=3600) as out:  # one commit: a fast build
+        with open_append(path, commit_every=3600) as out:  # one commit: a fast build
             for name in candidates[:groups]:
                 with out.item(name) as fd:
                     write_features(fd, name, feature_item(rng, 4), 1.0)
@@ -85,7 +85,7 @@ def resume_start(work: Path, groups: int) -> None:
     assert len(stored_names(path, candidates)) == groups
 
     def open_close():
-        with open_for_append(path):
+        with open_append(path):
             pass
 
     opening = Timing(open_close)
@@ -115,7 +115,7 @@ def old_write(path: Path, items) -> None:
 
 
 def new_write(path: Path, items, commit_every: float) -> None:
-    with open_for_append(path, commit_every) as out:
+    with open_append(path, commit_every) as out:
         for name, write, args in items:
             with out.item(name) as fd:
                 write(fd, name, *args)

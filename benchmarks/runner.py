@@ -69,11 +69,11 @@ def _status_field(key: str) -> Optional[float]:
 # ----------------------------------------------------------------------------- worker side
 def set_allocator(method: str, allocator: str = "shipped") -> None:
     """Set this process' allocator for ``method`` before it allocates: ``"kept"`` keeps freed
-    memory (``tasp_hloc.allocator``), ``"glibc"`` keeps the C library's default (TaSP told to
+    memory (``tasp_hloc.runtime.allocator``), ``"glibc"`` keeps the C library's default (TaSP told to
     leave it), ``"shipped"`` changes nothing: each method does as its package does (TaSP keeps
     freed memory at its first CPU forward; the peers run with glibc's default).
     """
-    from tasp_hloc import allocator as process_allocator
+    from tasp_hloc.runtime import allocator as process_allocator
 
     if allocator == "kept":
         process_allocator.keep_freed_memory()

@@ -11,7 +11,7 @@ autocast with the depthwise convolutions kept in float32 (plus ``torch.compile``
 with ``--compile``); ``--set layout`` compares backbones, memory formats and frozen blocks in
 float32. Variants take their steps in turn, so a load that changes during the run affects them
 alike. ``--allocator both`` (default) runs them all with glibc's default allocator, then all again
-with freed memory kept in the process (``tasp_hloc.allocator``). ``--profile`` prints each
+with freed memory kept in the process (``tasp_hloc.runtime.allocator``). ``--profile`` prints each
 variant's top operators by self CPU time over one step.
 """
 
@@ -22,12 +22,12 @@ import time
 import numpy as np
 import torch
 
-from tasp_hloc.allocator import keep_freed_memory
-from tasp_hloc.device import resolve_device
-from tasp_hloc.geometry import grid_points
+from tasp_hloc.runtime.allocator import keep_freed_memory
+from tasp_hloc.runtime.device import resolve_device
+from tasp_hloc.data.geometry import grid_points
 from tasp_hloc.labels import keypoints_to_label_map
 from tasp_hloc.losses import TaSPLoss
-from tasp_hloc.tasp import TaSP
+from tasp_hloc.model.tasp import TaSP
 from tasp_hloc.train.anchors import build_anchors
 from tasp_hloc.train.precision import keep_depthwise_fp32
 
@@ -186,7 +186,7 @@ def main(argv=None):
         choices=["both", "glibc", "kept"],
         default="both",
         help="glibc's default (freed activations go back to the kernel), kept "
-        "(tasp_hloc.allocator.keep_freed_memory, as the train CLI), or both: glibc's first, "
+        "(tasp_hloc.runtime.allocator.keep_freed_memory, as the train CLI), or both: glibc's first, "
         "since keeping cannot be undone in a process",
     )
     p.add_argument("--profile", action="store_true", help="per-operator profile of one step each")

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tasp_hloc.files import atomic_path, read_rows, write_text_atomic
+from tasp_hloc.io.files import atomic_path, read_rows, write_text_atomic
 
 from pipelines.common import PipelineError, cli_parser, done, logger, require_hloc
+from pipelines.localization_args import add_localization_args
 from pipelines.hloc_steps import (
-    add_feature_args,
     check_features,
     check_pairs,
     extract,
@@ -182,46 +182,9 @@ def run(args):
     return results
 
 
-def add_common_args(parser, default_features: str, default_k: int):
-    """Flags shared by the localization pipelines (Aachen, InLoc)."""
-    add_feature_args(parser, default_features)
-    parser.add_argument(
-        "--matcher", default="NN-mutual", help="hloc matcher preset, default: %(default)s"
-    )
-    parser.add_argument(
-        "--num-loc",
-        type=int,
-        default=default_k,
-        help="retrieved database images per query, default: %(default)s (the TaSP paper used 20)",
-    )
-    parser.add_argument(
-        "--retrieval",
-        choices=["netvlad", "exhaustive"],
-        default="netvlad",
-        help="netvlad (top --num-loc) or exhaustive (every database image; "
-        "small datasets only), default: %(default)s",
-    )
-    parser.add_argument(
-        "--netvlad-weights",
-        type=Path,
-        help="local Pitts30K_struct.mat; default: hloc's torch hub cache path",
-    )
-    parser.add_argument(
-        "--query-pairs",
-        type=Path,
-        action="append",
-        metavar="FILE",
-        help="given query-database pairs (`query db` per line, names relative "
-        "to the image folder) for some or all queries, e.g. the official "
-        "list for Aachen's night queries; database-database lines are "
-        "skipped; the other queries use --retrieval. Repeatable.",
-    )
-    parser.add_argument("--results", type=Path, help="results file (default: under --outputs)")
-
-
 def main(argv=None):
     p = cli_parser(__doc__, "Aachen Day-Night v1.1 root")
-    add_common_args(p, "tasp_aachen", 20)
+    add_localization_args(p, "tasp_aachen", 20)
     p.add_argument(
         "--num-covis",
         type=int,

@@ -15,8 +15,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tasp_hloc.files import write_text_atomic
-from tasp_hloc.hloc_format import read_pairs, write_pairs
+from tasp_hloc.io.images import IMAGE_EXTENSIONS
+from tasp_hloc.io.files import write_text_atomic
+from tasp_hloc.io.hloc_format import read_pairs, write_pairs
 
 from pipelines.common import PipelineError, cli_parser, done, logger, require_hloc
 from pipelines.hloc_steps import (
@@ -51,10 +52,11 @@ def run(args):
 
     dataset, outputs = Path(args.dataset), Path(args.outputs)
     image_dir = dataset / "images"
-    exts = {".jpg", ".jpeg", ".png", ".ppm", ".JPG", ".JPEG", ".PNG"}
     names = (
         sorted(
-            p.relative_to(image_dir).as_posix() for p in image_dir.rglob("*") if p.suffix in exts
+            p.relative_to(image_dir).as_posix()
+            for p in image_dir.rglob("*")
+            if p.suffix.lower() in IMAGE_EXTENSIONS
         )
         if image_dir.is_dir()
         else []

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from tasp_hloc.h5_journal import open_append, recover
+from tasp_hloc.io.h5_journal import open_append, recover
 
 from pipelines.common import logger
 

@@ -7,8 +7,8 @@ import copy
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
-from tasp_hloc.confs import MATCHER_PRESETS
-from tasp_hloc.weights import weights_argument
+from tasp_hloc.hloc.confs import MATCHER_PRESETS
+from tasp_hloc.model.weights import weights_argument
 
 from pipelines.common import PipelineError, require_hloc
 from pipelines.h5_repair import FEATURE_KEYS, MATCH_KEYS, repair_h5
@@ -54,9 +54,9 @@ def feature_conf(
 
     if name.startswith("tasp"):
         try:
-            from tasp_hloc.hloc_plugin import register
+            from tasp_hloc.hloc.plugin import register
         except ImportError as e:
-            raise ImportError(f"Feature preset {name!r} needs tasp_hloc.hloc_plugin ({e}).") from e
+            raise ImportError(f"Feature preset {name!r} needs tasp_hloc.hloc.plugin ({e}).") from e
         register()
     if name not in extract_features.confs:
         raise ValueError(

@@ -18,9 +18,9 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
-from tasp_hloc.files import write_text_atomic
-from tasp_hloc.hloc_format import write_pairs
-from tasp_hloc.match_metrics import homography_match_errors, mean_matching_accuracy
+from tasp_hloc.io.files import write_text_atomic
+from tasp_hloc.io.hloc_format import write_pairs
+from pipelines.match_metrics import homography_match_errors, mean_matching_accuracy
 
 from pipelines.common import cli_parser, logger, require_hloc
 from pipelines.hloc_steps import (

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipelines.aachen import add_common_args
+from pipelines.localization_args import add_localization_args
 from pipelines.common import PipelineError, cli_parser, done, require_hloc
 from pipelines.hloc_steps import (
     check_features,
@@ -112,7 +112,7 @@ def run(args):
 
 def main(argv=None):
     p = cli_parser(__doc__, "InLoc root (query/, database/)")
-    add_common_args(p, "tasp_inloc", 40)
+    add_localization_args(p, "tasp_inloc", 40)
     p.add_argument(
         "--skip-matches",
         type=int,

@@ -12,8 +12,8 @@ from typing import Optional
 
 import numpy as np
 
-from tasp_hloc.files import atomic_write, write_text_atomic
-from tasp_hloc.image_io import ImageReadError, read_image
+from tasp_hloc.io.files import atomic_write, write_text_atomic
+from tasp_hloc.io.images import ImageReadError, read_image
 
 from pipelines.common import PipelineError, logger, require_hloc
 from pipelines.poses import rigid_to_pose

@@ -203,7 +203,7 @@ def make_random_checkpoint(
 def register_hloc_extractor():
     """Make `hloc.extractors.netvlad_mat` loadable by hloc's dynamic_load (idempotent)."""
     require_hloc()
-    from tasp_hloc.hloc_plugin import add_extractor
+    from tasp_hloc.hloc.plugin import add_extractor
 
     def make_class(BaseModel):
         class NetVLADMat(BaseModel):

@@ -7,7 +7,7 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
-from tasp_hloc.files import read_rows, write_text_atomic
+from tasp_hloc.io.files import read_rows, write_text_atomic
 
 from pipelines.poses import Pose
 

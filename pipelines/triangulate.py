@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tasp_hloc.hloc_format import read_pairs
+from tasp_hloc.io.hloc_format import read_pairs
 
 from pipelines.common import PipelineError, logger, require_hloc
 

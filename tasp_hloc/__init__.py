@@ -12,22 +12,22 @@ Folders of images and hloc's files: ``extract_features`` (images -> feature .h5)
 ``python -m tasp_hloc extract/match``. hloc: ``register`` (also automatic once installed).
 
 The names are loaded on first use (PEP 562), so ``import tasp_hloc`` imports neither torch nor
-hloc: the hloc hook that runs at interpreter start (``tasp_hloc._autoregister``) stays free.
+hloc: the hloc hook that runs at interpreter start (``tasp_hloc.hloc.autoregister``) stays free.
 """
 
 __version__ = "0.1.0"
 
 # public name -> (module, attribute)
 _LAZY = {
-    "TaSP": ("tasp_hloc.tasp", "TaSP"),
-    "load_image": ("tasp_hloc.api", "load_image"),
-    "match_pair": ("tasp_hloc.api", "match_pair"),
+    "TaSP": ("tasp_hloc.model.tasp", "TaSP"),
+    "load_image": ("tasp_hloc.io.images", "load_image"),
+    "match_pair": ("tasp_hloc.model.matcher", "match_pair"),
     "extract_features": ("tasp_hloc.extract", "extract"),
     "match_features": ("tasp_hloc.match", "match"),
-    "get_preset": ("tasp_hloc.confs", "get_preset"),
-    "PRESETS": ("tasp_hloc.confs", "PRESETS"),
-    "register": ("tasp_hloc.hloc_plugin", "register"),
-    "WeightsError": ("tasp_hloc.weights", "WeightsError"),
+    "get_preset": ("tasp_hloc.hloc.confs", "get_preset"),
+    "PRESETS": ("tasp_hloc.hloc.confs", "PRESETS"),
+    "register": ("tasp_hloc.hloc.plugin", "register"),
+    "WeightsError": ("tasp_hloc.model.weights", "WeightsError"),
 }
 __all__ = ["__version__", *_LAZY]
 

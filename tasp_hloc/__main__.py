@@ -7,12 +7,11 @@ import os
 import sys
 from pathlib import Path
 
-from .allocator import keep_freed_memory
-from .confs import PRESETS, get_preset
-from .h5_journal import FileBusyError
-from .weights import WeightsError, weights_argument
-
-DEMO_DIR = Path(__file__).parent / "assets" / "demo"
+from .assets import DEMO_DIR
+from .runtime.allocator import keep_freed_memory
+from .hloc.confs import PRESETS, get_preset
+from .io.h5_journal import FileBusyError
+from .model.weights import WeightsError, weights_argument
 
 
 def _model_overrides(args) -> dict:
@@ -116,7 +115,7 @@ def _check_output(path: Path) -> None:
 
 def cmd_extract(args) -> int:
     _check_output(args.output)
-    from .image_io import read_image_list
+    from .io.images import read_image_list
     from .sharding import extract_sharded
 
     names = read_image_list(args.image_list) if args.image_list else None
@@ -137,7 +136,7 @@ def cmd_extract(args) -> int:
 
 
 def cmd_match(args) -> int:
-    from .hloc_format import feature_names, write_pairs
+    from .io.hloc_format import feature_names, write_pairs
     from .match import exhaustive_pairs
     from .sharding import match_sharded
 

@@ -8,10 +8,10 @@ import h5py
 import numpy as np
 
 from .extract import extract
-from .hloc_format import names_to_pair, write_pairs
-from .image_io import list_images, read_image
+from .io.hloc_format import names_to_pair, write_pairs
+from .io.images import list_images, read_image
 from .match import exhaustive_pairs, match
-from .tasp import TaSP
+from .model.tasp import TaSP
 
 
 def draw_matches(

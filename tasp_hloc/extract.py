@@ -21,17 +21,17 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .confs import DETECTION_NOISE
-from .device import resolve_device
-from .hloc_format import (
-    open_for_append,
+from .io.h5_journal import open_append
+from .runtime.device import resolve_device
+from .io.hloc_format import (
+    DETECTION_NOISE,
     rescale_prediction,
     stored_names,
     to_hloc_prediction,
     write_features,
 )
-from .image_io import ImageDataset, ImageReadError
-from .tasp import TaSP
+from .io.images import ImageDataset, ImageReadError
+from .model.tasp import TaSP
 
 logger = logging.getLogger(__name__)
 
@@ -134,14 +134,14 @@ def extract(
     """Write features of every image of ``image_dir`` (or ``names``) to ``feature_path``.
 
     Args:
-        conf: a preset (``tasp_hloc.confs``): ``model`` and ``preprocessing`` dicts.
+        conf: a preset (``tasp_hloc.hloc.confs``): ``model`` and ``preprocessing`` dicts.
         names: image names relative to ``image_dir``; default: all images found there.
         overwrite: re-extract images already in the file (else they are skipped, so an
             interrupted run resumes where it stopped).
         num_workers: processes decoding and resizing images (0: in the main thread).
         fail_fast: raise on the first unreadable image instead of skipping it.
         commit_every: seconds between commits of the file (0: after every image); a SIGKILL
-            loses at most the images finished since the last commit (see ``open_for_append``).
+            loses at most the images finished since the last commit (see ``open_append``).
         batch_size: images per network call, taken from consecutive images of one size after
             resizing (a GPU gains from it; on a CPU 1 is as fast). The features are those of
             one image at a time, up to floating-point rounding.
@@ -179,7 +179,7 @@ def extract(
     failures = []
     items = iter(loader)  # forks the decoding workers before the output is opened (locked)
     progress = tqdm(total=len(dataset), desc="extract", unit="img")
-    with progress, open_for_append(feature_path, commit_every) as out:
+    with progress, open_append(feature_path, commit_every) as out:
         writer = _Writer(out, as_half)
         try:
             for run in same_size_runs(items, batch_size):

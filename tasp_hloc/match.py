@@ -1,4 +1,5 @@
-"""Mutual nearest-neighbour matching of features in an hloc feature file, without hloc."""
+"""Mutual nearest-neighbour matching of the features in an hloc feature file into hloc's match
+file, without hloc (the tensor kernel is :mod:`tasp_hloc.model.matcher`)."""
 
 import logging
 from collections import OrderedDict
@@ -9,66 +10,19 @@ import h5py
 import torch
 from tqdm import tqdm
 
-from .device import resolve_device
-from .hloc_format import (
+from .model.matcher import mutual_nearest_neighbor
+from .io.h5_journal import open_append
+from .runtime.device import resolve_device
+from .io.hloc_format import (
     feature_names,
     names_to_pair,
-    open_for_append,
     read_pairs,
     stored_names,
     write_matches,
 )
-from .hloc_format import write_pairs  # noqa: F401 (the API's name, beside exhaustive_pairs)
+from .io.hloc_format import write_pairs  # noqa: F401 (the API's name, beside exhaustive_pairs)
 
 logger = logging.getLogger(__name__)
-
-
-def mutual_nearest_neighbor(
-    desc0: torch.Tensor,
-    desc1: torch.Tensor,
-    mask0: Optional[torch.Tensor] = None,
-    mask1: Optional[torch.Tensor] = None,
-    max_distance: Optional[float] = None,
-) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Mutual nearest neighbours by cosine similarity, in hloc's ``NN-mutual`` convention.
-
-    Args:
-        desc0: :math:`(B, N0, D)` unit-norm descriptors; desc1: :math:`(B, N1, D)`.
-        mask0, mask1: :math:`(B, N0)`, :math:`(B, N1)` bool, False for padding.
-        max_distance: hloc's ``distance_threshold`` (``NN-tasp``: 0.6): a nearest neighbour
-            farther than this (Euclidean, i.e. cosine below 1 - d^2 / 2) is no match, and its
-            score is 0, as hloc stores it.
-
-    Returns:
-        ``matches0`` :math:`(B, N0)` int64, index into image 1 or -1, and ``scores0``
-        :math:`(B, N0)` = (cosine of the nearest neighbour + 1) / 2 (as hloc stores it, also
-        for points whose match fails the mutual check; 0 for padding).
-    """
-    if desc0.dim() != 3 or desc1.dim() != 3 or desc0.shape[-1] != desc1.shape[-1]:
-        raise ValueError(
-            f"Expected (B, N, D) descriptors, got {tuple(desc0.shape)}, {tuple(desc1.shape)}."
-        )
-    b, n0, n1 = desc0.shape[0], desc0.shape[1], desc1.shape[1]
-    if n0 == 0 or n1 == 0:
-        return desc0.new_full((b, n0), -1, dtype=torch.long), desc0.new_zeros((b, n0))
-    sim = torch.einsum("bnd,bmd->bnm", desc0, desc1)
-    if mask0 is not None or mask1 is not None:
-        valid = torch.ones_like(sim, dtype=torch.bool)
-        if mask0 is not None:
-            valid &= mask0[:, :, None]
-        if mask1 is not None:
-            valid &= mask1[:, None, :]
-        sim = sim.masked_fill(~valid, float("-inf"))
-    best0, nn0 = sim.max(2)  # B x N0
-    nn1 = sim.argmax(1)  # B x N1
-    mutual = torch.gather(nn1, 1, nn0) == torch.arange(n0, device=sim.device)[None]
-    close = torch.isfinite(best0)
-    if max_distance is not None:  # on each side's nearest neighbour, as hloc's find_nn
-        close &= 2 * (1 - best0) <= max_distance**2
-    mutual &= close
-    matches0 = torch.where(mutual, nn0, nn0.new_tensor(-1))
-    scores0 = torch.where(close, (best0 + 1) / 2, best0.new_tensor(0.0))
-    return matches0, scores0
 
 
 class _DescriptorCache:
@@ -98,7 +52,7 @@ def _pad(tensors: List[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
     return out, mask
 
 
-def pairs_to_match(pairs: Sequence[Tuple[str, str]], done: set) -> List[Tuple[str, str]]:
+def unique_new_pairs(pairs: Sequence[Tuple[str, str]], done: set) -> List[Tuple[str, str]]:
     """Unique pairs (either order) that are not already in the match file."""
     seen, todo = set(), []
     for n0, n1 in pairs:
@@ -122,19 +76,22 @@ def match(
     max_distance: Optional[float] = None,
 ) -> Path:
     """Match every pair of ``pairs_path`` and write hloc's match file ``match_path``
-    (mutual NN; ``max_distance`` as in :func:`mutual_nearest_neighbor`).
+    (mutual NN; ``max_distance`` as in
+    :func:`~tasp_hloc.model.matcher.mutual_nearest_neighbor`).
 
     Pairs already in the file are skipped (a killed run resumes; a SIGKILL loses at most the
     pairs matched in the last ``commit_every`` seconds); pairs that name images missing from
     the feature file are reported up front, before any work is done.
     """
-    todo = pairs_left_to_match(pairs_path, feature_path, match_path, overwrite)
+    todo = pending_pairs(pairs_path, feature_path, match_path, overwrite)
     if todo:
-        match_pairs(todo, feature_path, match_path, device, batch_size, commit_every, max_distance)
+        match_into_file(
+            todo, feature_path, match_path, device, batch_size, commit_every, max_distance
+        )
     return match_path
 
 
-def pairs_left_to_match(
+def pending_pairs(
     pairs_path: Path, feature_path: Path, match_path: Path, overwrite: bool = False
 ) -> List[Tuple[str, str]]:
     """The unique pairs of ``pairs_path`` not yet in ``match_path`` (all with ``overwrite``),
@@ -149,8 +106,8 @@ def pairs_left_to_match(
         )
     either_order = [names_to_pair(a, b) for n0, n1 in pairs for a, b in ((n0, n1), (n1, n0))]
     done = set() if overwrite else stored_names(match_path, either_order)
-    todo = pairs_to_match(pairs, done)
-    unique = len(pairs_to_match(pairs, set()))
+    todo = unique_new_pairs(pairs, done)
+    unique = len(unique_new_pairs(pairs, set()))
     if not todo:
         logger.info("All pairs are already matched in %s.", match_path)
     else:
@@ -164,7 +121,7 @@ def pairs_left_to_match(
 
 
 @torch.no_grad()
-def match_pairs(
+def match_into_file(
     pairs: Sequence[Tuple[str, str]],
     feature_path: Path,
     match_path: Path,
@@ -173,11 +130,12 @@ def match_pairs(
     commit_every: float = 1.0,
     max_distance: Optional[float] = None,
 ) -> Path:
-    """Match ``pairs`` (checked: see ``pairs_left_to_match``) into ``match_path``."""
+    """Match ``pairs`` (already checked and filtered: see ``pending_pairs``) into the match
+    file ``match_path``, appending."""
     device = resolve_device(device)
     with (
         h5py.File(str(feature_path), "r", libver="latest") as ffd,
-        open_for_append(match_path, commit_every) as out,
+        open_append(match_path, commit_every) as out,
     ):
         cache = _DescriptorCache(ffd, device)
         for start in tqdm(range(0, len(pairs), batch_size), desc="match", unit="batch"):

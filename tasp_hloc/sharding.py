@@ -23,13 +23,13 @@ import h5py
 import torch
 import torch.distributed as dist
 
-from .device import resolve_device
-from .distributed import cleanup, setup, world_size_from_env
+from .runtime.device import resolve_device
+from .runtime.distributed import cleanup, setup, world_size_from_env
 from .extract import extract
-from .h5_journal import journal_path, recover
-from .hloc_format import list_h5_names, names_to_pair, open_for_append, stored_names
-from .image_io import ImageDataset
-from .match import match, match_pairs, pairs_left_to_match
+from .io.h5_journal import journal_path, open_append, recover
+from .io.hloc_format import list_h5_names, names_to_pair, stored_names
+from .io.images import ImageDataset
+from .match import match, match_into_file, pending_pairs
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def merge_shards(output: Path, order: Sequence[str] = (), commit_every: float = 
     names = sorted(where, key=lambda n: (rank_of.get(n, len(rank_of)), n))
     files = {shard: h5py.File(str(shard), "r", libver="latest") for shard in shards}
     try:
-        with open_for_append(output, commit_every) as out:
+        with open_append(output, commit_every) as out:
             for name in names:
                 with out.item(name) as fd:
                     if name in fd:
@@ -194,12 +194,12 @@ def match_sharded(
         )
 
     def work(pairs, shard, device):
-        match_pairs(pairs, feature_path, shard, device, batch_size, commit_every, max_distance)
+        match_into_file(pairs, feature_path, shard, device, batch_size, commit_every, max_distance)
         return []
 
     run_sharded(
         match_path,
-        lambda: pairs_left_to_match(pairs_path, feature_path, match_path, overwrite),
+        lambda: pending_pairs(pairs_path, feature_path, match_path, overwrite),
         lambda pair: names_to_pair(*pair),
         work,
         device,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from tasp_hloc.geometry import warp_points
+from tasp_hloc.data.geometry import warp_points
 
 HAS_HLOC = importlib.util.find_spec("hloc") is not None
 requires_hloc = pytest.mark.skipif(
@@ -75,7 +75,7 @@ def image_dir(tmp_path):
 @pytest.fixture
 def tiny_conf():
     """The Aachen preset with an untrained network and a small resize, for speed."""
-    from tasp_hloc.confs import get_preset
+    from tasp_hloc.hloc.confs import get_preset
 
     conf = get_preset("tasp_aachen", weights=None, max_keypoints=64)
     conf["preprocessing"]["resize_max"] = 100

@@ -10,7 +10,7 @@ CHILD = """
 import resource, sys
 import torch
 if sys.argv[1] == "keep":
-    from tasp_hloc.allocator import keep_freed_memory
+    from tasp_hloc.runtime.allocator import keep_freed_memory
     assert keep_freed_memory()
 elif sys.argv[1] == "tasp":  # a user's own TaSP(), as the README's Python example builds it
     from tasp_hloc import TaSP
@@ -42,7 +42,7 @@ def test_kept_memory_is_reused_without_page_faults():
 
 
 def test_not_glibc_changes_nothing(monkeypatch):
-    from tasp_hloc import allocator
+    from tasp_hloc.runtime import allocator
 
     monkeypatch.setattr(allocator.sys, "platform", "darwin")
     assert allocator.keep_freed_memory() is False
@@ -61,7 +61,7 @@ def test_tasp_on_cpu_keeps_freed_memory_unless_opted_out():
 
 
 def test_leave_default_stops_tasp_from_changing_it(monkeypatch):
-    from tasp_hloc import allocator
+    from tasp_hloc.runtime import allocator
 
     calls = []
     monkeypatch.setattr(allocator, "_decided", False)

@@ -21,7 +21,9 @@ def readme_api_snippet() -> str:
 
 def test_top_level_names_are_the_real_objects():
     from tasp_hloc import PRESETS, extract_features, get_preset, match_features, register
-    from tasp_hloc import confs, extract, hloc_plugin, match, tasp
+    from tasp_hloc.hloc import confs, plugin as hloc_plugin
+    from tasp_hloc import extract, match
+    from tasp_hloc.model import tasp
 
     assert TaSP is tasp.TaSP and extract_features is extract.extract
     assert match_features is match.match and register is hloc_plugin.register

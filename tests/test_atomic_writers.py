@@ -1,7 +1,7 @@
 """Every small-file writer keeps the previous version when a write fails (issue 22 item 3).
 
 The harness fails the writes the way a full disk does: ``ENOSPC`` (or EIO, EDQUOT, EFBIG) after
-``limit`` bytes of a file opened by ``tasp_hloc.files``, or at its fsync. After each fault the
+``limit`` bytes of a file opened by ``tasp_hloc.io.files``, or at its fsync. After each fault the
 target holds exactly its previous bytes and no temporary file is left beside it.
 """
 
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from tasp_hloc import files
+from tasp_hloc.io import files
 
 ERRNOS = [errno.ENOSPC, errno.EIO, errno.EDQUOT, errno.EFBIG]
 
@@ -43,7 +43,7 @@ class FailingFile:
 
 @pytest.fixture
 def disk(monkeypatch):
-    """``disk.fail(limit, err)``: later files opened for writing by tasp_hloc.files fail after
+    """``disk.fail(limit, err)``: later files opened for writing by tasp_hloc.io.files fail after
     ``limit`` bytes (None: only the fsync fails)."""
 
     class Disk:
@@ -76,7 +76,7 @@ def _writers(tmp_path):
     """(name, target path, write a new version) of each writer."""
     from tasp_hloc.data.photos.manifest import write_csv
     from tasp_hloc.labels.cache import LabelCache
-    from tasp_hloc.train.trainer import _atomic_save
+    from tasp_hloc.train.checkpoints import atomic_save as _atomic_save
 
     def labels(n):
         return {
@@ -125,7 +125,7 @@ def test_a_failed_write_leaves_the_previous_version(tmp_path, disk, err, limit):
 
 def test_export_keeps_the_released_weights_and_manifest_on_a_full_disk(tmp_path, disk):
     from tasp_hloc.train.export import export
-    from tasp_hloc.tasp import TaSP
+    from tasp_hloc.model.tasp import TaSP
 
     model = TaSP({"weights": None, "backbone": "efficientnet_lite0"})
     torch.save({"model": model.state_dict(), "step": 3, "config": {}}, tmp_path / "ckpt.pth")

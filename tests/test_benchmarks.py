@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from benchmarks import compare, datasets
 from benchmarks.features import MethodUnavailable, load_method, resize_max_side
-from tasp_hloc.lightglue_peers import deform_conv2d
+from tasp_hloc.labels.peers import deform_conv2d
 from benchmarks.metrics import (
     estimate_relative_pose,
     estimate_relative_pose_lo,
@@ -28,7 +28,7 @@ from benchmarks.metrics import (
     scale_intrinsics,
     symmetric_epipolar_distance,
 )
-from tasp_hloc.match_metrics import apply_homography as warp_points
+from pipelines.match_metrics import apply_homography as warp_points
 
 
 # ----------------------------------------------------------------------------- matching / MMA

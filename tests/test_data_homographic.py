@@ -6,7 +6,7 @@ import torch
 from tasp_hloc.data import collate, get_dataset
 from tasp_hloc.data.homographic import HomographicDataset, sample_homography
 from tasp_hloc.data.photometric import PhotometricAugmentation
-from tasp_hloc.geometry import warp_points
+from tasp_hloc.data.geometry import warp_points
 
 NO_PHOTO = {"enable": False}
 

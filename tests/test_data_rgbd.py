@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from tasp_hloc.data import build_dataset, collate
-from tasp_hloc.data.rgbd import RGBDDataset, read_trajectory_log
+from tasp_hloc.data.rgbd import RGBDDataset
+from tasp_hloc.data.rgbd_layouts import read_trajectory_log
 
 from conftest import texture_error
 

@@ -100,7 +100,8 @@ def checkpoint(run_dir):
 
 def test_two_processes_take_the_steps_of_one(tiny):
     from tasp_hloc.train.config import load_config
-    from tasp_hloc.train.trainer import Trainer, state_digest
+    from tasp_hloc.train.checkpoints import state_digest
+    from tasp_hloc.train.trainer import Trainer
 
     cfg, tmp, two = tiny
     trainer = Trainer(load_config(str(cfg), [f"output_dir={tmp / 'one'}"]))
@@ -159,7 +160,7 @@ def test_two_processes_stopped_and_resumed_continue_exactly(tiny):
 
 
 def test_epoch_sampler_shards_each_global_batch():
-    from tasp_hloc.train.trainer import EpochSampler
+    from tasp_hloc.train.reproducibility import EpochSampler
 
     B, N = 6, 3
     for start in (0, 12):

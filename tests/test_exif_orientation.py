@@ -7,7 +7,7 @@ import PIL.Image
 import pytest
 
 from tasp_hloc.data.homographic import HomographicDataset
-from tasp_hloc.image_io import read_image
+from tasp_hloc.io.images import read_image
 from tasp_hloc.labels import Labeler
 
 H, W = 96, 128  # stored pixels; a reader that applies the tag sees 128 x 96

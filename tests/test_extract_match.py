@@ -11,18 +11,18 @@ import torch
 
 from tasp_hloc import extract as extract_module
 from tasp_hloc import match as match_module
-from tasp_hloc.confs import get_preset
+from tasp_hloc.hloc.confs import get_preset
 from tasp_hloc.extract import extract
-from tasp_hloc.h5_journal import KILL_ENV, journal_path
-from tasp_hloc.hloc_format import (
+from tasp_hloc.io.h5_journal import KILL_ENV, journal_path, open_append
+from tasp_hloc.io.hloc_format import (
     list_h5_names,
     names_to_pair,
-    open_for_append,
     rescale_prediction,
     write_features,
 )
-from tasp_hloc.image_io import ImageReadError
-from tasp_hloc.match import exhaustive_pairs, match, mutual_nearest_neighbor, write_pairs
+from tasp_hloc.io.images import ImageReadError
+from tasp_hloc.match import exhaustive_pairs, match, write_pairs
+from tasp_hloc.model.matcher import mutual_nearest_neighbor
 
 from conftest import render_scene
 
@@ -60,7 +60,7 @@ def test_half_keeps_subpixel_keypoints_of_big_photos(tmp_path):
         "descriptors": np.ones((4, 3), np.float32) / 2,
     }
     out, unc = rescale_prediction(pred, resized, original, 1.0, as_half=True)
-    with open_for_append(tmp_path / "big.h5") as writer:
+    with open_append(tmp_path / "big.h5") as writer:
         with writer.item("big.jpg") as fd:
             write_features(fd, "big.jpg", out, unc)
     with h5py.File(tmp_path / "big.h5", "r") as fd:
@@ -453,7 +453,7 @@ def test_hloc_extract_features_as_half_keeps_keypoints_precise(tmp_path):
     cv2.imwrite(str(images / "a.png"), render_scene(150, 200, 0))
     code = (
         "import sys\n"
-        "from tasp_hloc.hloc_plugin import register\n"
+        "from tasp_hloc.hloc.plugin import register\n"
         "register()\n"
         "from hloc import extract_features\n"
         "conf = dict(extract_features.confs['tasp_aachen'])\n"

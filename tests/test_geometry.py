@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from tasp_hloc import geometry as G
+from tasp_hloc.data import geometry as G
 
 
 def rot(ax, ay, az, dtype=torch.float64):

@@ -7,8 +7,8 @@ import h5py
 import numpy as np
 import pytest
 
-from tasp_hloc import h5_journal
-from tasp_hloc.h5_journal import journal_path, open_append, recover
+from tasp_hloc.io import h5_journal
+from tasp_hloc.io.h5_journal import journal_path, open_append, recover
 
 from write_faults import ERRNOS, failing_write, os_error_in
 

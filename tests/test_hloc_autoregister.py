@@ -169,7 +169,7 @@ def test_hloc_without_torch_fails_with_its_own_error(standin, tmp_path):
 
 def test_explicit_register_and_the_equivalent_command(standin, images, tmp_path):
     code = (
-        "from tasp_hloc.hloc_plugin import register\n"
+        "from tasp_hloc.hloc.plugin import register\n"
         "import hloc.extractors\n"
         "from hloc import extract_features\n"
         "from hloc.utils.base_model import dynamic_load\n"

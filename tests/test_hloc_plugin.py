@@ -15,7 +15,7 @@ pytestmark = requires_hloc
 
 @pytest.fixture
 def hloc_registered():
-    from tasp_hloc.hloc_plugin import register
+    from tasp_hloc.hloc.plugin import register
 
     register()
     import hloc
@@ -46,7 +46,7 @@ def test_register_makes_tasp_loadable(hloc_registered):
 def test_register_is_idempotent_and_sets_weights(hloc_registered):
     from hloc import extract_features
 
-    from tasp_hloc.hloc_plugin import register
+    from tasp_hloc.hloc.plugin import register
 
     m1 = register()
     m2 = register(weights="some.pth")

@@ -2,7 +2,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tasp_hloc.image_io import (
+from tasp_hloc.io.images import (
     ImageDataset,
     ImageReadError,
     list_images,

@@ -7,10 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tasp_hloc import inference
-from tasp_hloc.backbone import ConvBNAct
-from tasp_hloc.keypoints import max_filter, nms, remove_borders
-from tasp_hloc.tasp import TaSP
+from tasp_hloc.model import inference
+from tasp_hloc.model.backbone import ConvBNAct
+from tasp_hloc.model.keypoints import max_filter, nms, remove_borders
+from tasp_hloc.model.tasp import TaSP
 
 from conftest import render_scene
 

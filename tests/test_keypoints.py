@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from tasp_hloc.keypoints import (
+from tasp_hloc.model.keypoints import (
     logits_to_heatmap,
     nms,
     refine_corners,

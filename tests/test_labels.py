@@ -20,7 +20,7 @@ from tasp_hloc.labels import (
     sample_homographies,
 )
 from tasp_hloc.labels.__main__ import main as cli_main
-from tasp_hloc.lightglue_peers import import_lightglue
+from tasp_hloc.labels.peers import import_lightglue
 
 
 def checkerboard(size=128, square=16.0, n=5, angle=0.0, centre=None, ss=4):
@@ -153,7 +153,7 @@ def test_model_detector_self_labelling():
 
 def test_model_detector_loads_tasp_weights_from_its_conf(tmp_path):
     from tasp_hloc.labels.detectors import get_detector
-    from tasp_hloc.tasp import TaSP
+    from tasp_hloc.model.tasp import TaSP
 
     net = TaSP({"weights": None, "descriptor_dim": 32}).eval()
     path = tmp_path / "round0.pth"

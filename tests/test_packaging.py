@@ -60,7 +60,7 @@ def wheel(source, tmp_path_factory):
 
 def expected_files():
     """Wheel path -> repository file: all of weights/, of tasp_hloc/train/configs/ and every
-    module of tasp_hloc (the hook's tasp_hloc/_autoregister.py among them)."""
+    module of tasp_hloc (the hook's tasp_hloc/hloc/autoregister.py among them)."""
     files = {
         f"tasp_hloc/_weights/{p.relative_to(ROOT / 'weights').as_posix()}": p
         for p in (ROOT / "weights").rglob("*")
@@ -117,7 +117,7 @@ def test_installed_copy_finds_its_weights_outside_the_checkout(wheel, tmp_path):
     with zipfile.ZipFile(wheel) as z:
         z.extractall(site)
     code = (
-        "import tasp_hloc, tasp_hloc.weights as w\n"
+        "import tasp_hloc, tasp_hloc.model.weights as w\n"
         "from tasp_hloc import TaSP\n"
         "print('FILE', tasp_hloc.__file__)\n"
         "print('DIR', w.WEIGHTS_DIR)\n"
@@ -140,7 +140,7 @@ def test_installed_copy_finds_its_weights_outside_the_checkout(wheel, tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     assert f"FILE {site / 'tasp_hloc' / '__init__.py'}" in out.stdout
     assert f"DIR {site / 'tasp_hloc' / '_weights'}" in out.stdout
-    from tasp_hloc.tasp import TaSP
+    from tasp_hloc.model.tasp import TaSP
 
     assert f"LOADED {TaSP.default_conf['weights']}" in out.stdout
     configs = len(list((ROOT / "tasp_hloc/train/configs").rglob("*.yaml")))
@@ -148,7 +148,7 @@ def test_installed_copy_finds_its_weights_outside_the_checkout(wheel, tmp_path):
 
 
 def test_missing_weights_say_the_installation_lacks_them(tmp_path, monkeypatch):
-    from tasp_hloc import weights as W
+    from tasp_hloc.model import weights as W
 
     with pytest.raises(W.WeightsError, match="lacks the released weights"):
         W.resolve("tasp_v1", weights_dir=tmp_path)

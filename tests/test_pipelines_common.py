@@ -25,8 +25,8 @@ from pipelines import (  # noqa: E402
 )
 from pipelines import poses as pose_math  # noqa: E402
 from pipelines import results as results_files  # noqa: E402
-from tasp_hloc import h5_journal  # noqa: E402
-from tasp_hloc import hloc_format  # noqa: E402
+from tasp_hloc.io import h5_superblock  # noqa: E402
+from tasp_hloc.io import hloc_format  # noqa: E402
 
 from pipelines.aachen import check_layout  # noqa: E402
 from pipelines.inloc import dataset_images as list_images  # noqa: E402
@@ -549,7 +549,7 @@ def test_h5_left_by_killed_writer_is_repaired(tmp_path):
     with h5py.File(str(f), "r") as fd:
         assert sorted(fd["db"].keys()) == ["0.jpg", "1.jpg", "2.jpg"]  # partial group dropped
     assert (
-        h5_journal.lookup3(b"Four score and seven years ago") == 0x17770551
+        h5_superblock.lookup3(b"Four score and seven years ago") == 0x17770551
     )  # lookup3 test vector
     (tmp_path / "junk.h5").write_bytes(b"not hdf5 at all")
     h5_repair.repair_h5(tmp_path / "junk.h5", h5_repair.FEATURE_KEYS)

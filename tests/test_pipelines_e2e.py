@@ -37,7 +37,7 @@ from pipelines import (  # noqa: E402
     triangulate,
 )
 from pipelines import results as results_files  # noqa: E402
-from tasp_hloc import hloc_format  # noqa: E402
+from tasp_hloc.io import hloc_format  # noqa: E402
 
 
 REPO = Path(__file__).parents[1]
@@ -284,7 +284,7 @@ def test_inloc_default_focal_is_hlocs(inloc_ds):
 
 def test_tasp_preset_plumbing(tmp_path):
     """The TaSP preset through the whole pipeline; random weights: check files, not accuracy."""
-    pytest.importorskip("tasp_hloc.hloc_plugin", reason="the TaSP hloc adapter is not there yet")
+    pytest.importorskip("tasp_hloc.hloc.plugin", reason="the TaSP hloc adapter is not there yet")
     queries = ps.make_aachen(tmp_path / "ds", n_db=6, n_day=1, n_night=1)
     out = tmp_path / "out"
     args = [

@@ -2,9 +2,9 @@
 
 import pytest
 
-from tasp_hloc.confs import get_preset
-from tasp_hloc.tasp import TaSP
-from tasp_hloc.weights import read_manifest
+from tasp_hloc.hloc.confs import get_preset
+from tasp_hloc.model.tasp import TaSP
+from tasp_hloc.model.weights import read_manifest
 
 DEFAULT = TaSP.default_conf["weights"]
 pytestmark = pytest.mark.skipif(

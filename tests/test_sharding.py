@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch.distributed as dist
 
-from tasp_hloc.hloc_format import list_h5_names
+from tasp_hloc.io.hloc_format import list_h5_names
 from tasp_hloc.sharding import leftover_shards, merge_shards, shard_path
 
 from conftest import assert_same_file, h5_contents, render_scene

@@ -52,11 +52,11 @@ def test_table3_configs_switch_exactly_the_three_components():
 
 
 def test_smoke_training_resume_and_export(tiny_run, tmp_path):
-    from tasp_hloc.tasp import TaSP
+    from tasp_hloc.model.tasp import TaSP
     from tasp_hloc.train.config import load_config
     from tasp_hloc.train.export import export
     from tasp_hloc.train.trainer import Trainer
-    from tasp_hloc.weights import read_manifest
+    from tasp_hloc.model.weights import read_manifest
 
     cfg, _ = tiny_run
     trainer = Trainer(load_config(str(cfg), ["train.steps=2", "train.keep_every=1"]))

@@ -4,8 +4,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tasp_hloc import weights as W
-from tasp_hloc.tasp import TaSP
+from tasp_hloc.model import weights as W
+from tasp_hloc.model.tasp import TaSP
 
 
 @pytest.fixture
@@ -28,7 +28,7 @@ def weights_dir(tmp_path, monkeypatch):
     (tmp_path / W.MANIFEST_NAME).write_text(json.dumps(manifest))
     original = W.load_state_dict
     monkeypatch.setattr(
-        "tasp_hloc.tasp.load_state_dict", lambda name: original(name, weights_dir=tmp_path)
+        "tasp_hloc.model.tasp.load_state_dict", lambda name: original(name, weights_dir=tmp_path)
     )
     return tmp_path, model
 
@@ -104,6 +104,6 @@ def test_mismatched_conf_and_foreign_state_dict(weights_dir, tmp_path):
     ],
 )
 def test_weights_argument_of_every_command_line(value, expected):
-    from tasp_hloc.weights import weights_argument
+    from tasp_hloc.model.weights import weights_argument
 
     assert weights_argument(value) == expected

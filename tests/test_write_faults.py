@@ -10,7 +10,7 @@ import pytest
 
 from tasp_hloc import extract as extract_module
 from tasp_hloc.extract import extract
-from tasp_hloc.h5_journal import journal_path
+from tasp_hloc.io.h5_journal import journal_path
 from tasp_hloc.match import match, write_pairs
 from tasp_hloc.sharding import leftover_shards, merge_shards, shard_path
 

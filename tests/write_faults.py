@@ -9,7 +9,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from tasp_hloc import h5_journal
+from tasp_hloc.io import h5_journal
 
 ERRNOS = [errno.ENOSPC, errno.EIO, errno.EDQUOT, errno.EFBIG]
 

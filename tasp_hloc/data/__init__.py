@@ -12,7 +12,7 @@ Every source returns the same pair-sample dict (torch tensors, before collation)
 - ``name``: str.
 
 Homographic pairs carry a constant plane depth (1.0) and a nominal K (f = max(H, W), centred)
-so that 3D quantities are defined. Correspondences of any batch: :func:`tasp_hloc.geometry.warp_points`.
+so that 3D quantities are defined. Correspondences of any batch: :func:`tasp_hloc.data.geometry.warp_points`.
 
 Build a dataset from a conf with :func:`build_dataset`; ``{"name": "mix", "sources": [...]}``
 mixes several with per-source weights.
@@ -27,7 +27,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .utils import make_rng, merge_conf
+from ..options import with_defaults
+from .utils import make_rng
 
 _REGISTRY = {
     "homographic": ("tasp_hloc.data.homographic", "HomographicDataset"),
@@ -101,7 +102,7 @@ class MixedDataset(Dataset):
         datasets: Optional[List[Dataset]] = None,
         weights: Optional[List[float]] = None,
     ):
-        self.conf = merge_conf(self.default_conf, conf)
+        self.conf = with_defaults(self.default_conf, conf, "MixedDataset")
         if datasets is None:
             datasets, weights = [], []
             for k, src in enumerate(self.conf["sources"]):

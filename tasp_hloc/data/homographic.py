@@ -17,12 +17,12 @@ import cv2
 import numpy as np
 from torch.utils.data import Dataset
 
+from ..options import with_defaults
 from .photometric import PhotometricAugmentation
-from ..image_io import read_image
+from ..io.images import read_image
 from .utils import (
     image_files,
     make_rng,
-    merge_conf,
     nominal_intrinsics,
     pack_sample,
     pixel_scale_matrix,
@@ -103,7 +103,7 @@ class HomographicDataset(Dataset):
     }
 
     def __init__(self, conf: dict | None = None):
-        self.conf = merge_conf(self.default_conf, conf)
+        self.conf = with_defaults(self.default_conf, conf, "HomographicDataset")
         dirs = self.conf["image_dirs"]
         dirs = [dirs] if isinstance(dirs, str) else list(dirs)
         if not dirs:

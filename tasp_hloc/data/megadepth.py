@@ -31,8 +31,9 @@ import h5py
 import numpy as np
 from torch.utils.data import Dataset
 
-from ..image_io import read_image
-from .utils import make_rng, merge_conf, pixel_scale_matrix, resize_view
+from ..options import with_defaults
+from ..io.images import read_image
+from .utils import make_rng, pixel_scale_matrix, resize_view
 from .view_pair import ViewPairSampler
 
 logger = logging.getLogger(__name__)
@@ -89,7 +90,7 @@ class MegaDepthDataset(Dataset):
     }
 
     def __init__(self, conf: Optional[dict] = None):
-        self.conf = c = merge_conf(self.default_conf, conf)
+        self.conf = c = with_defaults(self.default_conf, conf, "MegaDepthDataset")
         if c["root"] is None:
             raise ValueError("MegaDepthDataset: set 'root' to the MegaDepth folder.")
         self.root = Path(c["root"])

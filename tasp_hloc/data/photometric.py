@@ -10,6 +10,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from ..options import with_defaults
+
 
 class PhotometricAugmentation:
     """Random photometric changes of an H x W x 3 image in [0, 1] (float32 or uint8 in).
@@ -38,9 +40,8 @@ class PhotometricAugmentation:
     }
 
     def __init__(self, conf: dict | None = None):
-        from .utils import merge_conf
 
-        self.conf = merge_conf(self.default_conf, conf)
+        self.conf = with_defaults(self.default_conf, conf, "PhotometricAugmentation")
 
     def __call__(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Args: image H x W x 3 (uint8 or float in [0, 1]). Returns H x W x 3 float32 in [0, 1]."""

@@ -115,14 +115,7 @@ class SyntheticScenes(Dataset):
     }
 
     def __init__(self, conf: Optional[Dict[str, Any]] = None):
-        try:  # OmegaConf nodes -> plain dicts
-            from omegaconf import OmegaConf
-
-            if OmegaConf.is_config(conf):
-                conf = OmegaConf.to_container(conf, resolve=True)
-        except ImportError:  # pragma: no cover
-            pass
-        self.conf = c = with_defaults(self.default_conf, conf, "SyntheticScenes", KeyError)
+        self.conf = c = with_defaults(self.default_conf, conf, "SyntheticScenes")
         size = c["size"]
         self.size = (int(size), int(size)) if np.isscalar(size) else (int(size[0]), int(size[1]))
         self.epoch = 0

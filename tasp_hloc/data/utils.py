@@ -1,6 +1,6 @@
 """Small shared helpers of the pair datasets: config merging, seeding, depth I/O, intrinsics.
 
-Images are read with :func:`tasp_hloc.image_io.read_image`, the reader of extraction.
+Images are read with :func:`tasp_hloc.io.images.read_image`, the reader of extraction.
 
 Pixel-centre convention everywhere: the top-left pixel centre is (0, 0), so scaling an image
 by s maps a coordinate c to ``(c + 0.5) * s - 0.5`` and cropping at (x0, y0) maps c to c - x0.
@@ -15,32 +15,7 @@ import cv2
 import numpy as np
 import torch
 
-from ..image_io import IMAGE_EXTENSIONS, extension_globs, list_images
-
-
-def merge_conf(default: dict, conf: Optional[dict]) -> dict:
-    """Recursively merge a user conf (dict or OmegaConf node) into a class's ``default_conf``.
-
-    Unknown keys are rejected so that typos do not pass silently.
-    """
-    if conf is None:
-        conf = {}
-    try:  # OmegaConf objects -> plain containers
-        from omegaconf import OmegaConf
-
-        if OmegaConf.is_config(conf):
-            conf = OmegaConf.to_container(conf, resolve=True)
-    except ImportError:  # pragma: no cover
-        pass
-    out = dict(default)
-    for k, v in dict(conf).items():
-        if k not in default:
-            raise KeyError(f"Unknown config key '{k}'; valid keys: {sorted(default)}.")
-        if isinstance(default[k], dict) and isinstance(v, dict):
-            out[k] = merge_conf(default[k], v)
-        else:
-            out[k] = v
-    return out
+from ..io.images import IMAGE_EXTENSIONS, extension_globs, list_images
 
 
 def make_rng(seed: Optional[int], *keys: int) -> np.random.Generator:
@@ -80,8 +55,10 @@ def read_depth_png(path, scale: float = 1000.0, invalid: Sequence[int] = (0,)) -
     return out
 
 
-def scale_intrinsics(K: np.ndarray, sx: float, sy: float) -> np.ndarray:
-    """K of an image resized by (sx, sy), pixel-centre convention: c' = (c + 0.5) s - 0.5."""
+def scale_intrinsics(K: np.ndarray, scale: Tuple[float, float]) -> np.ndarray:
+    """K of an image resized by ``scale`` = (sx, sy), pixel-centre convention:
+    c' = (c + 0.5) s - 0.5."""
+    sx, sy = scale
     K = np.array(K, dtype=np.float64, copy=True)
     K[0, 0] *= sx
     K[1, 1] *= sy
@@ -115,7 +92,7 @@ def resize_view(
     image = cv2.resize(image, (nw, nh), interpolation=interp)
     if depth is not None:
         depth = cv2.resize(depth, (nw, nh), interpolation=cv2.INTER_NEAREST_EXACT)
-    return image, depth, scale_intrinsics(K, nw / w, nh / h)
+    return image, depth, scale_intrinsics(K, (nw / w, nh / h))
 
 
 def nominal_intrinsics(h: int, w: int) -> np.ndarray:

@@ -13,9 +13,10 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ..geometry import warp_depth_pose
+from ..options import with_defaults
+from .geometry import warp_depth_pose
 from .photometric import PhotometricAugmentation
-from .utils import crop_intrinsics, merge_conf, pack_sample, pixel_scale_matrix, resize_view
+from .utils import crop_intrinsics, pack_sample, pixel_scale_matrix, resize_view
 
 
 class ViewPairSampler:
@@ -37,7 +38,7 @@ class ViewPairSampler:
     }
 
     def __init__(self, conf: Optional[dict] = None):
-        self.conf = merge_conf(self.default_conf, conf)
+        self.conf = with_defaults(self.default_conf, conf, "ViewPairSampler")
         self.photometric = PhotometricAugmentation(self.conf["photometric"])
 
     def _prepare(self, view: dict) -> dict:

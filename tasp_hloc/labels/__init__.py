@@ -11,7 +11,7 @@ Offline, for a folder: ``python -m tasp_hloc.labels --images DIR --output DIR_OR
 """
 
 from .cache import LabelCache, PackedLabels, conf_hash
-from ..keypoints import logits_to_heatmap
+from ..model.keypoints import logits_to_heatmap
 from .cells import DUSTBIN, keypoints_to_label_map, label_map_to_keypoints
 from .detectors import BaseDetector, ClassicalCornerDetector, ModelDetector, get_detector
 from .homographic_adaptation import HomographicAdaptation, nms_keypoints, sample_homographies

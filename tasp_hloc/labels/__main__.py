@@ -11,10 +11,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from ..io.images import IMAGE_EXTENSIONS
 from .detectors import DETECTORS
 from .labeler import Labeler
-
-EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
 
 
 def main(argv=None):
@@ -46,9 +45,9 @@ def main(argv=None):
 
     if not args.images.is_dir():
         parser.error(f"--images {args.images} is not a folder.")
-    paths = sorted(p for p in args.images.rglob("*") if p.suffix.lower() in EXTENSIONS)
+    paths = sorted(p for p in args.images.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
     if not paths:
-        parser.error(f"No images ({', '.join(EXTENSIONS)}) under {args.images}.")
+        parser.error(f"No images ({', '.join(IMAGE_EXTENSIONS)}) under {args.images}.")
 
     adaptation = dict(args.conf.pop("adaptation", {}))
     if args.num_homographies is not None:

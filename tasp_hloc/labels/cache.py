@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict, Iterator, Optional, Union
 import numpy as np
 import torch
 
-from ..files import atomic_path, atomic_write
+from ..io.files import atomic_path, atomic_write
 
 Labels = Dict[str, torch.Tensor]
 _FIELDS = ("keypoints", "scores", "image_size")

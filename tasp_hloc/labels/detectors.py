@@ -28,7 +28,7 @@ import kornia
 import torch
 import torch.nn.functional as F
 
-from ..keypoints import logits_to_heatmap
+from ..model.keypoints import logits_to_heatmap
 from ..options import with_defaults
 from .cells import CELL
 
@@ -112,7 +112,7 @@ class ModelDetector(BaseDetector):
     def __init__(self, model: Optional[Callable] = None, conf: Optional[Dict[str, Any]] = None):
         super().__init__(conf)
         if model is None and self.conf["weights"] is not None:
-            from ..tasp import TaSP  # lazily: the labels package needs no network otherwise
+            from ..model.tasp import TaSP  # lazily: the labels package needs no network otherwise
 
             model = TaSP({"weights": self.conf["weights"]}).eval()
         if model is None:
@@ -177,7 +177,7 @@ class AlikedDetector(BaseDetector):
         gray = _to_gray(image)  # also checks the shape
         rgb = image if image.shape[1] == 3 else gray.expand(-1, 3, -1, -1)
         if self._net is None:
-            from ..lightglue_peers import import_lightglue
+            from .peers import import_lightglue
 
             self._net = import_lightglue().ALIKED(model_name=self.conf["model_name"]).eval()
         net = self._net.to(image.device)

@@ -11,7 +11,8 @@ from typing import Any, Callable, Dict, Optional, Union
 import cv2
 import torch
 
-from ..api import load_image
+from ..io.images import load_image
+from ..options import with_defaults
 from ..grid import rescale_keypoints
 from .cache import LabelCache, Labels
 from .detectors import get_detector
@@ -42,7 +43,7 @@ class Labeler:
         cache_dir: Optional[Union[str, Path]] = None,
         model: Optional[Callable] = None,
     ):
-        self.conf = {**self.default_conf, **(conf or {})}
+        self.conf = with_defaults(self.default_conf, conf, "Labeler")
         detector = get_detector(self.conf["detector"], self.conf["detector_conf"], model)
         self.adaptation = HomographicAdaptation(detector, self.conf["adaptation"])
         self.cache = LabelCache(cache_dir, self.cache_key()) if cache_dir is not None else None

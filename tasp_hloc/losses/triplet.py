@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..grid import cell_centers
-from ..keypoints import sample_descriptors
+from ..model.keypoints import sample_descriptors
 from ..options import with_defaults
 from .safe_window import negative_mask
 

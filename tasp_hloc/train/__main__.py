@@ -14,7 +14,7 @@ import logging
 import os
 import sys
 
-from ..allocator import keep_freed_memory
+from ..runtime.allocator import keep_freed_memory
 from .config import load_config
 
 

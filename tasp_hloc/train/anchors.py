@@ -4,7 +4,7 @@ from typing import Dict, Optional
 
 import torch
 
-from ..geometry import dense_xyz, grid_points, warp_points
+from ..data.geometry import dense_xyz, grid_points, warp_points
 from ..labels import label_map_to_keypoints
 
 

@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..distributed import cleanup, setup, world_size_from_env  # noqa: F401 (the trainer's)
+from ..runtime.distributed import cleanup, setup, world_size_from_env  # noqa: F401 (the trainer's)
 
 
 class _AllReduceSum(torch.autograd.Function):

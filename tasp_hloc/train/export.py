@@ -12,9 +12,9 @@ from typing import Dict, Optional
 
 import torch
 
-from ..files import atomic_write, write_text_atomic
-from ..weights import MANIFEST_NAME, WEIGHTS_DIR, infer_architecture, read_manifest, sha256sum
-from .trainer import CHECKPOINT
+from ..io.files import atomic_write, write_text_atomic
+from ..model.weights import MANIFEST_NAME, WEIGHTS_DIR, infer_architecture, read_manifest, sha256sum
+from .checkpoints import CHECKPOINT
 
 
 def export(

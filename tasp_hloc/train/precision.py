@@ -11,7 +11,7 @@ benchmark figures, so ``"auto"`` (the default) takes it on CPUs with native bf16
 
 import torch
 
-from ..inference import native_bf16
+from ..model.inference import native_bf16
 
 CPU_PRECISIONS = ("auto", None, "bf16", "bf16-dw-fp32")
 

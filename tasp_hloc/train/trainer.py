@@ -9,37 +9,32 @@ rank 0 writes (config, metrics, curves, checkpoints).
 """
 
 import csv
-import hashlib
 import logging
-import math
-import os
-import random
-import shutil
 import signal
 import time
 from pathlib import Path
-from typing import Dict, Iterator, Optional
+from typing import Dict, Optional
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..data import build_dataset, collate
-from ..device import resolve_device
-from ..files import atomic_write
+from ..runtime.device import resolve_device
 from ..losses import TaSPLoss
-from ..tasp import TaSP
+from ..model.tasp import TaSP
 from . import distributed
 from .anchors import build_anchors
+from .checkpoints import CHECKPOINT, atomic_save, keep_copy, state_digest
+from .curves import plot_curves
 from .precision import CPU_PRECISIONS, keep_depthwise_fp32, resolve_cpu_precision
 from .labeled import LabeledPairs
+from .reproducibility import EpochSampler, rank_seed, rng_state, seed_everything, set_rng_state
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT = "checkpoint_last.pth"
 LOGGED = [
     "total",
     "desc",
@@ -56,74 +51,6 @@ LOGGED = [
 ]
 
 
-class EpochSampler(Sampler):
-    """A seeded permutation per epoch that can start mid-epoch (for resuming).
-
-    Several processes: with ``batch_size`` (the global batch B) and ``world_size`` N > 1, the
-    permutation (from ``start`` on) is cut into global batches of B and process ``rank`` gets
-    rows ``rank*B/N:(rank+1)*B/N`` of each whole one, so the union over processes of their
-    k-th batches of B/N is the k-th global batch of one process.
-    """
-
-    def __init__(
-        self,
-        n: int,
-        seed: int,
-        epoch: int = 0,
-        start: int = 0,
-        batch_size: Optional[int] = None,
-        rank: int = 0,
-        world_size: int = 1,
-    ):
-        if world_size > 1 and (batch_size is None or batch_size % world_size):
-            raise ValueError(
-                f"A global batch of {batch_size} does not split over {world_size} processes."
-            )
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank {rank} is not in [0, {world_size}).")
-        self.n, self.seed, self.epoch, self.start = n, seed, epoch, start
-        self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
-
-    def __iter__(self) -> Iterator[int]:
-        g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
-        order = torch.randperm(self.n, generator=g)[self.start :]
-        if self.world_size > 1:
-            B, b = self.batch_size, self.batch_size // self.world_size
-            k = len(order) // B
-            order = order[: k * B].view(k, B)[:, self.rank * b : (self.rank + 1) * b].reshape(-1)
-        return iter(order.tolist())
-
-    def __len__(self):
-        if self.world_size > 1:
-            return (self.n - self.start) // self.batch_size * (self.batch_size // self.world_size)
-        return self.n - self.start
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def _rank_seed(seed: int, rank: int, step: int = 0) -> int:
-    """A seed for the global random streams of process ``rank`` (> 0) of a run."""
-    return int(np.random.SeedSequence([seed, rank, step]).generate_state(1)[0])
-
-
-def _rng_state() -> Dict:
-    return {
-        "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),
-        "python": random.getstate(),
-    }
-
-
-def _set_rng_state(state: Dict) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-
-
 class _Dense(torch.nn.Module):
     """``model.forward_dense`` as ``forward``, for DistributedDataParallel (which hooks forward)."""
 
@@ -133,31 +60,6 @@ class _Dense(torch.nn.Module):
 
     def forward(self, image: torch.Tensor) -> Dict[str, torch.Tensor]:
         return self.model.forward_dense(image)
-
-
-def state_digest(model_state: Dict[str, torch.Tensor], pdf: torch.Tensor) -> str:
-    """SHA-1 of a network's state dict and a DIW histogram, bit for bit."""
-    digest = hashlib.sha1()
-    for name, t in sorted(model_state.items()) + [("pdf", pdf)]:
-        digest.update(name.encode())
-        digest.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
-def _atomic_save(obj, path: Path) -> None:
-    atomic_write(path, lambda f: torch.save(obj, f))
-
-
-def _keep_copy(path: Path, step: int) -> Path:
-    """``checkpoint_stepNNNNNN.pth`` beside ``path``: a hard link (the next save replaces
-    ``path``'s name, not its bytes), or a copy where the file system has no links."""
-    kept = path.with_name(f"checkpoint_step{step:06d}.pth")
-    kept.unlink(missing_ok=True)
-    try:
-        os.link(path, kept)
-    except OSError:
-        shutil.copyfile(path, kept)
-    return kept
 
 
 class Trainer:
@@ -233,7 +135,7 @@ class Trainer:
         self.step = 0
         self.anchor_generator = torch.Generator().manual_seed(conf.seed)  # the same on all ranks
         if self.rank > 0:  # the global random streams differ between processes
-            seed_everything(_rank_seed(conf.seed, self.rank))
+            seed_everything(rank_seed(conf.seed, self.rank))
         self._resume()
 
     def _param_groups(self):
@@ -260,7 +162,7 @@ class Trainer:
             "loss": self.loss_fn.state_dict(),
             "step": self.step,
             "anchor_generator": self.anchor_generator.get_state(),
-            "rng": _rng_state(),  # this process's (rank 0's)
+            "rng": rng_state(),  # this process's (rank 0's)
             "config": OmegaConf.to_container(self.conf, resolve=True),
         }
         if rng_ranks is not None:  # several processes: every rank's random streams
@@ -295,11 +197,11 @@ class Trainer:
         self.anchor_generator.set_state(state["anchor_generator"])
         ranks = state.get("rng_ranks")
         if ranks is not None and len(ranks) == self.world_size:
-            _set_rng_state(ranks[self.rank])
+            set_rng_state(ranks[self.rank])
         elif self.rank == 0:
-            _set_rng_state(state["rng"])
+            set_rng_state(state["rng"])
         else:  # a checkpoint of another number of processes: fresh streams for this rank
-            seed_everything(_rank_seed(self.conf.seed, self.rank, self.step))
+            seed_everything(rank_seed(self.conf.seed, self.rank, self.step))
 
     def _collective_device(self) -> torch.device:
         return self.device if self.device.type == "cuda" else torch.device("cpu")
@@ -326,12 +228,12 @@ class Trainer:
         if self.distributed and collective:
             digest = self._check_ranks_agree()
             rng_ranks = [None] * self.world_size
-            dist.all_gather_object(rng_ranks, _rng_state())
+            dist.all_gather_object(rng_ranks, rng_state())
         if self.is_main:
             state = self._state(rng_ranks)
             if digest is not None:  # every process held exactly this network and histogram
                 state["ranks_digest"] = digest
-            _atomic_save(state, path)
+            atomic_save(state, path)
         if self.distributed and collective:
             dist.barrier()
         return path if self.is_main else None
@@ -469,7 +371,7 @@ class Trainer:
                     if self.step % tc.checkpoint_every == 0 or keep:
                         self.save()
                     if keep and self.is_main:
-                        _keep_copy(self.out / CHECKPOINT, self.step)
+                        keep_copy(self.out / CHECKPOINT, self.step)
                     if self.step >= end or halt():
                         break
             clean = True
@@ -484,41 +386,3 @@ class Trainer:
             if self.is_main:
                 plot_curves(self.out / "metrics.csv", self.out / "curves.png")
         return self.out / CHECKPOINT
-
-
-def plot_curves(csv_path: Path, png_path: Path) -> Optional[Path]:
-    """Loss terms and weight statistics against steps, one panel each."""
-    if not Path(csv_path).exists():
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    with open(csv_path) as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        return None
-    keys = [
-        k
-        for k in ["total", "desc", "kpt", "triplet", "d_pos", "d_neg", "w", "s", "delta", "active"]
-        if rows[0].get(k) not in (None, "")
-    ]
-    steps = [int(r["step"]) for r in rows]
-    cols = 5
-    fig, axes = plt.subplots(
-        math.ceil(len(keys) / cols),
-        cols,
-        figsize=(3.2 * cols, 2.6 * math.ceil(len(keys) / cols)),
-        squeeze=False,
-    )
-    for ax, key in zip(axes.flat, keys):
-        ax.plot(steps, [float(r[key]) for r in rows])
-        ax.set_title(key)
-        ax.set_xlabel("step")
-    for ax in list(axes.flat)[len(keys) :]:
-        ax.axis("off")
-    fig.tight_layout()
-    atomic_write(png_path, lambda f: fig.savefig(f, dpi=80, format="png"))
-    plt.close(fig)
-    return png_path

@@ -29,8 +29,8 @@ from typing import List, Optional
 import h5py
 import numpy as np
 
-from ...files import atomic_write, write_text_atomic
-from ...image_io import IMAGE_EXTENSIONS
+from ...io.files import atomic_write, write_text_atomic
+from ...io.images import IMAGE_EXTENSIONS
 from . import depth as depth_lib
 from . import scene_info as info_lib
 from .reconstruct import reconstruct, undistort

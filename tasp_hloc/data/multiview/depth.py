@@ -15,7 +15,7 @@ from typing import Dict, List, Optional
 import numpy as np
 import torch
 
-from ...geometry import warp_depth_pose
+from ..geometry import warp_depth_pose
 
 
 def sparse_depth(reconstruction, image) -> tuple:

@@ -48,7 +48,7 @@ def _camera_mode(image_dir: Path, profile: str):
     import pycolmap
     from PIL import Image
 
-    from ...image_io import IMAGE_EXTENSIONS
+    from ...io.images import IMAGE_EXTENSIONS
 
     if profile == "default":
         return pycolmap.CameraMode.AUTO

@@ -16,7 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from ...files import write_bytes_atomic
+from ...io.files import write_bytes_atomic
 from . import __doc__ as _PACKAGE_DOC
 from .container_sources import source_enlightenment, source_gcompris
 from .debian_sources import source_libjxl, source_lomiri, source_palapeli

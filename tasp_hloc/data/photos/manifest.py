@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, List, Sequence, Tuple
 
-from ...files import write_text_atomic
+from ...io.files import write_text_atomic
 
 
 MANIFEST_FIELDS = [

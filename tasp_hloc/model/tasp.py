@@ -11,8 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import allocator, inference
-from .grid import rescale_keypoints
+from ..runtime import allocator
+from . import inference
+from ..grid import rescale_keypoints
 from .backbone import ConvBNAct, EfficientNetTrunk, SamePadConv2d, lite0_imagenet_state_dict
 from .keypoints import (
     logits_to_heatmap,
@@ -23,6 +24,7 @@ from .keypoints import (
     sample_descriptors,
     select_keypoints,
 )
+from ..options import with_defaults
 from .weights import WeightsError, load_state_dict
 
 AMP_DTYPES = {None: None, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -98,12 +100,8 @@ class TaSP(nn.Module):
 
     def __init__(self, conf: Dict = None):
         super().__init__()
-        unknown = set(conf or {}) - set(self.default_conf) - {"name"}
-        if unknown:
-            raise ValueError(
-                f"Unknown TaSP options {sorted(unknown)}; known: {list(self.default_conf)}."
-            )
-        self.conf = conf = {**self.default_conf, **(conf or {})}
+        conf = {k: v for k, v in (conf or {}).items() if k != "name"}  # hloc's model name
+        self.conf = conf = with_defaults(self.default_conf, conf, "TaSP")
         if conf["amp"] not in AMP_MODES:
             raise ValueError(f"amp must be one of {list(AMP_MODES)}, got {conf['amp']!r}.")
         conf["scales"] = tuple(float(x) for x in conf["scales"])

@@ -1,5 +1,5 @@
 """Matching and its accuracy for numpy features: what the HPatches pipeline and the benchmarks
-share with each other and with ``tasp_hloc.match``.
+share with each other and with ``tasp_hloc.model.matcher``.
 
 Pixel coordinates are x-y with the top-left pixel centre at (0, 0); a homography H maps pixel
 coordinates of image 0 to image 1.
@@ -15,7 +15,7 @@ MMA_THRESHOLDS = (1, 3, 5, 10)
 def mutual_nn_match(
     desc0: np.ndarray, desc1: np.ndarray, min_similarity: Optional[float] = None
 ) -> Tuple[np.ndarray, np.ndarray]:
-    """Mutual nearest neighbours under cosine similarity: :func:`tasp_hloc.match.mutual_nearest_neighbor`
+    """Mutual nearest neighbours under cosine similarity: :func:`tasp_hloc.model.matcher.mutual_nearest_neighbor`
     (hloc's ``NN-mutual``) for one pair of numpy descriptor sets.
 
     desc0: N0 x D, desc1: N1 x D (any scale; normalised here).
@@ -23,7 +23,7 @@ def mutual_nn_match(
     """
     import torch
 
-    from .match import mutual_nearest_neighbor
+    from tasp_hloc.model.matcher import mutual_nearest_neighbor
 
     if len(desc0) == 0 or len(desc1) == 0:
         return np.zeros((0, 2), np.int64), np.zeros(0, np.float32)

@@ -18,8 +18,15 @@ import numpy as np
 import torch
 
 from .files import read_rows, write_text_atomic
-from .grid import rescale_keypoints
-from .h5_journal import open_append, recover
+from ..grid import rescale_keypoints
+from .h5_journal import recover
+
+# hloc stores matches as int16, so a feature file may hold at most 32767 keypoints per image.
+MAX_KEYPOINTS_HLOC = 32767
+
+# About a pixel of localisation noise (as hloc assumes for SuperPoint), refinement or not: the
+# ``uncertainty`` of every feature file, from our extraction and from hloc's.
+DETECTION_NOISE = 1.0
 
 
 def names_to_pair(name0: str, name1: str, separator: str = "/") -> str:
@@ -108,18 +115,6 @@ def write_pairs(pairs: Iterable[Tuple[str, str]], path: Path) -> Path:
 def read_pairs(path: Path) -> List[Tuple[str, str]]:
     """``name0 name1`` per line; blank lines and ``#`` comments are skipped."""
     return [(cols[0], cols[1]) for _, cols in read_rows(path, 2, "'name0 name1'")]
-
-
-def open_for_append(path: Path, commit_every: float = 1.0):
-    """Append to a feature or match file in place, crash-safe (see :mod:`.h5_journal`).
-
-    A context manager yielding an ``H5Appender``: write each image or pair inside
-    ``with out.item(name) as fd:``. Work is committed after an item once ``commit_every``
-    seconds have passed since the last commit (0: after every item), and when the block ends,
-    also by an exception, Ctrl-C or SIGTERM. A SIGKILL loses what came after the last commit;
-    the next run undoes it, so the file only ever holds complete groups.
-    """
-    return open_append(path, commit_every)
 
 
 def stored_names(path: Path, names: Iterable[str]) -> Set[str]:

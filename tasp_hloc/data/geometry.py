@@ -20,7 +20,7 @@ from kornia.geometry.conversions import (
 )
 from kornia.geometry.linalg import transform_points
 
-from .grid import cell_centers
+from ..grid import cell_centers
 
 __all__ = [
     "unproject",

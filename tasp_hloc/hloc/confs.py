@@ -3,12 +3,6 @@
 import copy
 from typing import Dict
 
-# hloc stores matches as int16, so a feature file may hold at most 32767 keypoints per image.
-MAX_KEYPOINTS_HLOC = 32767
-
-# About a pixel of localisation noise (as hloc assumes for SuperPoint), refinement or not: the
-# ``uncertainty`` of every feature file, from our extraction and from hloc's.
-DETECTION_NOISE = 1.0
 
 PRESETS: Dict[str, Dict] = {
     # Aachen Day-Night: hloc's SuperPoint recipe (max side 1024, 4096 keypoints).

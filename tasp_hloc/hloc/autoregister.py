@@ -10,13 +10,13 @@ module needs only ``sys``), so a process that never imports hloc pays a dictiona
 import and nothing else. The finder answers two module names, and only when they are imported:
 
 - ``hloc.extract_features``: found as usual by the other finders; once hloc's module has run,
-  the ``tasp_*`` presets of :mod:`tasp_hloc.confs` are added to its ``confs`` (existing keys
+  the ``tasp_*`` presets of :mod:`tasp_hloc.hloc.confs` are added to its ``confs`` (existing keys
   are left alone);
 - ``hloc.extractors.tasp``: when no file provides it, a module holding the TaSP extractor
-  class (built by :mod:`tasp_hloc.hloc_plugin`), so hloc's ``dynamic_load(extractors, "tasp")``
+  class (built by :mod:`tasp_hloc.hloc.plugin`), so hloc's ``dynamic_load(extractors, "tasp")``
   finds it.
 
-No file of hloc is touched. :func:`tasp_hloc.hloc_plugin.register` stays for explicit use (it
+No file of hloc is touched. :func:`tasp_hloc.hloc.plugin.register` stays for explicit use (it
 also sets the presets' weights). hloc's own command line, ``python -m hloc.extract_features``,
 builds its ``--conf`` choices from a dict literal in the same run, which no import hook can
 reach: use ``python -m tasp_hloc.hloc_extract_features`` (the same flags) instead.
@@ -43,7 +43,7 @@ def add_presets(module) -> None:
     """Add the ``tasp_*`` presets to ``module.confs`` (hloc.extract_features) if absent."""
     import copy
 
-    from tasp_hloc.confs import PRESETS
+    from tasp_hloc.hloc.confs import PRESETS
 
     confs = getattr(module, "confs", None)
     if isinstance(confs, dict):
@@ -57,7 +57,7 @@ def _warn(what: str, error: BaseException) -> None:
     warnings.warn(
         f"tasp_hloc could not {what} ({type(error).__name__}: {error}); set "
         f"{ENV_VAR}=0 to switch its hloc hook off, or call "
-        "tasp_hloc.hloc_plugin.register() to see the full error.",
+        "tasp_hloc.hloc.plugin.register() to see the full error.",
         RuntimeWarning,
         stacklevel=3,
     )
@@ -96,7 +96,7 @@ class _ExtractorLoader:
         return None  # the default module object
 
     def exec_module(self, module):
-        from tasp_hloc.hloc_plugin import fill_tasp_module
+        from tasp_hloc.hloc.plugin import fill_tasp_module
 
         fill_tasp_module(module)
 
@@ -130,7 +130,7 @@ class HlocFinder:
                     return None
                 from importlib.machinery import ModuleSpec
 
-                return ModuleSpec(fullname, _ExtractorLoader(), origin="tasp_hloc.hloc_plugin")
+                return ModuleSpec(fullname, _ExtractorLoader(), origin="tasp_hloc.hloc.plugin")
             if spec is None or spec.loader is None:
                 return None
             spec.loader = _PresetsLoader(spec.loader)

@@ -25,6 +25,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Optional
 
+from .files import atomic_path
+from .h5_superblock import clear_h5_write_flag, h5_write_flag_set
+
 logger = logging.getLogger(__name__)
 
 PAGE = 4096  # granularity of the saved originals
@@ -41,89 +44,6 @@ class FileBusyError(RuntimeError):
 
 def journal_path(path: Path) -> Path:
     return Path(path).with_name(Path(path).name + ".journal")
-
-
-# --------------------------------------------------------------------------- HDF5 write flag
-
-_M32 = 0xFFFFFFFF
-
-
-def _rot(x, k):
-    return ((x << k) | (x >> (32 - k))) & _M32
-
-
-def lookup3(data: bytes, initval: int = 0) -> int:
-    """Bob Jenkins' lookup3 `hashlittle`, the checksum of HDF5 superblocks v2/v3."""
-    n = len(data)
-    a = b = c = (0xDEADBEEF + n + initval) & _M32
-    i = 0
-    while n > 12:
-        a = (a + int.from_bytes(data[i : i + 4], "little")) & _M32
-        b = (b + int.from_bytes(data[i + 4 : i + 8], "little")) & _M32
-        c = (c + int.from_bytes(data[i + 8 : i + 12], "little")) & _M32
-        a = (a - c) & _M32
-        a ^= _rot(c, 4)
-        c = (c + b) & _M32  # noqa: E702
-        b = (b - a) & _M32
-        b ^= _rot(a, 6)
-        a = (a + c) & _M32  # noqa: E702
-        c = (c - b) & _M32
-        c ^= _rot(b, 8)
-        b = (b + a) & _M32  # noqa: E702
-        a = (a - c) & _M32
-        a ^= _rot(c, 16)
-        c = (c + b) & _M32  # noqa: E702
-        b = (b - a) & _M32
-        b ^= _rot(a, 19)
-        a = (a + c) & _M32  # noqa: E702
-        c = (c - b) & _M32
-        c ^= _rot(b, 4)
-        b = (b + a) & _M32  # noqa: E702
-        n -= 12
-        i += 12
-    if n == 0:
-        return c
-    tail = data[i : i + n] + bytes(12 - n)
-    a = (a + int.from_bytes(tail[0:4], "little")) & _M32
-    b = (b + int.from_bytes(tail[4:8], "little")) & _M32
-    c = (c + int.from_bytes(tail[8:12], "little")) & _M32
-    c ^= b
-    c = (c - _rot(b, 14)) & _M32  # noqa: E702
-    a ^= c
-    a = (a - _rot(c, 11)) & _M32  # noqa: E702
-    b ^= a
-    b = (b - _rot(a, 25)) & _M32  # noqa: E702
-    c ^= b
-    c = (c - _rot(b, 16)) & _M32  # noqa: E702
-    a ^= c
-    a = (a - _rot(c, 4)) & _M32  # noqa: E702
-    b ^= a
-    b = (b - _rot(a, 14)) & _M32  # noqa: E702
-    c ^= b
-    c = (c - _rot(b, 24)) & _M32  # noqa: E702
-    return c
-
-
-def clear_h5_write_flag(path: Path) -> bool:
-    """What `h5clear -s` does: reset the 'open for write' flag a killed writer leaves behind.
-
-    Files opened with libver="latest" (superblock v3, as hloc and this package write them) keep
-    this flag set when the process dies; HDF5 then refuses to open them at all. Returns True if
-    cleared. Only call it when no live process has the file open for writing.
-    """
-    with open(path, "r+b") as fd:
-        head = bytearray(fd.read(64))
-        if head[:8] != b"\x89HDF\r\n\x1a\n" or head[8] not in (2, 3):
-            return False
-        end = 12 + 4 * head[9]  # signature, version, sizes, flags, 4 addresses
-        if int.from_bytes(head[end : end + 4], "little") != lookup3(bytes(head[:end])):
-            return False  # not the layout we know: leave it alone
-        if head[11] == 0:
-            return False
-        head[11] = 0
-        fd.seek(0)
-        fd.write(bytes(head[:end]) + lookup3(bytes(head[:end])).to_bytes(4, "little"))
-    return True
 
 
 # --------------------------------------------------------------------------- journal
@@ -204,20 +124,15 @@ def _recover_locked(path: Path) -> bool:
     return undone or flag
 
 
-def _left_by_a_killed_writer(path: Path) -> bool:
-    with open(path, "rb") as fd:
-        head = fd.read(12)  # signature, superblock version, sizes, status flags
-    return journal_path(path).exists() or (
-        head[:8] == b"\x89HDF\r\n\x1a\n" and head[8] in (2, 3) and head[11] != 0
-    )
-
-
 def recover(path: Path) -> bool:
     """Bring ``path`` back to its last commit if its writer was killed; True if it changed.
     Waits for (then excludes) a live writer, so it is safe to call at any time; a file
     that needs nothing is only read (it may be read-only)."""
     path = Path(path)
-    if not path.exists() or not _left_by_a_killed_writer(path):
+    left_by_a_killed_writer = path.exists() and (
+        journal_path(path).exists() or h5_write_flag_set(path)
+    )
+    if not left_by_a_killed_writer:
         return False
     with locked(path):
         return _recover_locked(path)
@@ -273,10 +188,6 @@ class _UndoFile:
     def failed(self) -> bool:  # HDF5's state is suspect after a failed write
         return self.failure is not None
 
-    def _failed_with(self, error: BaseException) -> None:
-        if self.failure is None:
-            self.failure = error
-
     def _refuse_after_a_failure(self) -> None:
         # After a failed write the journal may end in a torn record, which recovery reads as
         # its end: a later overwrite (HDF5 flushing at close) would go unprotected.
@@ -290,7 +201,7 @@ class _UndoFile:
             self._save(self.pos, self.pos + n)  # also opens the journal for a pure append
             _write_all(self.fd, data, self.pos)
         except BaseException as e:
-            self._failed_with(e)
+            self.failure = self.failure or e  # the first one
             raise
         if self.kill_on_overwrite and self.pos < self.committed:
             os.kill(os.getpid(), signal.SIGKILL)
@@ -305,7 +216,7 @@ class _UndoFile:
                 self._save(size, self.committed)
                 os.ftruncate(self.fd, size)
             except BaseException as e:
-                self._failed_with(e)
+                self.failure = self.failure or e  # the first one
                 raise
             self.size = size
         return size
@@ -450,17 +361,22 @@ def _report_the_failed_write(raw: _UndoFile):
 
 @contextmanager
 def open_append(path: Path, commit_every: float = 1.0) -> Iterator[H5Appender]:
-    """Open ``path`` (created if missing) for crash-safe appending in place, after undoing what
-    a killed run left uncommitted. Everything written is committed when the block ends, also
-    on an exception or signal between items; a SIGKILL loses the items since the last commit."""
+    """Append to a feature or match file in place, crash-safe: ``path`` is created if missing,
+    and what a killed run left uncommitted is undone first.
+
+    A context manager yielding an ``H5Appender``: write each image or pair inside
+    ``with out.item(name) as fd:``. Work is committed after an item once ``commit_every``
+    seconds have passed since the last commit (0: after every item), and when the block ends,
+    also by an exception, Ctrl-C or SIGTERM. A SIGKILL loses what came after the last commit;
+    the next run undoes it, so the file only ever holds complete groups.
+    """
     import h5py
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists():  # an empty file, atomically: the journal needs a valid start
-        new = path.with_name(path.name + ".new")
-        h5py.File(str(new), "w", libver="latest").close()
-        os.replace(new, path)
+        with atomic_path(path) as new:
+            h5py.File(str(new), "w", libver="latest").close()
     with locked(path) as fd:
         _recover_locked(path)
         raw = _UndoFile(fd, path)

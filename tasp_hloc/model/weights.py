@@ -18,7 +18,7 @@ from typing import Dict, Optional, Tuple, Union
 import torch
 
 MANIFEST_NAME = "manifest.json"
-_PACKAGE = Path(__file__).resolve().parent
+_PACKAGE = Path(__file__).resolve().parents[1]  # tasp_hloc/
 # Installed copy first, so a stray ``weights/`` next to site-packages' packages is never read.
 SEARCH_DIRS = (_PACKAGE / "_weights", _PACKAGE.parent / "weights")
 

@@ -11,7 +11,7 @@ the training images they were made for.
 
 import glob
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Union
 
 import cv2
 import numpy as np
@@ -19,7 +19,7 @@ import PIL.Image
 import torch
 
 from .files import read_rows
-from .options import with_defaults
+from ..options import with_defaults
 
 IMAGE_GLOBS = ["*.jpg", "*.png", "*.jpeg", "*.JPG", "*.PNG"]  # hloc's
 # Training photos and benchmark sources: more formats, any letter case.
@@ -145,3 +145,11 @@ class ImageDataset(torch.utils.data.Dataset):
             image = resize_image(image, size_new, self.conf["interpolation"])
         image = image[None] if self.conf["grayscale"] else image.transpose((2, 0, 1))
         return {"name": name, "image": image / 255.0, "original_size": np.array(size)}
+
+
+def load_image(path: Union[str, Path], grayscale: bool = False) -> torch.Tensor:
+    """Read an image as hloc does (OpenCV, EXIF orientation ignored) into a float tensor
+    :math:`(3, H, W)` RGB, or :math:`(1, H, W)` if ``grayscale``, with values in [0, 1]."""
+    image = read_image(Path(path), grayscale)
+    tensor = torch.from_numpy(image.copy()).float() / 255.0
+    return tensor[None] if tensor.dim() == 2 else tensor.permute(2, 0, 1).contiguous()

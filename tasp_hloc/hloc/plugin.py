@@ -1,10 +1,10 @@
 """The hloc adapter: the only module of tasp_hloc that imports hloc.
 
 Installed with pip, tasp-hloc registers itself the first time hloc is imported (see
-:mod:`tasp_hloc._autoregister`; ``TASP_HLOC_AUTOREGISTER=0`` switches that off), so hloc scripts
+:mod:`tasp_hloc.hloc.autoregister`; ``TASP_HLOC_AUTOREGISTER=0`` switches that off), so hloc scripts
 select ``tasp`` by name alone. Explicitly, e.g. to set the presets' weights:
 
-    from tasp_hloc.hloc_plugin import register
+    from tasp_hloc.hloc.plugin import register
     register()  # "tasp" is now an hloc extractor, "tasp_aachen" / "tasp_inloc" hloc confs
     from hloc import extract_features
     extract_features.main(extract_features.confs["tasp_aachen"], images, outputs)
@@ -13,7 +13,7 @@ hloc finds extractors with ``dynamic_load``, which imports ``hloc.extractors.<na
 the BaseModel subclasses whose ``__module__`` is that path; so :func:`add_extractor` (used by
 ``register`` and by ``pipelines.netvlad``) places a module object at
 ``sys.modules["hloc.extractors.<name>"]`` holding a class made for it. TaSP's is
-``TaSPExtractor``, a wrapper around the network :class:`tasp_hloc.tasp.TaSP`.
+``TaSPExtractor``, a wrapper around the network :class:`tasp_hloc.model.tasp.TaSP`.
 """
 
 import copy
@@ -23,10 +23,11 @@ from typing import Callable
 
 import torch
 
-from .allocator import keep_freed_memory
-from .confs import DETECTION_NOISE, MATCHER_PRESETS, MAX_KEYPOINTS_HLOC, PRESETS
-from .hloc_format import to_hloc_prediction
-from .tasp import TaSP
+from ..runtime.allocator import keep_freed_memory
+from ..io.hloc_format import DETECTION_NOISE, MAX_KEYPOINTS_HLOC
+from .confs import MATCHER_PRESETS, PRESETS
+from ..io.hloc_format import to_hloc_prediction
+from ..model.tasp import TaSP
 
 EXTRACTOR_NAME = "tasp"  # hloc.extractors.tasp
 

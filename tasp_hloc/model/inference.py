@@ -25,10 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..assets import DEMO_DIR
 from .backbone import ConvBNAct, same_padding
 
 PRECISIONS = ("fp32", "bf16", "int8")
-DEMO_DIR = Path(__file__).resolve().parent / "assets" / "demo"
 # name: (oneDNN post-op, its scalars, the eager function used without oneDNN)
 ACTIVATIONS = {
     nn.Identity: ("none", [], None),

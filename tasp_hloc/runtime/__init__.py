@@ -1,0 +1,1 @@
+"""Process settings: the device, the CPU allocator and torch.distributed set-up."""

@@ -1,0 +1,105 @@
+"""The layer rules of ARCHITECTURE.md, read from the source: which part of the package may
+import which, that only ``tasp_hloc/hloc/`` imports hloc, and that no module outgrows 400 lines."""
+
+import ast
+from pathlib import Path
+from typing import Dict, Set
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "tasp_hloc"
+
+# part -> the parts of tasp_hloc it may import (a part is a subpackage or a top-level module)
+TRAINING = {"data", "labels", "losses", "train"}
+ALLOWED: Dict[str, Set[str]] = {
+    "runtime": set(),
+    "options": set(),
+    "grid": set(),
+    "assets": set(),
+    "io": {"grid", "options"},
+    "model": {"grid", "options", "runtime", "assets"},
+    "hloc": {"model", "io", "runtime"},
+    "extract": {"model", "io", "runtime"},
+    "match": {"model", "io", "runtime"},
+    "sharding": {"extract", "match", "io", "runtime"},
+    "demo": {"extract", "match", "model", "io"},
+    "__main__": {
+        "assets",
+        "demo",
+        "extract",
+        "match",
+        "sharding",
+        "hloc",
+        "io",
+        "model",
+        "runtime",
+    },
+    "hloc_extract_features": {"hloc"},
+    "data": {"grid", "io", "options"},
+    "losses": {"grid", "model", "options"},
+    "labels": {"grid", "io", "model", "options"},
+    "train": {"data", "labels", "losses", "model", "io", "runtime"},
+}
+
+
+def part_of(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def imports_of(path: Path):
+    """Absolute names of the modules ``path`` imports (relative imports resolved)."""
+    module = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+    package = (
+        module.rsplit(".", 1)[0] if path.name != "__init__.py" else module[: -len(".__init__")]
+    )
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            yield from (a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module
+            if target == "tasp_hloc":  # from tasp_hloc import extract, ...
+                yield from (f"tasp_hloc.{a.name}" for a in node.names)
+            else:
+                yield target
+
+
+MODULES = sorted(PACKAGE.rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_layers_import_only_what_they_may(path):
+    part = part_of(".".join(path.relative_to(ROOT).with_suffix("").parts))
+    if part == "__init__":
+        return  # the lazy public names
+    assert part in ALLOWED, f"{path}: a new part of the package; add it to ARCHITECTURE.md"
+    for name in imports_of(path):
+        assert name.split(".")[0] not in ("pipelines", "benchmarks"), f"{path} imports {name}"
+        if name.split(".")[0] == "hloc":
+            assert part == "hloc", f"{path} imports hloc; only tasp_hloc/hloc/ may"
+        if name.startswith("tasp_hloc."):
+            other = part_of(name)
+            assert other == part or other in ALLOWED[part], f"{path} imports {name}"
+
+
+def test_inference_never_imports_training():
+    inference_side = {p for p in ALLOWED if p not in TRAINING}
+    for part in inference_side:
+        assert not ALLOWED[part] & TRAINING, part
+
+
+def test_no_module_over_400_lines():
+    # benchmarks/compare.py and extract_speed.py are still over (issue 21, item 3)
+    roots = [PACKAGE, ROOT / "pipelines"]
+    long = {
+        str(p.relative_to(ROOT)): n
+        for root in roots
+        for p in root.rglob("*.py")
+        if (n := len(p.read_text().splitlines())) > 400
+    }
+    assert not long, long
