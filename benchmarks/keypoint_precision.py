@@ -24,15 +24,10 @@ import numpy as np
 from tasp_hloc.grid import rescale_keypoints
 from tasp_hloc.model.weights import weights_argument
 
-from .compare import (
-    collect_images,
-    evaluate_poses,
-    load_pose_sets,
-    markdown_table,
-    parse_args,
-    pct,
-)
+from .compare import collect_images, load_pose_sets, parse_args
+from .evaluation import evaluate_poses
 from .metrics import AUC_THRESHOLDS
+from .report import markdown_table, pct
 from .runner import load_features, run_method
 
 STORAGE = {"float32": np.float32, "float16": np.float16}

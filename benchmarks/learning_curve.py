@@ -24,6 +24,7 @@ import torch
 from tasp_hloc.io.files import atomic_write
 
 from . import compare
+from .report import markdown_table, num, pct
 
 AUC_KEYS = ("5", "10", "20")
 
@@ -95,12 +96,12 @@ def row(label: str, step: str, report: Dict) -> List[str]:
     return [
         label,
         step,
-        *(compare.pct(hom["all"]["mma"][t]) for t in ("1", "3", "5", "10")),
-        compare.pct(hom["illumination"]["mma"]["3"]),
-        compare.pct(hom["viewpoint"]["mma"]["3"]),
-        *(compare.pct(pose["auc"][t]) for t in AUC_KEYS),
-        *(compare.pct(pose["auc_lo"][t]) if pose.get("auc_lo") else "-" for t in AUC_KEYS),
-        compare.num(pose["matches"]),
+        *(pct(hom["all"]["mma"][t]) for t in ("1", "3", "5", "10")),
+        pct(hom["illumination"]["mma"]["3"]),
+        pct(hom["viewpoint"]["mma"]["3"]),
+        *(pct(pose["auc"][t]) for t in AUC_KEYS),
+        *(pct(pose["auc_lo"][t]) if pose.get("auc_lo") else "-" for t in AUC_KEYS),
+        num(pose["matches"]),
     ]
 
 
@@ -133,7 +134,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "AUC@20 LO",
         "matches/pair",
     ]
-    print(compare.markdown_table(header, [r for _, r in rows]))
+    print(markdown_table(header, [r for _, r in rows]))
     return 0
 
 
