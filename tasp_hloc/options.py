@@ -47,7 +47,7 @@ def with_defaults(
     out = dict(default)
     for key, value in conf.items():
         nested = default[key]
-        if isinstance(nested, dict) and nested and isinstance(value, (dict, Mapping)):
+        if isinstance(nested, dict) and nested and isinstance(value, Mapping):
             out[key] = with_defaults(nested, value, f"{what}.{key}")
         else:
             out[key] = value
