@@ -51,6 +51,25 @@ def test_table3_configs_switch_exactly_the_three_components():
         load_config("no_such_config")
 
 
+def test_overrides_reach_into_lists_and_reject_what_does_not_fit():
+    from tasp_hloc.train.config import load_config
+
+    conf = load_config(
+        "multiview_v1",
+        ["data.sources.0.weight=6.0", "train.lr=3e-4", "data.sources.1.homography.scale=[0.4,2.5]"],
+    )
+    assert conf.data.sources[0].weight == 6.0 and conf.data.sources[0].name == "megadepth"
+    assert conf.data.sources[1].homography.scale == [0.4, 2.5]
+    assert conf.train.lr == 3e-4 and conf.data.sources[1].name == "homographic"
+    # Later overrides win; a mapping merges rather than replaces.
+    conf = load_config("multiview_v1", ["train.lr=1e-3", "train.lr=2e-3", "train={steps: 7}"])
+    assert conf.train.lr == 2e-3 and conf.train.steps == 7
+    with pytest.raises(ValueError, match="data.sources.9.weight=1"):
+        load_config("multiview_v1", ["data.sources.9.weight=1"])
+    with pytest.raises(ValueError, match="not key=value"):
+        load_config("multiview_v1", ["train.lr"])
+
+
 def test_smoke_training_resume_and_export(tiny_run, tmp_path):
     from tasp_hloc.model.tasp import TaSP
     from tasp_hloc.train.config import load_config

@@ -83,13 +83,25 @@ def _load_chain(path: Path, seen: List[Path]) -> DictConfig:
     return OmegaConf.merge(_load_chain((path.parent / base), seen + [path]), conf)
 
 
+def _apply_override(conf: DictConfig, override: str) -> None:
+    """``key=value`` into ``conf``; a number in the key indexes a list (``data.sources.0.weight=6``)."""
+    key, sep, _ = override.partition("=")
+    if not sep or not key:
+        raise ValueError(f"Override {override!r} is not key=value.")
+    # from_dotlist parses the value as OmegaConf does (numbers, lists, ${...}); update places it,
+    # where a plain merge would turn a list index into a dict key and fail.
+    value = OmegaConf.select(OmegaConf.from_dotlist([override]), key)
+    try:
+        OmegaConf.update(conf, key, value, merge=True)
+    except (IndexError, KeyError, ValueError) as error:
+        raise ValueError(f"Override {override!r} does not fit the config: {str(error).splitlines()[0]}") from None
+
+
 def load_config(name: str, overrides: Sequence[str] = ()) -> DictConfig:
-    """DEFAULTS <- base files <- the file <- ``key=value`` overrides (OmegaConf dotlist)."""
-    conf = OmegaConf.merge(
-        OmegaConf.create(DEFAULTS),
-        _load_chain(resolve_path(name), []),
-        OmegaConf.from_dotlist(list(overrides)),
-    )
+    """DEFAULTS <- base files <- the file <- ``key=value`` overrides, applied in order."""
+    conf = OmegaConf.merge(OmegaConf.create(DEFAULTS), _load_chain(resolve_path(name), []))
+    for override in overrides:
+        _apply_override(conf, override)
     OmegaConf.resolve(conf)
     missing = sorted(OmegaConf.missing_keys(conf))
     if missing:
