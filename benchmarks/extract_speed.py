@@ -34,7 +34,7 @@ from .datasets import IMAGE_SUFFIXES, default_data_root, read_rgb
 from .features import resize_max_side
 from .hardware import cpu_description, environment, load_average
 from .report import ACCURACY_KEYS, render_speed
-from .speed_workers import ENTRIES, time_entries, worker
+from .speed_workers import ENTRIES, time_entries
 from .tasp_profile import profile_stages, time_variants
 
 DEFAULT_IMAGES = default_data_root() / "eval/strecha_dev"
@@ -117,7 +117,6 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         action="store_true",
         help="with --variants: add torch.compile (inductor, frozen weights)",
     )
-    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
@@ -167,8 +166,6 @@ def accuracy_deltas(specs: Sequence[str]) -> Dict[str, Dict[str, float]]:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    if args.worker:
-        return worker()
     if args.profile or args.variants:
         image = resize_max_side(source_images(args)[0], args.sizes[0])[0]
         print(profile_stages(args, image) if args.profile else time_variants(args, image))

@@ -1,27 +1,35 @@
-"""Run one method over a list of images in a fresh subprocess: features, time and peak memory.
+"""The one worker protocol of the benchmarks: a method in a process of its own, fed images.
 
 A fresh process per method keeps the memory figures honest (no other model, no allocator caches
-from another method) and isolates a peer that fails to import.
+from another method) and isolates a peer that fails to import. ``Worker`` starts one and speaks
+JSON lines with it: a config line in (answered with the method's details once it is loaded and
+warmed up), then one request per image (``{"image": path.npy, "save": path.npz or null}``),
+each answered with the seconds and keypoints of that extraction; an empty line ends it with the
+peak memory. ``benchmarks.compare`` runs one worker per method over all images (``run_method``);
+``benchmarks.extract_speed`` runs one per entry and lets them take turns image by image.
 
 What is measured (see benchmarks/README.md):
 * time per image: wall clock of ``Method.extract`` on an already decoded and resized image
   (numpy -> tensor, network, keypoint selection, back to numpy), after one warm-up call;
   on CUDA the device is synchronised around each call.
-* peak RSS: the process' resident-set high-water mark (Linux VmHWM) over the warm-up and all
-  extractions, reset after the model is loaded; it includes the interpreter, torch and the model.
-  ``extract_peak`` = that peak minus the RSS just before the first extraction (the working memory
-  that extraction adds). On CUDA the peak of allocated device memory is reported as well.
+* peak RSS: the process' resident-set high-water mark (Linux VmHWM), reset after the model is
+  loaded (``"reset_peak": "after_load"``, the warm-up counts) or after the warm-up
+  (``"after_warmup"``, the steady state); it includes the interpreter, torch and the model.
+  ``extract_peak`` = that peak minus the RSS at the reset (the working memory that extraction
+  adds). On CUDA the peak of allocated device memory is reported as well.
 
-Usage (internal): ``python -m benchmarks.runner CONFIG.json``.
+Usage (internal): ``python -m benchmarks.runner``, the config on stdin.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import select
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -81,18 +89,42 @@ def set_allocator(method: str, allocator: str = "shipped") -> None:
         process_allocator.leave_default()
 
 
-def worker(config: Dict) -> Dict:
-    """Extract features of every image in ``config["images"]`` (.npy files, H x W x 3 uint8).
-
-    Saves ``<out_dir>/<k>.npz`` (keypoints, descriptors, scores) when ``save_features`` and
-    returns the timing/memory record (also written to ``<out_dir>/result.json``).
-    """
+def _method_details(method, config: Dict, load_s: float) -> Dict:
     import torch
+
+    from .hardware import tasp_gflop
+
+    info = {
+        "device": str(method.device),
+        "threads": torch.get_num_threads(),
+        "weights": getattr(method, "weights_used", None),
+        "descriptor_note": method.descriptor_note,
+        "load_s": load_s,
+    }
+    model = getattr(method, "model", None)
+    if config.get("count_flops") and hasattr(model, "forward_dense"):
+        h, w = np.load(config["warmup"], mmap_mode="r").shape[:2]
+        info["gflop"] = tasp_gflop(model, h, w)
+    if hasattr(model, "cpu_precision"):
+        info["precision"] = (
+            model.cpu_precision()
+            if method.device.type == "cpu" and model.conf["fuse"]
+            else "eager " + (model.conf["amp"] or "fp32")
+        )
+    return info
+
+
+def serve(config: Dict, requests, answers) -> int:
+    """The worker: load ``config["method"]``, warm up, then answer one line per request line."""
+    import torch
+
     from .features import MethodUnavailable, load_method
 
-    set_allocator(config["method"])
-    out_dir = Path(config["out_dir"])
-    out_dir.mkdir(parents=True, exist_ok=True)
+    def answer(record: Dict) -> None:
+        answers.write(json.dumps(record) + "\n")
+        answers.flush()
+
+    set_allocator(config["method"], config.get("allocator", "shipped"))
     t_load = time.perf_counter()
     try:
         method = load_method(
@@ -102,61 +134,131 @@ def worker(config: Dict) -> Dict:
             **config.get("options", {}),
         )
     except MethodUnavailable as err:
-        return {"method": config["method"], "error": str(err)}
-    load_s = time.perf_counter() - t_load
-
+        answer({"error": str(err)})
+        return 3
+    info = _method_details(method, config, time.perf_counter() - t_load)
     cuda = method.device.type == "cuda"
+    after_load = config.get("reset_peak", "after_load") == "after_load"
     if cuda:
         torch.cuda.reset_peak_memory_stats(method.device)
-    rss_idle = current_rss_mib()
-    peak_reset = reset_peak_rss()
-
-    files: List[str] = config["images"]
-    method.extract(np.load(files[0]))  # warm-up: lazy init, allocator, caches
+    if after_load:
+        rss_idle, peak_reset = current_rss_mib(), reset_peak_rss()
+    method.extract(np.load(config["warmup"]))  # lazy init, fused network, allocator, caches
     method.synchronize()
-    times, n_kpts = [], []
-    for k, path in enumerate(files):
-        image = np.load(path)
+    if not after_load:
+        rss_idle, peak_reset = current_rss_mib(), reset_peak_rss()
+    answer({"ready": True, **info})
+    for line in requests:
+        if not line.strip():
+            break
+        request = json.loads(line)
+        image = np.load(request["image"])
         method.synchronize()
         t0 = time.perf_counter()
         feats = method.extract(image)
         method.synchronize()
-        times.append(time.perf_counter() - t0)
-        n_kpts.append(len(feats["keypoints"]))
-        if config.get("save_features", True):
-            np.savez(out_dir / f"{k}.npz", **feats)
+        seconds = time.perf_counter() - t0
+        if request.get("save"):
+            np.savez(request["save"], **feats)
+        answer(
+            {
+                "time_s": seconds,
+                "keypoints": len(feats["keypoints"]),
+                "descriptor_dim": int(feats["descriptors"].shape[1]),
+                "image_size": list(image.shape[:2]),
+            }
+        )
     peak = peak_rss_mib()
-    record = {
-        "method": config["method"],
-        "device": str(method.device),
-        "torch_threads": torch.get_num_threads(),
-        "descriptor_note": method.descriptor_note,
-        "weights": getattr(method, "weights_used", None),
-        "descriptor_dim": int(feats["descriptors"].shape[1]),
-        "n_images": len(files),
-        "image_sizes": sorted({tuple(np.load(f, mmap_mode="r").shape[:2]) for f in files}),
-        "load_s": load_s,
-        "time_median_s": statistics.median(times),
-        "time_mean_s": statistics.fmean(times),
-        "times_s": times,
-        "keypoints_mean": float(np.mean(n_kpts)),
-        "peak_rss_mib": peak,
-        "extract_peak_mib": (peak - rss_idle) if (peak_reset and rss_idle is not None) else None,
-        "cuda_peak_allocated_mib": (
-            torch.cuda.max_memory_allocated(method.device) / 2**20 if cuda else None
-        ),
-    }
-    return record
+    answer(
+        {
+            "peak_rss_mib": peak,
+            "extract_peak_mib": (peak - rss_idle) if peak_reset and rss_idle is not None else None,
+            "cuda_peak_allocated_mib": (
+                torch.cuda.max_memory_allocated(method.device) / 2**20 if cuda else None
+            ),
+        }
+    )
+    return 0
 
 
-def main(argv: List[str]) -> int:
-    config = json.loads(Path(argv[0]).read_text())
-    record = worker(config)
-    Path(config["out_dir"], "result.json").write_text(json.dumps(record, indent=1))
-    return 3 if "error" in record else 0
+def main() -> int:
+    # The protocol keeps the real stdout; anything a method prints goes to stderr instead.
+    answers = os.fdopen(os.dup(sys.stdout.fileno()), "w")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    config = json.loads(sys.stdin.readline())
+    return serve(config, sys.stdin, answers)
 
 
 # ----------------------------------------------------------------------------- parent side
+class Worker:
+    """A running worker process of one method; ``info`` holds its details or an ``error``."""
+
+    def __init__(self, config: Dict, timeout_s: float = 1800):
+        repo_root = Path(__file__).resolve().parent.parent
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(repo_root), env.get("PYTHONPATH")]))
+        self.timeout_s = timeout_s
+        self.times: List[float] = []
+        self.answers: List[Dict] = []
+        self.stderr = tempfile.TemporaryFile("w+")  # a file, not a pipe: it never fills up
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.runner"],
+            cwd=repo_root,
+            env=env,
+            text=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.stderr,
+        )
+        self.info = self._ask(json.dumps(config))
+
+    def _ask(self, line: str) -> Dict:
+        try:
+            self.proc.stdin.write(line + "\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            return self._failed()
+        ready, _, _ = select.select([self.proc.stdout], [], [], self.timeout_s)
+        if not ready:
+            self.proc.kill()
+            return {"error": f"no answer within {self.timeout_s:.0f} s"}
+        answer = self.proc.stdout.readline()
+        return json.loads(answer) if answer else self._failed()
+
+    def _failed(self) -> Dict:
+        code = self.proc.wait()
+        self.stderr.seek(0)
+        tail = self.stderr.read().strip().splitlines()[-5:]
+        return {"error": f"worker failed (exit {code}): " + " | ".join(tail)}
+
+    def extract(self, image: Path, save: Optional[Path] = None) -> None:
+        """Time one image (features saved to ``save`` as .npz if given)."""
+        if "error" in self.info:
+            return
+        answer = self._ask(json.dumps({"image": str(image), "save": save and str(save)}))
+        if "error" in answer:
+            self.info = answer
+            return
+        self.times.append(answer["time_s"])
+        self.answers.append(answer)
+
+    def finish(self) -> Dict:
+        """Stop the worker; its details, the memory record and the time statistics."""
+        if "error" not in self.info:
+            self.info.update(self._ask(""))
+        self.proc.stdin.close()
+        self.proc.wait()
+        self.stderr.close()
+        if self.times and "error" not in self.info:
+            self.info.update(
+                time_median_s=statistics.median(self.times),
+                time_mean_s=statistics.fmean(self.times),
+                times_s=self.times,
+                keypoints_mean=float(np.mean([a["keypoints"] for a in self.answers])),
+            )
+        return self.info
+
+
 def run_method(
     method: str,
     image_files: List[Path],
@@ -165,9 +267,8 @@ def run_method(
     max_keypoints: int = 4096,
     options: Optional[Dict] = None,
     save_features: bool = True,
-    timeout_s: float = 3600,
 ) -> Dict:
-    """Run ``method`` over ``image_files`` in a subprocess; returns its record.
+    """Run ``method`` over ``image_files`` in a worker process; returns its record.
 
     On failure the record has an ``error`` message instead of numbers. Features, if saved,
     are at ``out_dir/<k>.npz`` in the order of ``image_files`` (see ``load_features``).
@@ -176,37 +277,24 @@ def run_method(
     out_dir.mkdir(parents=True, exist_ok=True)
     config = {
         "method": method,
-        "images": [str(p) for p in image_files],
-        "out_dir": str(out_dir),
         "device": device,
         "max_keypoints": max_keypoints,
         "options": options or {},
-        "save_features": save_features,
+        "warmup": str(image_files[0]),
     }
-    cfg_path = out_dir / "config.json"
-    cfg_path.write_text(json.dumps(config))
-    repo_root = Path(__file__).resolve().parent.parent
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(repo_root), env.get("PYTHONPATH")]))
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-m", "benchmarks.runner", str(cfg_path)],
-            cwd=repo_root,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
+    worker = Worker(config)
+    for k, path in enumerate(image_files):
+        worker.extract(path, out_dir / f"{k}.npz" if save_features else None)
+    record = {"method": method, **worker.finish()}
+    if "error" not in record:
+        record.update(
+            torch_threads=record.pop("threads"),
+            descriptor_dim=worker.answers[-1]["descriptor_dim"],
+            n_images=len(image_files),
+            image_sizes=sorted({tuple(a["image_size"]) for a in worker.answers}),
         )
-    except subprocess.TimeoutExpired:
-        return {"method": method, "error": f"timed out after {timeout_s:.0f} s"}
-    result = out_dir / "result.json"
-    if proc.returncode not in (0, 3) or not result.exists():
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
-        return {
-            "method": method,
-            "error": f"worker failed (exit {proc.returncode}): " + " | ".join(tail),
-        }
-    return json.loads(result.read_text())
+    (out_dir / "result.json").write_text(json.dumps(record, indent=1))
+    return record
 
 
 def load_features(out_dir: Path, k: int) -> Dict[str, np.ndarray]:
@@ -216,4 +304,4 @@ def load_features(out_dir: Path, k: int) -> Dict[str, np.ndarray]:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main())

@@ -415,6 +415,36 @@ def test_compare_reports_missing_data_clearly(tmp_path):
         )
 
 
+def test_worker_protocol_saves_what_the_method_extracts_and_reports_failures(tmp_path):
+    from benchmarks.runner import Worker, load_features, run_method
+
+    files = []
+    for k in range(2):
+        files.append(tmp_path / f"{k}.npy")
+        np.save(files[-1], _texture(seed=k))
+    record = run_method("sift", files, tmp_path / "sift", max_keypoints=200)
+    assert record["n_images"] == 2 and record["image_sizes"] == [(240, 320)]
+    assert len(record["times_s"]) == 2 and record["descriptor_dim"] == 128
+    assert record["peak_rss_mib"] > 0 and "threads" not in record
+    # The features a worker saved are the ones the method gives in this process.
+    direct = load_method("sift", max_keypoints=200).extract(np.load(files[1]))
+    saved = load_features(tmp_path / "sift", 1)
+    np.testing.assert_array_equal(saved["keypoints"], direct["keypoints"])
+    np.testing.assert_array_equal(saved["descriptors"], direct["descriptors"])
+    assert json.loads((tmp_path / "sift" / "result.json").read_text())["n_images"] == 2
+
+    unknown = run_method("no_such_method", files, tmp_path / "unknown")
+    assert "no_such_method" in unknown["error"]
+    # A worker that dies mid-run says so, with the end of its stderr.
+    worker = Worker(
+        {"method": "orb", "device": "cpu", "max_keypoints": 50, "warmup": str(files[0])}
+    )
+    worker.extract(tmp_path / "missing.npy")
+    info = worker.finish()
+    assert "worker failed" in info["error"] and "missing.npy" in info["error"]
+    assert worker.times == []
+
+
 def test_extract_speed_runs_on_synthetic_images(tmp_path, capsys):
     from benchmarks import extract_speed
 
