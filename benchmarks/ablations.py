@@ -92,25 +92,10 @@ def evaluate(arm: str, root: Path, data: Path, max_side: int, tasp_conf: Dict) -
     from tasp_hloc.train.export import export
 
     weights = export(root / arm, arm, weights_dir=root / "weights")
-    args = compare.parse_args(
-        [
-            "--methods",
-            "tasp",
-            "--tasp-weights",
-            str(weights),
-            "--tasp-conf",
-            json.dumps(tasp_conf),
-            "--data",
-            str(data),
-            "--pose-pairs",
-            "none",
-            "--max-side",
-            str(max_side),
-            "--out",
-            str(root / f"{arm}.bench.json"),
-        ]
+    options = ["--tasp-conf", json.dumps(tasp_conf), "--data", str(data), "--pose-pairs", "none"]
+    report = compare.tasp_report(
+        weights, root / f"{arm}.bench.json", options + ["--max-side", str(max_side)]
     )
-    report = compare.run(args)
     return report["methods"]["tasp"]
 
 

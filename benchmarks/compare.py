@@ -22,10 +22,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence, Union
 
 import numpy as np
 
+from tasp_hloc.io.files import write_text_atomic
 from tasp_hloc.runtime.device import resolve_device
 from tasp_hloc.model.weights import weights_argument
 
@@ -315,10 +316,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     text = render_comparison(report)
     print(text)
     report["markdown"] = text
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(finite_or_none(report), indent=1, default=_json_default))
+    save_report(report, args.out)
     print(f"\nsaved {args.out}", file=sys.stderr)
     return 0
+
+
+def save_report(report: Dict, path: Path) -> None:
+    """The report as JSON (NaN as null), written atomically: a cache never holds half a run."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(finite_or_none(report), indent=1, default=_json_default)
+    write_text_atomic(path, text)
+
+
+def tasp_report(weights: Union[str, Path], out: Path, options: Sequence[str] = ()) -> Dict:
+    """``compare --methods tasp`` for ``weights`` in this process (more ``options`` of the
+    command line), saved to ``out``; what the training benchmarks measure a candidate with."""
+    args = parse_args(
+        ["--methods", "tasp", "--tasp-weights", str(weights), "--out", str(out), *options]
+    )
+    report = run(args)
+    save_report(report, out)
+    return report
 
 
 if __name__ == "__main__":

@@ -14,14 +14,13 @@ RootSIFT is not rerun here: the target it sets comes from one run of ``benchmark
 
 import argparse
 import json
-import subprocess
 import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import torch
 
-from tasp_hloc.io.files import atomic_write
+from tasp_hloc.train.export import export
 
 from . import compare
 from .report import markdown_table, num, pct
@@ -50,7 +49,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 def export_checkpoint(checkpoint: Path, root: Path) -> tuple:
-    """A training checkpoint -> (plain state_dict file, its step, its run name)."""
+    """A training checkpoint -> (its weights file under ``root``, its step, its run name).
+
+    The file is ``train.export``'s, with its entry in ``root/manifest.json``: what
+    ``--tasp-weights PATH`` loads."""
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
     if "model" not in state:
         raise ValueError(
@@ -59,33 +61,17 @@ def export_checkpoint(checkpoint: Path, root: Path) -> tuple:
         )
     run = state.get("config", {}).get("name", checkpoint.parent.name)
     out = root / f"{run}_step{state['step']}.pth"
-    if not out.exists():  # the network's state alone: what --tasp-weights PATH loads
-        atomic_write(out, lambda f: torch.save(state["model"], f))
+    if not out.exists():
+        export(checkpoint, out.stem, weights_dir=root)
     return out, int(state["step"]), run
 
 
 def measure(weights: str, out: Path, args: argparse.Namespace) -> Dict:
-    """``benchmarks.compare`` for TaSP alone, in a child process; cached in ``out``."""
-    if not out.exists():
-        cmd = [
-            sys.executable,
-            "-m",
-            "benchmarks.compare",
-            "--methods",
-            "tasp",
-            "--tasp-weights",
-            weights,
-            "--data",
-            str(args.data),
-            "--max-side",
-            str(args.max_side),
-            "--out",
-            str(out),
-        ]
-        subprocess.run(
-            cmd + (["--quick"] if args.quick else []), check=True, stdout=subprocess.DEVNULL
-        )
-    return json.loads(out.read_text())
+    """``benchmarks.compare`` for TaSP alone, in this process; cached in ``out``."""
+    if out.exists():
+        return json.loads(out.read_text())
+    options = ["--data", str(args.data), "--max-side", str(args.max_side)]
+    return compare.tasp_report(weights, out, options + (["--quick"] if args.quick else []))
 
 
 def row(label: str, step: str, report: Dict) -> List[str]:

@@ -503,7 +503,10 @@ def test_ablation_table_reads_results_as_stored():
 def test_learning_curve_exports_checkpoints_and_reads_reports(tmp_path):
     from benchmarks import learning_curve
 
-    model = {"w": torch.arange(3.0)}
+    from tasp_hloc.model.tasp import TaSP
+    from tasp_hloc.model.weights import read_manifest
+
+    model = TaSP({"weights": None}).state_dict()
     torch.save(
         {
             "model": model,
@@ -515,7 +518,13 @@ def test_learning_curve_exports_checkpoints_and_reads_reports(tmp_path):
     )
     out, step, run = learning_curve.export_checkpoint(tmp_path / "ckpt.pth", tmp_path / "lc")
     assert (step, run, out.name) == (400, "run_a", "run_a_step400.pth")
-    assert torch.equal(torch.load(out, weights_only=True)["w"], model["w"])
+    exported = torch.load(out, weights_only=True)
+    assert exported.keys() == model.keys()
+    assert all(torch.equal(exported[k], v) for k, v in model.items())
+    # train.export's file and manifest entry: TaSP loads it by path.
+    assert read_manifest(tmp_path / "lc")["weights"]["run_a_step400"]["recipe"]["steps"] == 400
+    loaded = TaSP({"weights": str(out)}).state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in model.items())
     torch.save(model, tmp_path / "plain.pth")
     with pytest.raises(ValueError, match="not a training checkpoint"):
         learning_curve.export_checkpoint(tmp_path / "plain.pth", tmp_path / "lc")
@@ -560,6 +569,28 @@ def test_learning_curve_exports_checkpoints_and_reads_reports(tmp_path):
     # A report from before LO-RANSAC (or without pycolmap) leaves those columns blank.
     del report["methods"]["tasp"]["pose"]["strecha_dev"]["auc_lo"]
     assert learning_curve.row("run_a", "400", report)[-4:] == ["-", "-", "-", "812"]
+
+
+def test_learning_curve_measures_in_process_once_per_weights(tmp_path, monkeypatch):
+    from benchmarks import learning_curve
+
+    calls = []
+
+    def fake_run(args):
+        calls.append(args)
+        return {"methods": {"tasp": {"speed": {"time_median_s": float("nan")}}}}
+
+    monkeypatch.setattr(compare, "run", fake_run)
+    args = learning_curve.parse_args(["--data", str(tmp_path), "--max-side", "320", "--quick"])
+    out = tmp_path / "lc" / "w.json"
+    first = learning_curve.measure("w.pth", out, args)
+    again = learning_curve.measure("w.pth", out, args)
+    assert len(calls) == 1 and again == json.loads(out.read_text())
+    assert (calls[0].tasp_weights, calls[0].max_side, calls[0].quick) == ("w.pth", 320, True)
+    assert calls[0].methods == ["tasp"] and calls[0].data == tmp_path
+    # The cache holds valid JSON: NaN written as null.
+    assert np.isnan(first["methods"]["tasp"]["speed"]["time_median_s"])
+    assert again["methods"]["tasp"]["speed"]["time_median_s"] is None
 
 
 def test_inloc_scene_counts_localized_queries_per_threshold():

@@ -94,7 +94,9 @@ def _apply_override(conf: DictConfig, override: str) -> None:
     try:
         OmegaConf.update(conf, key, value, merge=True)
     except (IndexError, KeyError, ValueError) as error:
-        raise ValueError(f"Override {override!r} does not fit the config: {str(error).splitlines()[0]}") from None
+        raise ValueError(
+            f"Override {override!r} does not fit the config: {str(error).splitlines()[0]}"
+        ) from None
 
 
 def load_config(name: str, overrides: Sequence[str] = ()) -> DictConfig:
