@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from tasp_hloc.data.multiview.alignment import camera_errors
+from tasp_hloc.data.multiview.alignment import camera_errors, reconstruction_poses
 
 
 def read_projections(folder: Path) -> dict:
@@ -35,13 +35,7 @@ def main(argv=None):
     ap.add_argument("--model", type=Path, required=True)
     ap.add_argument("--cameras", type=Path, required=True)
     args = ap.parse_args(argv)
-    rec = pycolmap.Reconstruction(str(args.model))
-    est = {}
-    for im in rec.images.values():
-        T = np.eye(4)
-        T[:3, :3] = im.cam_from_world().rotation.matrix()
-        T[:3, 3] = im.cam_from_world().translation
-        est[im.name] = T
+    est = reconstruction_poses(pycolmap.Reconstruction(str(args.model)))
     ref = read_projections(args.cameras)
     e = camera_errors(est, ref)
     r, c = e["rotation_deg"], e["centre_rel"]

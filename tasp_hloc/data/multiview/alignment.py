@@ -20,6 +20,16 @@ def umeyama(src: np.ndarray, dst: np.ndarray) -> tuple:
     return s, R, mu_d - s * R @ mu_s
 
 
+def reconstruction_poses(reconstruction) -> Dict[str, np.ndarray]:
+    """``{image name: cam_from_world 4 x 4}`` of a pycolmap reconstruction's registered images."""
+    poses = {}
+    for image in reconstruction.images.values():
+        pose = np.eye(4)
+        pose[:3] = image.cam_from_world().matrix()
+        poses[image.name] = pose
+    return poses
+
+
 def camera_errors(estimated: Dict[str, np.ndarray], reference: Dict[str, np.ndarray]) -> dict:
     """Rotation (degrees) and centre errors of cameras present in both, after alignment.
 
