@@ -36,7 +36,7 @@ ALLOWED: Dict[str, Set[str]] = {
         "runtime",
     },
     "hloc_extract_features": {"hloc"},
-    "data": {"grid", "io", "options"},
+    "data": {"grid", "io", "labels", "options"},
     "losses": {"grid", "model", "options"},
     "labels": {"grid", "io", "model", "options"},
     "train": {"data", "labels", "losses", "model", "io", "runtime"},

