@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -53,6 +53,7 @@ class PosePair:
     K0: np.ndarray  # 3 x 3, for the resized image0
     K1: np.ndarray
     T_0to1: np.ndarray  # 4 x 4, X1 = R X0 + t
+    scale_ratio: Optional[float] = None  # >= 1, how much larger one view sees the scene
 
 
 def default_data_root() -> Path:
@@ -282,11 +283,7 @@ def load_multiview_pairs(
             poses.append(T)
         covisible = None
         if (scene / "pairs.txt").is_file():  # a built scene lists its covisible pairs
-            covisible = {
-                tuple(ln.split()[:2])
-                for ln in (scene / "pairs.txt").read_text().splitlines()
-                if ln and not ln.startswith("#")
-            }
+            covisible = covisible_scale_ratios(scene / "pairs.txt")
         for i in range(len(cams)):
             for j in range(i + 1, len(cams)):
                 if covisible is not None and (cams[i]["name"], cams[j]["name"]) not in covisible:
@@ -302,9 +299,23 @@ def load_multiview_pairs(
                         Ks[i],
                         Ks[j],
                         T_0to1,
+                        covisible[(cams[i]["name"], cams[j]["name"])] if covisible else None,
                     )
                 )
     return pairs[:limit]
+
+
+def covisible_scale_ratios(path: Path) -> Dict[Tuple[str, str], Optional[float]]:
+    """``{(name0, name1): scale ratio >= 1 or None}`` of a built scene's ``pairs.txt``
+    (``name0 name1 [overlap scale_ratio]``, D2-Net's ratio as ``scene_info`` writes it)."""
+    ratios = {}
+    for line in Path(path).read_text().splitlines():
+        fields = line.split()
+        if not fields or fields[0].startswith("#"):
+            continue
+        ratio = float(fields[3]) if len(fields) >= 4 else None
+        ratios[(fields[0], fields[1])] = ratio and max(ratio, 1 / ratio)
+    return ratios
 
 
 def load_rgbd_sequence_pairs(

@@ -8,7 +8,7 @@ the mutual nearest neighbour of ``metrics.mutual_nn_match`` for every method.
 from __future__ import annotations
 
 import importlib.util
-from typing import Dict
+from typing import Dict, List, Sequence
 
 import numpy as np
 
@@ -27,6 +27,8 @@ from .metrics import (
 
 # A match is correct when its symmetric epipolar distance (normalised coordinates) is below this.
 EPIPOLAR_THRESHOLD = 5e-4
+# Scale-ratio bins of the pose pairs that have one (built multiview scenes; issue 20 item 4).
+SCALE_BINS = ((1.0, 1.25), (1.25, 1.6), (1.6, float("inf")))
 
 
 def evaluate_homographies(pairs, feats: Dict[int, Dict], index) -> Dict:
@@ -73,6 +75,7 @@ def evaluate_poses(pairs, feats: Dict[int, Dict], index, set_name: str, ransac_p
         epi = symmetric_epipolar_distance(k0, k1, pair.K0, pair.K1, pair.T_0to1)
         row = {
             "name": pair.name,
+            "scale_ratio": pair.scale_ratio,
             "matches": int(len(matches)),
             "epipolar_precision": float(np.mean(epi < EPIPOLAR_THRESHOLD)) if len(epi) else 0.0,
         }
@@ -101,4 +104,20 @@ def evaluate_poses(pairs, feats: Dict[int, Dict], index, set_name: str, ransac_p
         out[f"auc{suffix}"] = pose_auc([r[f"error{suffix}"] for r in rows], AUC_THRESHOLDS)
         out[f"inliers{suffix}"] = float(np.mean([r[f"inliers{suffix}"] for r in rows]))
         out[f"failed{suffix}"] = int(sum(not np.isfinite(r[f"error{suffix}"]) for r in rows))
+    if any(r["scale_ratio"] is not None for r in rows):
+        out["by_scale"] = auc_by_scale_ratio(rows, list(estimators))
+    return out
+
+
+def auc_by_scale_ratio(rows: List[Dict], suffixes: Sequence[str]) -> Dict[str, Dict]:
+    """Pose AUC per bin of ``SCALE_BINS`` of the pairs' scale ratios, for each estimator's
+    suffix (``""``: RANSAC, ``"_lo"``: LO-RANSAC): ``{"1-1.25": {"n_pairs", "auc", "auc_lo"}}``."""
+    out = {}
+    for low, high in SCALE_BINS:
+        sel = [r for r in rows if r["scale_ratio"] is not None and low <= r["scale_ratio"] < high]
+        label = f"{low:g}-{high:g}" if np.isfinite(high) else f">={low:g}"
+        out[label] = {"n_pairs": len(sel)}
+        for suffix in suffixes:
+            errors = [r[f"error{suffix}"] for r in sel]
+            out[label][f"auc{suffix}"] = pose_auc(errors, AUC_THRESHOLDS) if sel else None
     return out

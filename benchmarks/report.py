@@ -178,7 +178,25 @@ def pose_section(ran: List[Tuple[str, Dict]]) -> List[str]:
         "epipolar prec. %",
         "failed",
     ]
-    return section("Pose pairs: relative-pose AUC (%), max(angle R, angle t)", header, rows)
+    lines = section("Pose pairs: relative-pose AUC (%), max(angle R, angle t)", header, rows)
+    return lines + scale_section(ran)
+
+
+def scale_section(ran: List[Tuple[str, Dict]]) -> List[str]:
+    """LO-RANSAC (else RANSAC) AUC per scale-ratio bin of the pose sets that have them."""
+    rows = []
+    for label, res in ran:
+        for set_name, ps in res.get("pose", {}).items():
+            for bin_name, b in ps.get("by_scale", {}).items():
+                auc = b.get("auc_lo") or b["auc"]
+                cells = [pct(auc[t]) for t in AUC_THRESHOLDS] if auc else ["-"] * 3
+                rows.append([label, set_name, f"{bin_name} ({b['n_pairs']})", *cells])
+    if not rows:
+        return []
+    header = ["method", "set", "scale ratio (pairs)", *(f"AUC@{t}°" for t in AUC_THRESHOLDS)]
+    return section(
+        "Pose AUC (%) by the pairs' scale ratio (LO-RANSAC; RANSAC without pycolmap)", header, rows
+    )
 
 
 def pose_row(label: str, set_name: str, ps: Dict) -> List[str]:

@@ -355,8 +355,37 @@ def test_multiview_pairs_keep_small_rotations_and_map_camera_i_to_j(tmp_path):
     (R1, t1), (R2, t2) = poses[1], poses[2]
     X_1 = np.append(R1 @ X_w + t1, 1.0)
     np.testing.assert_allclose(pairs[1].T_0to1 @ X_1, np.append(R2 @ X_w + t2, 1.0), atol=1e-9)
+    assert pairs[0].scale_ratio is None  # no pairs.txt: no scale ratios
     with pytest.raises(FileNotFoundError, match="cameras.json"):
         datasets.load_multiview_pairs(tmp_path / "scene" / "images", 160)
+    # A built scene's pairs.txt keeps only its covisible pairs, each with its scale ratio >= 1.
+    (tmp_path / "scene" / "pairs.txt").write_text(
+        "# name0 name1 overlap scale_ratio\n0001.jpg 0002.jpg 0.4 0.5\n0000.jpg 0002.jpg 0.3 1.2\n"
+    )
+    pairs = datasets.load_multiview_pairs(tmp_path, 160, max_rotation_deg=60)
+    assert [(p.name, p.scale_ratio) for p in pairs] == [("scene/0001-0002", 2.0)]
+
+
+def test_pose_auc_by_scale_ratio_bins_pairs_by_hand():
+    from benchmarks.evaluation import auc_by_scale_ratio
+
+    rows = [
+        {"scale_ratio": 1.1, "error": 0.0, "error_lo": 0.0},
+        {"scale_ratio": 1.2, "error": np.inf, "error_lo": 0.0},
+        {"scale_ratio": 1.3, "error": 0.0, "error_lo": 0.0},
+        {"scale_ratio": 2.0, "error": 10.0, "error_lo": 10.0},
+        {"scale_ratio": None, "error": 0.0, "error_lo": 0.0},  # no ratio: in no bin
+    ]
+    bins = auc_by_scale_ratio(rows, ["", "_lo"])
+    assert list(bins) == ["1-1.25", "1.25-1.6", ">=1.6"]
+    assert [b["n_pairs"] for b in bins.values()] == [2, 1, 1]
+    # Half the pairs exact, half failed: recall 0.5 at every threshold.
+    assert bins["1-1.25"]["auc"] == pytest.approx({5: 0.5, 10: 0.5, 20: 0.5})
+    assert bins["1-1.25"]["auc_lo"] == pytest.approx({5: 1.0, 10: 1.0, 20: 1.0})
+    # One pair 10 deg off: the curve (0, 0) -> (10, 1), then flat: AUC@20 = (5 + 10) / 20;
+    # under 10 deg nothing is found.
+    assert bins[">=1.6"]["auc"] == pytest.approx({5: 0.0, 10: 0.0, 20: 0.75})
+    assert auc_by_scale_ratio([], [""])["1-1.25"] == {"n_pairs": 0, "auc": None}
 
 
 def test_compare_end_to_end_without_peers(tmp_path, capsys):
