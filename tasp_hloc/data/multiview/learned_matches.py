@@ -14,6 +14,7 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from ...grid import rescale_keypoints
 from ...io.images import IMAGE_EXTENSIONS, read_image
@@ -50,7 +51,7 @@ def extract_aliked(
     lg = import_lightglue()
     aliked = lg.ALIKED(model_name="aliked-n16", max_num_keypoints=max_keypoints).eval()
     features = {}
-    for name in names:
+    for name in tqdm(names, desc="ALIKED", unit="image"):
         image = read_image(Path(image_dir) / name)
         h, w = image.shape[:2]
         scale = min(1.0, max_side / max(h, w))
@@ -76,7 +77,7 @@ def match_lightglue(
     lg = import_lightglue()
     matcher = lg.LightGlue(features="aliked").eval()
     matches = {}
-    for name0, name1 in pairs:
+    for name0, name1 in tqdm(pairs, desc="LightGlue", unit="pair"):
         data = {
             f"image{k}": {
                 "keypoints": features[name]["keypoints"][None],
