@@ -1,7 +1,9 @@
-"""Cameras of a built multiview scene against provided projection matrices (buddha's).
+"""Cameras of a built multiview scene against provided projection matrices (buddha's), or
+against another reconstruction of the same photos (SIFT's against ALIKED + LightGlue's).
 
 ``python -m benchmarks.sfm_cameras --model OUT/buddha/sparse --cameras DATA/multiview/buddha/cameras``
-prints rotation and centre errors after a similarity alignment of the camera centres.
+``python -m benchmarks.sfm_cameras --model OUT/lund/sparse --reference-model OTHER/lund/sparse``
+print rotation and centre errors after a similarity alignment of the camera centres.
 """
 
 import argparse
@@ -33,10 +35,15 @@ def main(argv=None):
 
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--model", type=Path, required=True)
-    ap.add_argument("--cameras", type=Path, required=True)
+    reference = ap.add_mutually_exclusive_group(required=True)
+    reference.add_argument("--cameras", type=Path, help="a folder of <stem>_P.txt matrices")
+    reference.add_argument("--reference-model", type=Path, help="another COLMAP model")
     args = ap.parse_args(argv)
     est = reconstruction_poses(pycolmap.Reconstruction(str(args.model)))
-    ref = read_projections(args.cameras)
+    if args.cameras:
+        ref = read_projections(args.cameras)
+    else:
+        ref = reconstruction_poses(pycolmap.Reconstruction(str(args.reference_model)))
     e = camera_errors(est, ref)
     r, c = e["rotation_deg"], e["centre_rel"]
     print(f"{len(e['names'])} cameras in common of {len(ref)} provided, {len(est)} recovered")
