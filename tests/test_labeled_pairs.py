@@ -2,6 +2,7 @@
 
 import cv2
 import numpy as np
+import pytest
 import torch
 
 from tasp_hloc.data.homographic import HomographicDataset
@@ -78,3 +79,25 @@ def test_view_pair_source_transform_composes_resize_and_crop():
     # K must agree with the same map: the principal point moves like any pixel.
     c = transform_keypoints(torch.tensor([[79.5, 59.5]]), s["source0_to_image0"])[0]
     assert torch.allclose(c, s["K0"][:2, 2], atol=1e-4)
+
+
+def test_view_pair_scale_range_resizes_view1_log_uniformly():
+    h, w = 120, 160
+    K = np.array([[100.0, 0, 79.5], [0, 100.0, 59.5], [0, 0, 1]])
+    view = {"image": _dot_photo(h, w, 80, 60), "depth": np.ones((h, w), np.float32), "K": K}
+    sampler = ViewPairSampler({"size": [48, 48], "scale_range": [0.5, 2.0], "jitter": 0.0})
+    zooms = [sampler.zoom(np.random.default_rng(seed)) for seed in range(400)]
+    assert 0.5 <= min(zooms) and max(zooms) <= 2.0
+    assert abs(np.mean(np.log(zooms))) < 0.07  # log-uniform: as many shrunk as enlarged
+    for seed in range(5):
+        zoom = sampler.zoom(np.random.default_rng(seed))
+        s = sampler(view, view, np.eye(4), np.random.default_rng(seed), "dot")
+        # view 1 is resized by the factor (rounded to whole pixels), view 0 is not
+        ratio = float(s["K1"][0, 0] / s["K0"][0, 0])
+        expected = max(zoom, 48 / h)  # the crop must still fit
+        assert abs(ratio - expected) < 0.01 * expected, (ratio, zoom)
+    with_none = ViewPairSampler({"size": [48, 48], "jitter": 0.0})
+    assert with_none.zoom(np.random.default_rng(0)) == 1.0
+    bad = ViewPairSampler({"size": [48, 48], "scale_range": [2.0, 0.5]})
+    with pytest.raises(ValueError, match="scale_range"):
+        bad.zoom(np.random.default_rng(0))
