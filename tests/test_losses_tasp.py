@@ -82,6 +82,7 @@ KEYS = {
     "n_valid",
     "delta",
     "aligned",
+    "subpx",
 }
 
 
@@ -154,3 +155,47 @@ def test_checkpoint_keys_histogram_and_errors():
         TaSPLoss({"window": "3d"})(*_preds(raw0, raw1, logits), data)
     with pytest.raises(ValueError, match="Unknown TaSPLoss options"):
         TaSPLoss({"lambda": 1.0})
+
+
+def test_subpixel_loss_by_hand():
+    from tasp_hloc.losses import SubpixelReprojectionLoss
+
+    heat = torch.zeros(1, 16, 24, requires_grad=True)
+    with torch.no_grad():
+        heat[0, 5, 10] = 1.0  # pixel (x 10, y 5) and its right neighbour share the mass:
+        heat[0, 5, 11] = 1.0  # the 3 x 3 soft-argmax around (10, 5) is (10.5, 5.0)
+    kpts1 = torch.tensor([[[10.3, 5.0], [10.3, 5.0], [30.0, 5.0]]])
+    valid = torch.tensor([[True, False, True]])  # an invalid point, and one outside the image
+    out = SubpixelReprojectionLoss()(heat, kpts1, valid)
+    assert out["loss"].item() == pytest.approx(0.2**2, abs=1e-6)
+    assert out["error"].item() == pytest.approx(0.2, abs=1e-6)
+    out["loss"].sum().backward()
+    # more mass on (10, 5) pulls the estimate left, towards 10.3: the gradient there is negative
+    assert heat.grad[0, 5, 10] < 0 < heat.grad[0, 5, 11]
+    none = SubpixelReprojectionLoss()(heat.detach(), kpts1, torch.zeros(1, 3, dtype=torch.bool))
+    assert none["loss"].item() == 0 and none["error"].item() == 0
+    with pytest.raises(ValueError, match="valid"):
+        SubpixelReprojectionLoss()(heat, kpts1, valid[:, :2])
+
+
+def test_tasp_loss_adds_the_subpixel_term_only_when_asked():
+    from tasp_hloc.model.keypoints import logits_to_heatmap
+    from tasp_hloc.losses import SubpixelReprojectionLoss
+
+    data = _make_data()
+    raw0, raw1, logits = _make_pred()
+    pred0, pred1 = _preds(raw0, raw1, logits)
+    off = TaSPLoss({"importance_weighting": False}).train()(pred0, pred1, data)
+    assert (off["subpx"] == 0).all()
+    on = TaSPLoss({"importance_weighting": False, "lambda_subpixel": 0.5}).train()(
+        pred0, pred1, data
+    )
+    mask = data.get("valid", torch.ones_like(data["is_label"])).bool() & data["is_label"].bool()
+    sub = SubpixelReprojectionLoss()(logits_to_heatmap(pred1["logits"]), data["kpts1"], mask)
+    torch.testing.assert_close(on["total"], off["total"] + 0.5 * sub["loss"])
+    torch.testing.assert_close(on["subpx"], sub["error"])
+    assert (on["subpx"] > 0).all()
+    with pytest.raises(KeyError, match="missing inputs .*pred1.*logits"):
+        TaSPLoss({"lambda_subpixel": 0.5, "importance_weighting": False})(
+            pred0, {"descriptors_dense": pred1["descriptors_dense"]}, data
+        )

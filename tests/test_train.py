@@ -88,15 +88,20 @@ def test_smoke_training_resume_and_export(tiny_run, tmp_path):
     saved = OmegaConf.load(tmp_path / "run" / "config.yaml")
     assert saved.loss.window == "3d" and saved.train.steps == 2
 
+    # A run started by a version that logged fewer columns: resuming keeps the file's columns.
+    metrics = tmp_path / "run" / "metrics.csv"
+    table = [line.split(",") for line in metrics.read_text().splitlines()]
+    drop = table[0].index("subpx")
+    metrics.write_text("".join(",".join(r[:drop] + r[drop + 1 :]) + "\n" for r in table))
     # A new process with more steps resumes at step 2, with the DIW histogram restored.
     hist = trainer.loss_fn.state_dict()["importance.histogram.pdf"].clone()
     resumed = Trainer(load_config(str(cfg)))
     assert resumed.step == 2
     assert torch.equal(resumed.loss_fn.state_dict()["importance.histogram.pdf"], hist)
     resumed.fit()
-    assert (
-        resumed.step == 4 and len((tmp_path / "run" / "metrics.csv").read_text().splitlines()) == 3
-    )
+    rows = [line.split(",") for line in metrics.read_text().splitlines()]
+    assert resumed.step == 4 and len(rows) == 3
+    assert "subpx" not in rows[0] and {len(r) for r in rows} == {len(table[0]) - 1}
     # The kept checkpoints still hold their own steps after later saves of the last one.
     for step in (1, 2):
         kept = torch.load(tmp_path / "run" / f"checkpoint_step{step:06d}.pth", weights_only=False)

@@ -26,7 +26,10 @@ Returns a dict of B-shaped tensors (per sample; the trainer averages ``total`` o
     statistics, detached, averaged over the sample's valid triplets (0 if none): d_pos, d_neg,
     triplet (M), w, s (1 when importance weighting is off), active (fraction with M > 0),
     n_valid (number of valid triplets); over positive cells: delta (mean alignment factor, 1
-    when off), aligned (fraction of positive cells whose delta came from a triplet).
+    when off), aligned (fraction of positive cells whose delta came from a triplet); subpx:
+    the sub-pixel term's mean placement error in pixels (0 when ``lambda_subpixel`` is 0, its
+    default; then ``pred1["logits"]`` is needed too and ``total`` adds ``lambda_subpixel`` times
+    its loss, see losses/subpixel.py).
 
 Per-sample means: the batch mean of ``desc`` equals the mean over all valid triplets of the
 batch only when samples have equal numbers of valid triplets; this weights pairs equally,
@@ -42,7 +45,9 @@ from torch import nn
 
 from ..options import with_defaults
 from .importance import DynamicImportanceWeighting
+from ..model.keypoints import logits_to_heatmap
 from .keypoint import TaskAlignedKeypointLoss
+from .subpixel import SubpixelReprojectionLoss
 from .triplet import HardTripletLoss
 
 
@@ -72,6 +77,8 @@ class TaSPLoss(nn.Module):
         "hist_bins": 8192,
         "hist_max": None,  # None = 64 * (margin + 2)
         "hist_momentum": 0.1,
+        # not in the paper: weight of the trained sub-pixel placement (losses/subpixel.py), off
+        "lambda_subpixel": 0.0,
     }
 
     def __init__(self, conf: dict = None):
@@ -106,6 +113,7 @@ class TaSPLoss(nn.Module):
                 "cell": c["cell"],
             }
         )
+        self.subpixel = SubpixelReprojectionLoss()
 
     def _check(self, pred0, pred1, data):
         c = self.conf
@@ -116,7 +124,8 @@ class TaSPLoss(nn.Module):
             need += ["xyz_kpts0", "xyz_kpts1", "xyz0", "xyz1"]
         missing = [k for k in need if k not in data]
         for i, p in enumerate((pred0, pred1)):
-            keys = ("descriptors_dense", "logits")[: 2 - i]  # pred1's logits are not used
+            # pred1's logits are used by the sub-pixel term only
+            keys = ("descriptors_dense", "logits")[: 2 - i + (c["lambda_subpixel"] > 0)]
             missing += [f"pred{i}['{k}']" for k in keys if k not in p]
         if missing:
             raise KeyError(
@@ -162,6 +171,15 @@ class TaSPLoss(nn.Module):
             keypoint_valid=kp_valid,
         )
         total = desc + c["lambda_kpt"] * kpt["loss"]
+        subpx = torch.zeros_like(desc)
+        if c["lambda_subpixel"] > 0:
+            has_warp = data.get("valid", torch.ones_like(valid)).bool()
+            labelled = is_label.bool() if is_label is not None else torch.zeros_like(valid)
+            sub = self.subpixel(
+                logits_to_heatmap(pred1["logits"].float()), data["kpts1"], has_warp & labelled
+            )
+            total = total + c["lambda_subpixel"] * sub["loss"]
+            subpx = sub["error"]
         return {
             "total": total,
             "desc": desc,
@@ -175,4 +193,5 @@ class TaSPLoss(nn.Module):
             "n_valid": valid.sum(-1).float(),
             "delta": kpt["delta_mean"].detach(),
             "aligned": kpt["aligned_fraction"].detach(),
+            "subpx": subpx,
         }

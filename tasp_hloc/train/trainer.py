@@ -48,6 +48,7 @@ LOGGED = [
     "n_valid",
     "delta",
     "aligned",
+    "subpx",
 ]
 
 
@@ -316,9 +317,13 @@ class Trainer:
 
     def _log(self, row: Dict) -> None:
         path = self.out / "metrics.csv"
+        fields = ["step", "epoch", "lr", "sec_per_step", *LOGGED]
         new = not path.exists()
+        if not new:  # a resumed run keeps its file's columns, whatever this version logs
+            with open(path, newline="") as f:
+                fields = next(csv.reader(f), None) or fields
         with open(path, "a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=["step", "epoch", "lr", "sec_per_step", *LOGGED])
+            writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
             if new:
                 writer.writeheader()
             writer.writerow(row)
