@@ -124,8 +124,8 @@ class TaSPLoss(nn.Module):
             need += ["xyz_kpts0", "xyz_kpts1", "xyz0", "xyz1"]
         missing = [k for k in need if k not in data]
         for i, p in enumerate((pred0, pred1)):
-            # pred1's logits are used by the sub-pixel term only
-            keys = ("descriptors_dense", "logits")[: 2 - i + (c["lambda_subpixel"] > 0)]
+            uses_logits = i == 0 or c["lambda_subpixel"] > 0  # pred1's: the sub-pixel term only
+            keys = ("descriptors_dense", "logits") if uses_logits else ("descriptors_dense",)
             missing += [f"pred{i}['{k}']" for k in keys if k not in p]
         if missing:
             raise KeyError(
