@@ -313,8 +313,9 @@ def covisible_scale_ratios(path: Path) -> Dict[Tuple[str, str], Optional[float]]
         fields = line.split()
         if not fields or fields[0].startswith("#"):
             continue
-        ratio = float(fields[3]) if len(fields) >= 4 else None
-        ratios[(fields[0], fields[1])] = ratio and max(ratio, 1 / ratio)
+        ratio = float(fields[3]) if len(fields) >= 4 else 0.0
+        # scene_info writes -1 where the ratio is undefined
+        ratios[(fields[0], fields[1])] = max(ratio, 1 / ratio) if ratio > 0 else None
     return ratios
 
 

@@ -43,6 +43,10 @@ class ViewPairSampler:
 
     def __init__(self, conf: Optional[dict] = None):
         self.conf = with_defaults(self.default_conf, conf, "ViewPairSampler")
+        if self.conf["scale_range"] is not None:
+            lo, hi = self.conf["scale_range"]
+            if not 0 < lo <= hi:
+                raise ValueError(f"scale_range must be 0 < lo <= hi, got {[lo, hi]}.")
         self.photometric = PhotometricAugmentation(self.conf["photometric"])
 
     def _prepare(self, view: dict, zoom: float = 1.0) -> dict:
@@ -85,8 +89,6 @@ class ViewPairSampler:
         if self.conf["scale_range"] is None:
             return 1.0  # no draw: samples stay as they were without the option
         lo, hi = self.conf["scale_range"]
-        if not 0 < lo <= hi:
-            raise ValueError(f"scale_range must be 0 < lo <= hi, got {[lo, hi]}.")
         return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
 
     def __call__(self, view0: dict, view1: dict, T_1from0: np.ndarray, rng, name: str) -> dict:
