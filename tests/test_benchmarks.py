@@ -525,8 +525,21 @@ def test_ablation_table_reads_results_as_stored():
     }
     text = table({"reference": {"bench": {"homography": hom}, "train_wall_s": 600.0}})
     row = text.splitlines()[-1]
-    assert row.startswith("| reference | " + ARMS["reference"][2])
+    assert row.startswith("| reference | " + ARMS["reference"].changes)
     assert "| 20.0 | 50.0 | 70.0 | 75.0 | 50.0 | 25.0 | 1000 | 10 |" in row
+    # pose sets: LO-RANSAC AUC@5/10/20, then AUC@5 per scale-ratio bin where the set has them;
+    # an arm without a set or a bin gets "-"
+    auc = {"5": 0.5, "10": 0.6, "20": 0.7}
+    lund = {"auc_lo": auc, "by_scale": {"1-1.25": {"auc_lo": auc}, ">=1.6": {"auc_lo": {"5": 0}}}}
+    results = {
+        "mv_sfm": {"bench": {"homography": hom, "pose": {"lund": lund}}, "train_wall_s": 60.0},
+        "mv_no_sfm": {"bench": {"homography": hom, "pose": {}}, "train_wall_s": 60.0},
+    }
+    lines = table(results).splitlines()
+    heads = "| lund LO AUC@5/10/20 | lund 1-1.25x AUC@5 | lund >=1.6x AUC@5 | train min |"
+    assert lines[0].endswith(heads)
+    assert lines[2].endswith("| 1000 | 50.0 / 60.0 / 70.0 | 50.0 | 0.0 | 1 |")
+    assert lines[3].endswith("| 1000 | - | - | - | 1 |")
 
 
 def test_learning_curve_exports_checkpoints_and_reads_reports(tmp_path):

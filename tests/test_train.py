@@ -223,7 +223,7 @@ def test_paper_config_trains_on_a_fabricated_megadepth_tree(tmp_path):
 
 
 def test_release_and_ablation_configs_resolve():
-    from benchmarks.ablations import ARMS
+    from benchmarks.ablations import ARMS, GROUPS
     from tasp_hloc.train.config import load_config
 
     v2 = load_config("local_v2")
@@ -232,10 +232,20 @@ def test_release_and_ablation_configs_resolve():
     assert any(f.startswith(skimage_dir) and f.endswith("astronaut.png") for f in files)
     assert not any("graf" in f or "leuven" in f or "box" in f for f in files)  # HPatches, demo
     assert load_config("release_v1").model.weights == "tasp_v0"
-    for arm, (config, overrides, _) in ARMS.items():
-        conf = load_config(config, overrides)
+    for arm, spec in ARMS.items():
+        conf = load_config(spec.config, spec.overrides)
         names = [s.name for s in conf.data.sources]
         assert conf.train.batch_size == 4 and "homographic" in names
         assert (conf.model.backbone == "efficientnet_b0") == (arm == "b0_random")
         assert (conf.loss.window == "square") == (arm == "base_loss")
         assert (names == ["homographic"]) == (arm == "homographic_only")
+    # issue 20's arms: from tasp_v2, each adds one item to the one before it
+    mv = {a: load_config(ARMS[a].config, ARMS[a].overrides) for a in GROUPS["multiview"]}
+    for arm, conf in mv.items():
+        sfm = conf.data.sources[0]
+        assert conf.model.weights == "tasp_v2" and sfm.name == "megadepth"
+        assert (sfm.weight == 0) == (arm == "mv_no_sfm")
+        assert (sfm.get("scale_range") == [0.5, 2.0]) == ("scale" in arm)
+        assert (conf.loss.get("lambda_subpixel", 0) > 0) == arm.endswith("subpx")
+    assert ARMS["mv_sfm_scale_softargmax"].trained_as == "mv_sfm_scale"
+    assert mv["mv_sfm_scale_softargmax"] == mv["mv_sfm_scale"]
