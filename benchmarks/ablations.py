@@ -37,6 +37,7 @@ class Arm(NamedTuple):
     changes: str
     eval_conf: dict = {}  # TaSP inference settings on top of today's defaults
     trained_as: Optional[str] = None  # another arm's run, measured with other eval_conf
+    pose: bool = True  # False: homography pairs only, whatever the group's pose sets
 
 
 # The multiview arms continue tasp_v2 at the rounds' learning rate, on a seed of their own.
@@ -76,9 +77,10 @@ ARMS: Dict[str, Arm] = {
     "mv_sfm_scale_softargmax": Arm(
         "multiview_v1",
         [*_MV, _SCALE],
-        "the same weights, soft-argmax refinement",
+        "the same weights, soft-argmax refinement (control of item 3's placement)",
         {"subpixel": "softargmax"},
         trained_as="mv_sfm_scale",
+        pose=False,
     ),
     "mv_sfm_scale_subpx": Arm(
         "multiview_v1",
@@ -151,13 +153,15 @@ def train(arm: str, steps: int, root: Path) -> Dict:
     return rec
 
 
-def evaluate(arm: str, root: Path, args: argparse.Namespace, tasp_conf: Dict) -> Dict:
+def evaluate(
+    arm: str, root: Path, args: argparse.Namespace, tasp_conf: Dict, pose_sets: str
+) -> Dict:
     from tasp_hloc.train.export import export
 
     run = ARMS[arm].trained_as or arm
     weights = export(root / run, run, weights_dir=root / "weights")
     options = ["--tasp-conf", json.dumps(tasp_conf), "--data", str(args.data)]
-    options += ["--pose-sets", args.pose_sets, "--max-side", str(args.max_side)]
+    options += ["--pose-sets", pose_sets, "--max-side", str(args.max_side)]
     report = compare.tasp_report(weights, root / f"{arm}.bench.json", options)
     return report["methods"]["tasp"]
 
@@ -230,20 +234,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     results: Dict[str, Dict] = {}
     for arm in args.arms:
         tasp_conf = {**defaults, **ARMS[arm].eval_conf}
+        pose_sets = args.pose_sets if ARMS[arm].pose else "none"
         done = args.root / f"{arm}.json"
         if done.exists():
             rec = json.loads(done.read_text())
             if (
                 rec.get("steps") == args.steps
                 and rec.get("tasp_conf") == tasp_conf
-                and rec.get("pose_sets") == args.pose_sets
+                and rec.get("pose_sets") == pose_sets
             ):
                 results[arm] = rec
                 continue
         print(f"== {arm}: {ARMS[arm].changes} ({args.steps} steps)", file=sys.stderr, flush=True)
         rec = train(arm, args.steps, args.root)
-        rec.update(tasp_conf=tasp_conf, pose_sets=args.pose_sets)
-        rec["bench"] = compare.finite_or_none(evaluate(arm, args.root, args, tasp_conf))
+        rec.update(tasp_conf=tasp_conf, pose_sets=pose_sets)
+        rec["bench"] = compare.finite_or_none(evaluate(arm, args.root, args, tasp_conf, pose_sets))
         text = json.dumps(rec, indent=1, default=compare._json_default)
         write_text_atomic(done, text)
         results[arm] = json.loads(text)  # the same (string) keys as an arm read back from disk

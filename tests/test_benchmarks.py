@@ -731,3 +731,33 @@ def test_api_speed_times_the_api_the_command_line_and_a_peer(tmp_path, capsys):
     assert len(report["times"]["api"]) == 1  # the first of the 2 images is warm-up
     with pytest.raises(SystemExit):
         api_speed.main(["--entries", "nothing"])
+
+
+def test_ablation_main_resumes_and_measures_the_control_on_homographies(tmp_path, monkeypatch):
+    from benchmarks import ablations
+
+    mma = {"1": 0.2, "3": 0.5, "5": 0.7, "10": 0.75}
+    hom = {"all": {"mma": mma, "matches": 10.0}, "illumination": {"mma": mma}}
+    hom["viewpoint"] = {"mma": mma}
+    calls = []
+
+    def evaluate(arm, root, args, tasp_conf, pose_sets):
+        calls.append((arm, tasp_conf["subpixel"], pose_sets))
+        return {"homography": hom}
+
+    monkeypatch.setattr(
+        ablations, "train", lambda arm, steps, root: {"train_wall_s": 1.0, "steps": steps}
+    )
+    monkeypatch.setattr(ablations, "evaluate", evaluate)
+    argv = ["--group", "multiview", "--root", str(tmp_path), "--steps", "5"]
+    argv += ["--arms", "mv_sfm_scale", "mv_sfm_scale_softargmax"]
+    ablations.main(argv)
+    sets = ablations.POSE_SETS["multiview"]
+    assert calls == [
+        ("mv_sfm_scale", "corner", sets),
+        ("mv_sfm_scale_softargmax", "softargmax", "none"),
+    ]
+    ablations.main(argv)  # both finished: nothing is measured again
+    assert len(calls) == 2
+    ablations.main(argv[:-2] + ["mv_sfm_scale", "--steps", "6"])  # another budget is another run
+    assert len(calls) == 3
