@@ -118,7 +118,7 @@ def run(args):
 
 def main(argv=None):
     p = cli_parser(__doc__, "folder with images/")
-    add_feature_args(p, "tasp_aachen")
+    add_feature_args(p, "tasp")
     p.add_argument("--pairs", type=Path, help="image pairs (default: match_list.txt or all)")
     p.add_argument(
         "--camera-mode", default="AUTO", choices=["AUTO", "SINGLE", "PER_FOLDER", "PER_IMAGE"]

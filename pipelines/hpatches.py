@@ -161,7 +161,7 @@ def run(args):
 
 def main(argv=None):
     p = cli_parser(__doc__, "hpatches-sequences-release root")
-    add_feature_args(p, "tasp_aachen")
+    add_feature_args(p, "tasp")
     p.add_argument("--matcher", default="NN-mutual")
     p.add_argument(
         "--exclude",

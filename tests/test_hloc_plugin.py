@@ -29,7 +29,9 @@ def test_register_makes_tasp_loadable(hloc_registered):
 
     Model = dynamic_load(extractors, "tasp")
     assert Model.__module__ == "hloc.extractors.tasp"
-    assert {"tasp_aachen", "tasp_inloc"} <= set(extract_features.confs)
+    assert {"tasp", "tasp_aachen", "tasp_inloc"} <= set(extract_features.confs)
+    scales = {k: extract_features.confs[k]["model"].get("scales") for k in ("tasp", "tasp_aachen")}
+    assert scales == {"tasp": None, "tasp_aachen": [1.0, 0.71, 0.5]}
     assert extract_features.confs["tasp_inloc"]["preprocessing"]["resize_max"] == 1600
     model = Model({"weights": None, "max_keypoints": 20}).eval()
     with torch.no_grad():

@@ -5,7 +5,7 @@ Installed with pip, tasp-hloc registers itself the first time hloc is imported (
 select ``tasp`` by name alone. Explicitly, e.g. to set the presets' weights:
 
     from tasp_hloc.hloc.plugin import register
-    register()  # "tasp" is now an hloc extractor, "tasp_aachen" / "tasp_inloc" hloc confs
+    register()  # "tasp" is now an hloc extractor; "tasp_aachen", "tasp_inloc", "tasp" hloc confs
     from hloc import extract_features
     extract_features.main(extract_features.confs["tasp_aachen"], images, outputs)
 
