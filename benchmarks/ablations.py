@@ -74,14 +74,6 @@ ARMS: Dict[str, Arm] = {
     ),
     "mv_sfm": Arm("multiview_v1", _MV, "+ SfM pairs of 9 multiview scenes, 50 % (item 2)"),
     "mv_sfm_scale": Arm("multiview_v1", [*_MV, _SCALE], "+ their views resized 1:2 (item 4)"),
-    "mv_sfm_scale_softargmax": Arm(
-        "multiview_v1",
-        [*_MV, _SCALE],
-        "the same weights, soft-argmax refinement (control of item 3's placement)",
-        {"subpixel": "softargmax"},
-        trained_as="mv_sfm_scale",
-        pose=False,
-    ),
     "mv_sfm_scale_subpx": Arm(
         "multiview_v1",
         [*_MV, _SCALE, _SUBPX],
@@ -89,13 +81,30 @@ ARMS: Dict[str, Arm] = {
         {"subpixel": "softargmax"},
     ),
 }
-
+# item 3's control: the scale arm's run, measured with the sub-pixel arm's refinement
+ARMS["mv_sfm_scale_softargmax"] = ARMS["mv_sfm_scale"]._replace(
+    changes="the same weights, soft-argmax refinement (control of item 3's placement)",
+    eval_conf={"subpixel": "softargmax"},
+    trained_as="mv_sfm_scale",
+    pose=False,
+)
 
 GROUPS = {
-    "homography": ["reference", "b0_random", "base_loss", "homographic_only", "no_rgbd"]
-    + ["more_photos"],
-    "multiview": ["mv_no_sfm", "mv_sfm", "mv_sfm_scale", "mv_sfm_scale_subpx"]
-    + ["mv_sfm_scale_softargmax"],
+    "homography": [
+        "reference",
+        "b0_random",
+        "base_loss",
+        "homographic_only",
+        "no_rgbd",
+        "more_photos",
+    ],
+    "multiview": [
+        "mv_no_sfm",
+        "mv_sfm",
+        "mv_sfm_scale",
+        "mv_sfm_scale_subpx",
+        "mv_sfm_scale_softargmax",
+    ],
 }
 MULTIVIEW_ROOT = Path(
     os.environ.get("TASP_MULTIVIEW", Path("~/.cache/tasp_hloc/multiview").expanduser())
@@ -126,9 +135,14 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return args
 
 
+def run_name(arm: str) -> str:
+    """The training run an arm is measured on (its own, or the one it shares)."""
+    return ARMS[arm].trained_as or arm
+
+
 def train(arm: str, steps: int, root: Path) -> Dict:
     """Train one arm (resuming) in a child process, once; returns its command and wall time."""
-    arm = ARMS[arm].trained_as or arm
+    arm = run_name(arm)
     config, overrides = ARMS[arm].config, ARMS[arm].overrides
     out = root / arm
     record = out / "train.json"
@@ -158,7 +172,7 @@ def evaluate(
 ) -> Dict:
     from tasp_hloc.train.export import export
 
-    run = ARMS[arm].trained_as or arm
+    run = run_name(arm)
     weights = export(root / run, run, weights_dir=root / "weights")
     options = ["--tasp-conf", json.dumps(tasp_conf), "--data", str(args.data)]
     options += ["--pose-sets", pose_sets, "--max-side", str(args.max_side)]
