@@ -116,6 +116,12 @@ class Method:
 
 
 # ----------------------------------------------------------------------------- OpenCV methods
+def root_sift(desc: np.ndarray) -> np.ndarray:
+    """(N, 128) SIFT descriptors -> RootSIFT: L1-normalised, square root (unit L2 norm)."""
+    desc = desc / np.maximum(desc.sum(axis=1, keepdims=True), 1e-12)
+    return np.sqrt(desc)
+
+
 class RootSIFT(Method):
     """OpenCV SIFT (default parameters, top ``max_keypoints`` by response) + RootSIFT.
 
@@ -136,8 +142,7 @@ class RootSIFT(Method):
         kps, desc = self.sift.detectAndCompute(gray, None)
         if desc is None:  # no keypoint at all
             return _as_output(np.zeros((0, 2)), np.zeros((0, 128)), np.zeros(0))
-        desc = desc / np.maximum(desc.sum(axis=1, keepdims=True), 1e-12)
-        desc = np.sqrt(desc)
+        desc = root_sift(desc)
         # OpenCV keypoint coordinates already use the pixel-centre-at-integer convention.
         pts = np.array([k.pt for k in kps], dtype=np.float32)
         scores = np.array([k.response for k in kps], dtype=np.float32)
