@@ -1,10 +1,12 @@
 """What holds TaSP back at 1 px: where its keypoints are, or what its descriptors tell apart?
 
-    python -m benchmarks.placement [--sift-size 12] [--out placement.json]
+    python -m benchmarks.placement [--sift-size 12] [--pose-sets eval/strecha_dev,...]
+        [--out placement.json]
         [compare's options: --data, --max-side, --max-keypoints, --tasp-weights, --tasp-conf, ...]
 
-On ``benchmarks.compare``'s homography pairs (same images, same mutual-NN matcher, same MMA),
-detectors and descriptors are crossed:
+On ``benchmarks.compare``'s homography pairs (same images, same mutual-NN matcher, same MMA)
+and, when ``--pose-sets`` names some, its pose sets (same RANSAC / LO-RANSAC AUC), detectors
+and descriptors are crossed:
 
 * TaSP keypoints + TaSP descriptors: what ships;
 * SIFT keypoints + TaSP descriptors: TaSP's dense descriptor map sampled at SIFT's DoG positions
@@ -34,9 +36,9 @@ from tasp_hloc.model.keypoints import sample_descriptors
 from tasp_hloc.model.weights import weights_argument
 
 from . import compare
-from .evaluation import evaluate_homographies
+from .evaluation import evaluate_homographies, evaluate_poses
 from .features import RootSIFT, TaSPMethod, root_sift, to_tensor
-from .metrics import MMA_THRESHOLDS
+from .metrics import AUC_THRESHOLDS, MMA_THRESHOLDS
 from .report import markdown_table, pct
 
 COMBINATIONS = (("tasp", "tasp"), ("sift", "tasp"), ("tasp", "sift"), ("sift", "sift"))
@@ -90,34 +92,50 @@ def run(args: argparse.Namespace) -> Dict:
     pairs, source = compare.load_homography_pairs(args)
     if not pairs:
         raise SystemExit(f"No homography pairs: {source}")
+    pose_sets, pose_source = compare.load_pose_sets(args) if args.pose_sets else ({}, "none")
     weights = weights_argument(args.tasp_weights)
     tasp = TaSPMethod(args.max_keypoints, weights=weights, **json.loads(args.tasp_conf))
     sift = RootSIFT(args.max_keypoints)
     with tempfile.TemporaryDirectory() as tmp:
-        files, index = compare.collect_images({"h": pairs}, Path(tmp))
+        files, index = compare.collect_images({"h": pairs, **pose_sets}, Path(tmp))
         per_image = [cross_features(tasp, sift, np.load(f), args.sift_size) for f in files]
-    report = {"homography_source": source, "weights": tasp.weights_used, "results": {}}
+    report = {
+        "homography_source": source,
+        "pose_source": pose_source,
+        "weights": tasp.weights_used,
+        "results": {},
+    }
     for combo in COMBINATIONS:
         feats = {i: f[combo] for i, f in enumerate(per_image)}
-        report["results"]["+".join(combo)] = evaluate_homographies(pairs, feats, index)
+        res = evaluate_homographies(pairs, feats, index)
+        res["pose"] = {
+            name: evaluate_poses(set_pairs, feats, index, name, args.ransac_px)
+            for name, set_pairs in pose_sets.items()
+        }
+        report["results"]["+".join(combo)] = res
     return report
 
 
 def render(report: Dict) -> str:
     names = {"tasp": "TaSP", "sift": "SIFT"}
+    first = report["results"]["+".join(COMBINATIONS[0])]
+    sets = list(first["pose"])
     header = ["keypoints", "descriptors", *[f"MMA@{t}" for t in MMA_THRESHOLDS], "matches/pair"]
+    header += [f"{name} LO AUC@{'/'.join(map(str, AUC_THRESHOLDS))}" for name in sets]
     rows = []
     for combo in COMBINATIONS:
-        res = report["results"]["+".join(combo)]["all"]
+        res = report["results"]["+".join(combo)]
         desc = "RootSIFT" if combo[1] == "sift" else names[combo[1]]
+        poses = [res["pose"][name]["auc_lo"] or res["pose"][name]["auc"] for name in sets]
         rows.append(
             [names[combo[0]], desc]
-            + [pct(res["mma"][t]) for t in MMA_THRESHOLDS]
-            + [f"{res['matches']:.0f}"]
+            + [pct(res["all"]["mma"][t]) for t in MMA_THRESHOLDS]
+            + [f"{res['all']['matches']:.0f}"]
+            + [" / ".join(pct(auc[t]) for t in AUC_THRESHOLDS) for auc in poses]
         )
     return (
-        f"Homography pairs: {report['homography_source']}; TaSP weights: {report['weights']}\n\n"
-        + markdown_table(header, rows)
+        f"Homography pairs: {report['homography_source']}; pose sets: {report['pose_source']}; "
+        f"TaSP weights: {report['weights']}\n\n" + markdown_table(header, rows)
     )
 
 
@@ -125,9 +143,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     own = argparse.ArgumentParser(add_help=False)
     own.add_argument("--sift-size", type=float, default=12.0)
     own.add_argument("--out", type=Path, default=None, help="also write the report as JSON")
+    own.add_argument("--pose-sets", default="", help="compare's --pose-sets (default: none)")
     mine, rest = own.parse_known_args(argv)
     args = compare.parse_args(rest)
-    args.sift_size, args.out = mine.sift_size, mine.out
+    args.sift_size, args.out, args.pose_sets = mine.sift_size, mine.out, mine.pose_sets
     report = run(args)
     print(render(report))
     if args.out is not None:

@@ -2,24 +2,12 @@
 
 import json
 
-import cv2
 import numpy as np
 import pytest
 
 from benchmarks import placement
 from benchmarks.features import load_method
-
-
-def _texture(h=240, w=320, seed=0):
-    rng = np.random.default_rng(seed)
-    img = cv2.resize(
-        rng.uniform(0, 255, (h // 8, w // 8, 3)).astype(np.uint8), (w, h), cv2.INTER_CUBIC
-    )
-    for _ in range(40):
-        c = tuple(int(v) for v in rng.integers(0, 255, 3))
-        centre = (int(rng.integers(0, w)), int(rng.integers(0, h)))
-        cv2.circle(img, centre, int(rng.integers(3, 15)), c, -1)
-    return img
+from test_benchmarks import _fabricate_data, _texture  # the harness tests' fabricated data
 
 
 def test_root_sift_at_keeps_keypoints_and_descriptors_row_aligned():
@@ -47,9 +35,7 @@ def test_tasp_descriptors_at_its_own_keypoints_are_the_ones_it_extracts():
 
 
 def test_placement_crosses_four_combinations_on_generated_pairs(tmp_path, capsys):
-    photos = tmp_path / "photos" / "held_out"
-    photos.mkdir(parents=True)
-    cv2.imwrite(str(photos / "a.png"), _texture(seed=2)[:, :, ::-1])
+    _fabricate_data(tmp_path)  # photos/held_out (2 photos) and a pose pair set eval/pairs
     out = tmp_path / "placement.json"
     placement.main(
         [
@@ -61,6 +47,8 @@ def test_placement_crosses_four_combinations_on_generated_pairs(tmp_path, capsys
             "photos/held_out",
             "--homography-images",
             "1",
+            "--pose-sets",
+            "eval/pairs",
             "--tasp-weights",
             "none",
             "--out",
@@ -69,9 +57,11 @@ def test_placement_crosses_four_combinations_on_generated_pairs(tmp_path, capsys
     )
     text = capsys.readouterr().out
     assert "| SIFT | TaSP |" in text and "| TaSP | RootSIFT |" in text
+    assert "pairs LO AUC@5/10/20" in text
     results = json.loads(out.read_text())["results"]
     assert sorted(results) == ["sift+sift", "sift+tasp", "tasp+sift", "tasp+tasp"]
     assert all(r["all"]["n_pairs"] == 4 for r in results.values())
+    assert all(r["pose"]["pairs"]["n_pairs"] == 1 for r in results.values())
     # RootSIFT on its own keypoints is compare's RootSIFT: easy textures match at 3 px
     assert results["sift+sift"]["all"]["mma"]["3"] > 0.5
 
