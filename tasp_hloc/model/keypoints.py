@@ -164,6 +164,30 @@ def refine_keypoints(
     return keypoints + offset.clamp(-0.5, 0.5).to(keypoints.dtype)
 
 
+def gather_patches(image: torch.Tensor, centres: torch.Tensor, pad: int) -> torch.Tensor:
+    """The (2 pad + 1)^2 pixels around whole-pixel centres; the image border is replicated.
+
+    Args:
+        image: :math:`(B, C, H, W)`.
+        centres: :math:`(B, N, 2)` x-y pixels, whole numbers (rounded here all the same).
+        pad: half-size of the patch.
+
+    Returns:
+        :math:`(B, N, C, 2 pad + 1, 2 pad + 1)` patches.
+    """
+    b, c, h, w = image.shape
+    steps = torch.arange(-pad, pad + 1, device=image.device)
+    dy, dx = torch.meshgrid(steps, steps, indexing="ij")
+    centres = centres.round().long()
+    # clamping the pixel indices replicates the border (no padded copy of the image)
+    x = (centres[..., 0, None, None] + dx).clamp(0, w - 1)
+    y = (centres[..., 1, None, None] + dy).clamp(0, h - 1)
+    index = (y * w + x).reshape(b, 1, -1).expand(-1, c, -1)
+    size = 2 * pad + 1
+    patches = image.reshape(b, c, -1).gather(2, index).reshape(b, c, -1, size, size)
+    return patches.transpose(1, 2)
+
+
 def refine_corners(
     image: torch.Tensor, keypoints: torch.Tensor, radius: int = 3, iterations: int = 2
 ) -> torch.Tensor:
@@ -188,21 +212,16 @@ def refine_corners(
             f"Expected image (B, C, H, W) and keypoints (B, N, 2), got "
             f"{tuple(image.shape)} and {tuple(keypoints.shape)}."
         )
-    b, c, h, w = image.shape
     pad = radius + 1
-    flat = image.float().reshape(b, c, -1)
     steps = torch.arange(-pad, pad + 1, device=image.device)
     dy, dx = torch.meshgrid(steps, steps, indexing="ij")  # (2r+3)^2 offsets
     ox, oy = dx[1:-1, 1:-1].float(), dy[1:-1, 1:-1].float()
+    gray = image.float().mean(1, keepdim=True)
     start = keypoints.float()
     current = start
     for _ in range(iterations):
         centre = current.round()
-        # clamping the pixel indices replicates the border (no padded copy of the image)
-        x = (centre[..., 0, None, None].long() + dx).clamp(0, w - 1)
-        y = (centre[..., 1, None, None].long() + dy).clamp(0, h - 1)
-        index = (y * w + x).reshape(b, 1, -1).expand(-1, c, -1)
-        patch = flat.gather(2, index).mean(1).reshape(b, -1, 2 * pad + 1, 2 * pad + 1)
+        patch = gather_patches(gray, centre, pad)[:, :, 0]
         gx = (patch[..., 1:-1, 2:] - patch[..., 1:-1, :-2]) / 2
         gy = (patch[..., 2:, 1:-1] - patch[..., :-2, 1:-1]) / 2
         gxx, gxy, gyy = (gx * gx).sum((-1, -2)), (gx * gy).sum((-1, -2)), (gy * gy).sum((-1, -2))

@@ -25,6 +25,7 @@ from .keypoints import (
     select_keypoints,
 )
 from ..options import with_defaults
+from .placement import load_placement
 from .weights import WeightsError, load_state_dict
 
 AMP_DTYPES = {None: None, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -52,7 +53,8 @@ class TaSP(nn.Module):
             - subpixel: None, "quadratic" or "softargmax": refine keypoints off the pixel grid
               from the 3x3 heatmap around them (see ``keypoints.refine_keypoints``), or
               "corner": to the image corner within ``corner_radius`` pixels
-              (``keypoints.refine_corners``, as cv2.cornerSubPix).
+              (``keypoints.refine_corners``, as cv2.cornerSubPix), or "learned": by a trained
+              ``placement.PlacementNet`` loaded from ``placement_weights`` (a file path).
             - amp: the network's precision (the outputs stay float32): None (float32),
               "fp16" or "bf16" (autocast; on CPU bf16 runs the fused network in bfloat16),
               "int8" (CPU only: int8 convolutions, see ``inference.QuantizedTaSPNet``) or
@@ -88,6 +90,7 @@ class TaSP(nn.Module):
         "max_keypoints": -1,
         "subpixel": "corner",
         "corner_radius": 3,
+        "placement_weights": None,
         "amp": "auto",
         "fuse": True,
         "channels_last": True,
@@ -107,11 +110,13 @@ class TaSP(nn.Module):
         conf["scales"] = tuple(float(x) for x in conf["scales"])
         if not conf["scales"] or min(conf["scales"]) <= 0:
             raise ValueError(f"scales must be positive numbers, got {conf['scales']!r}.")
-        if conf["subpixel"] not in (None, "quadratic", "softargmax", "corner"):
+        if conf["subpixel"] not in (None, "quadratic", "softargmax", "corner", "learned"):
             raise ValueError(
-                f"subpixel must be None, 'quadratic', 'softargmax' or 'corner', "
+                f"subpixel must be None, 'quadratic', 'softargmax', 'corner' or 'learned', "
                 f"got {conf['subpixel']!r}."
             )
+        if conf["subpixel"] == "learned" and conf["placement_weights"] is None:
+            raise ValueError("subpixel 'learned' needs placement_weights (a file path).")
 
         state_dict = None
         arch = {"backbone": "efficientnet_b0", "descriptor_dim": 128}
@@ -151,6 +156,10 @@ class TaSP(nn.Module):
                 )
             missing, _ = self.backbone.load_state_dict(lite0_imagenet_state_dict(), strict=False)
             assert not missing, missing
+        # after the network's weights: the refiner has a file of its own
+        self.placement = None
+        if conf["subpixel"] == "learned":
+            self.placement = load_placement(conf["placement_weights"])
         if conf["channels_last"]:
             self.to(memory_format=torch.channels_last)
 
@@ -325,6 +334,8 @@ class TaSP(nn.Module):
                 if self.conf["subpixel"] == "corner":
                     rgb = image.expand(-1, 3, -1, -1) if image.shape[1] == 1 else image
                     refined = refine_corners(rgb, keypoints, self.conf["corner_radius"])
+                elif self.conf["subpixel"] == "learned":
+                    refined = self.placement(image, keypoints)
                 else:
                     refined = refine_keypoints(heatmap, keypoints, self.conf["subpixel"])
                 # a refined keypoint must still respect remove_borders, else it stays put
