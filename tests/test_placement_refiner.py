@@ -85,8 +85,12 @@ def test_training_resumes_and_tasp_uses_the_refiner(tmp_path):
         cv2.imwrite(str(photos / f"{i}.png"), cv2.resize(tile, (320, 320), cv2.INTER_CUBIC))
     run = tmp_path / "run"
     lines = []
-    train_placement.train([photos], run, steps=2, batch_size=2, points=16, num_workers=0)
+    first = []
+    train_placement.train(
+        [photos], run, steps=2, batch_size=2, points=16, num_workers=0, repeats=2, log=first.append
+    )
     assert torch.load(run / train_placement.CHECKPOINT, weights_only=False)["step"] == 2
+    assert first[0].startswith("step 2/2")  # both steps on the first batch, then logged once
     weights = train_placement.train(
         [photos], run, steps=3, batch_size=2, points=16, num_workers=0, log=lines.append
     )

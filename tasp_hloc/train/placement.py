@@ -1,7 +1,7 @@
 """Train the learned sub-pixel placement (``model/placement.py``) on homographic pairs.
 
     python -m tasp_hloc.train.placement --images DIR [DIR ...] --output runs/placement_v1
-        [--steps 2000] [--batch 8] [--points 128] [--lr 1e-3] [--seed 0]
+        [--steps 2000] [--batch 8] [--points 128] [--lr 1e-3] [--repeats 1] [--seed 0]
 
 Points to refine: the strongest Shi-Tomasi corners of image 0 (7 x 7 NMS), each started from
 a pixel up to ``--jitter`` px away in image 0 and, independently, from a pixel up to that far
@@ -9,7 +9,9 @@ from its warp in image 1 (the detector's peaks sit ~1.5 px from the structure th
 The loss asks the two refined points to agree under the pair's homography,
 ``rho(|p1 - H p0|)`` with rho the Charbonnier function (sqrt(d^2 + 0.1^2)), so nothing tells
 the net where to go but that the point it picks must be the same one in both views: it learns
-a point of the window that moves with the image. Only the refiner trains (TaSP's network is
+a point of the window that moves with the image. ``--repeats N`` takes N steps on each batch,
+with fresh start points each time: loading the pairs costs far more than a step of the tiny
+net. Only the refiner trains (TaSP's network is
 not used). ``checkpoint_last.pth`` is replaced atomically every ``--checkpoint-every`` steps and
 a rerun resumes from it; ``placement.pth`` (conf + state_dict, what ``subpixel: "learned"``
 loads) is written at the end.
@@ -83,6 +85,7 @@ def train(
     seed: int = 0,
     checkpoint_every: int = 100,
     num_workers: int = 1,
+    repeats: int = 1,
     log=print,
 ) -> Path:
     """Train (or resume) a run in ``output``; returns the path of ``placement.pth``."""
@@ -120,18 +123,20 @@ def train(
         data.set_epoch(step)  # a new draw per pass, reproducible from the step
         loader = DataLoader(data, batch_size, shuffle=False, num_workers=num_workers)
         for batch in loader:
-            out = placement_loss(net, batch, points, jitter, generator)
-            opt.zero_grad(set_to_none=True)
-            out["loss"].backward()
-            opt.step()
-            sched.step()
-            step += 1
-            if step % 20 == 0 or step == steps:
+            before = step
+            for _ in range(min(repeats, steps - step)):
+                out = placement_loss(net, batch, points, jitter, generator)
+                opt.zero_grad(set_to_none=True)
+                out["loss"].backward()
+                opt.step()
+                sched.step()
+                step += 1
+            if before // 20 != step // 20 or step == steps:
                 log(
                     f"step {step}/{steps} loss {out['loss'].item():.3f} "
                     f"error {out['error'].item():.3f} px moved {out['moved'].item():.2f} px"
                 )
-            if step % checkpoint_every == 0 or step == steps:
+            if before // checkpoint_every != step // checkpoint_every or step == steps:
                 save()
             if step >= steps:
                 break
@@ -157,6 +162,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint-every", type=int, default=100)
     p.add_argument("--num-workers", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=1, help="steps taken on each batch")
     args = p.parse_args(argv)
     missing = [str(d) for d in args.images if not d.is_dir()]
     if missing:
@@ -172,6 +178,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         args.seed,
         args.checkpoint_every,
         args.num_workers,
+        args.repeats,
     )
 
 
