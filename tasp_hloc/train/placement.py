@@ -11,10 +11,9 @@ The loss asks the two refined points to agree under the pair's homography,
 the net where to go but that the point it picks must be the same one in both views: it learns
 a point of the window that moves with the image. ``--repeats N`` takes N steps on each batch,
 with fresh start points each time: loading the pairs costs far more than a step of the tiny
-net. Only the refiner trains (TaSP's network is
-not used). ``checkpoint_last.pth`` is replaced atomically every ``--checkpoint-every`` steps and
-a rerun resumes from it; ``placement.pth`` (conf + state_dict, what ``subpixel: "learned"``
-loads) is written at the end.
+net. Only the refiner trains (TaSP's network is not used). ``checkpoint_last.pth`` is
+replaced atomically every ``--checkpoint-every`` steps and a rerun resumes from it;
+``placement.pth`` (conf + state_dict, what ``subpixel: "learned"`` loads) is written at the end.
 """
 
 from __future__ import annotations
@@ -24,12 +23,12 @@ import math
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
-import kornia
 import torch
 from torch.utils.data import DataLoader
 
 from ..data.geometry import warp_homography
 from ..data.homographic import HomographicDataset
+from ..labels.detectors import get_detector
 from ..model.keypoints import nms, remove_borders
 from ..model.placement import RECEPTIVE, PlacementNet
 from .checkpoints import atomic_save
@@ -39,8 +38,9 @@ WEIGHTS = "placement.pth"
 
 
 def corners(image: torch.Tensor, n: int, border: int) -> torch.Tensor:
-    """(B, n, 2) x-y of the n strongest Shi-Tomasi corners (7 x 7 NMS) of (B, 3, H, W) images."""
-    response = kornia.feature.gftt_response(kornia.color.rgb_to_grayscale(image))[:, 0]
+    """(B, n, 2) x-y of the n strongest Shi-Tomasi corners (7 x 7 NMS) of (B, 3, H, W) images,
+    by the labels' own detector."""
+    response = get_detector("shi_tomasi")(image)[:, 0]
     response = remove_borders(nms(response, 7), border)
     b, h, w = response.shape
     idx = response.reshape(b, -1).topk(n, dim=1).indices
@@ -65,11 +65,11 @@ def placement_loss(
     p0 = net(image0, k0 + shake[0])
     p1 = net(image1, k1.round() + shake[1])
     target, _ = warp_homography(p0, H, size1)
-    dist = ((p1 - target) ** 2).sum(-1).add(0.01).sqrt()
+    sq = ((p1 - target) ** 2).sum(-1)
     n = valid.sum().clamp(min=1)
     return {
-        "loss": dist.masked_fill(~valid, 0).sum() / n,
-        "error": (p1 - target).norm(dim=-1).detach().masked_fill(~valid, 0).sum() / n,
+        "loss": sq.add(0.01).sqrt().masked_fill(~valid, 0).sum() / n,
+        "error": sq.detach().sqrt().masked_fill(~valid, 0).sum() / n,
         "moved": (p0 - k0).norm(dim=-1).detach().masked_fill(~valid, 0).sum() / n,
     }
 
