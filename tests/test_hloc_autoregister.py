@@ -83,7 +83,7 @@ ZERO_CODE = (Path(__file__).parent / "hloc_zero_code.py").read_text()
 def _check_zero_code(out):
     assert out.returncode == 0, out.stderr[-3000:]
     assert "MODEL hloc.extractors.tasp TaSPExtractor" in out.stdout
-    assert "CONFS ['tasp', 'tasp_aachen', 'tasp_inloc']" in out.stdout
+    assert "CONFS ['tasp', 'tasp_aachen', 'tasp_dog', 'tasp_inloc']" in out.stdout
     line = next(l for l in out.stdout.splitlines() if l.startswith("KEYPOINTS"))
     assert line.startswith("KEYPOINTS a.png ") and line.endswith(
         " feats-tasp-n4096-r1024-s1-0.71-0.5.h5"

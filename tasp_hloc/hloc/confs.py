@@ -22,6 +22,20 @@ PRESETS: Dict[str, Dict] = {
         "model": {"name": "tasp", "max_keypoints": 4096},
         "preprocessing": {"grayscale": False, "resize_max": 1024},
     },
+    # SIFT's DoG keypoints (no absolute contrast threshold: the strongest 4096 by response, so
+    # night photos keep theirs) with TaSP's descriptors, each described on the pyramid level
+    # that matches its DoG size, as hloc's `sosnet` conf pairs DoG with a learned descriptor.
+    # DoG places points more precisely than TaSP's own detector (docs/results.md).
+    "tasp_dog": {
+        "output": "feats-tasp-dog-n4096-r1024",
+        "model": {
+            "name": "tasp",
+            "detector": "dog",
+            "max_keypoints": 4096,
+            "scales": [1.0, 0.71, 0.5, 0.35, 0.25],
+        },
+        "preprocessing": {"grayscale": False, "resize_max": 1024},
+    },
     # InLoc: larger images, as in hloc's InLoc notebook; one scale, since InLoc's queries and
     # cutouts at 1600 px are about one scale apart (focal ~1244 vs ~1386 px).
     "tasp_inloc": {

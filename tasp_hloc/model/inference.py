@@ -232,14 +232,17 @@ class FusedTaSPNet:
             previous, x = x, project(y, x if residual else None)
         return [previous, x]
 
+    def describe(self, last: torch.Tensor) -> torch.Tensor:
+        """The descriptor head on the trunk's last output: float32, unnormalised."""
+        for conv in self.descriptor:
+            last = conv(last)
+        return last.float()
+
     def __call__(self, image: torch.Tensor) -> Dict[str, torch.Tensor]:
         before_last, last = self.trunk(image)
-        descriptors = last
-        for conv in self.descriptor:
-            descriptors = conv(descriptors)
         return {
             "logits": self.detector(before_last).float(),
-            "descriptors_dense": descriptors.float(),
+            "descriptors_dense": self.describe(last),
         }
 
 

@@ -5,7 +5,7 @@ is (0, 0). A cell (i, j) of a stride-s feature map covers pixels [s*j, s*j + s) 
 and so has its centre at (s*j + (s-1)/2, s*i + (s-1)/2).
 """
 
-from typing import Tuple
+from typing import Dict, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -111,13 +111,14 @@ def refine_keypoints(
 
     The 3x3 neighbourhood of each keypoint gives the offset, clamped to half a pixel:
     ``"quadratic"`` fits a 2D quadratic to the log-probabilities (one Newton step, like SIFT's
-    refinement of its DoG extrema, exact for a Gaussian-shaped peak); ``"softargmax"`` takes the
-    probability-weighted mean position.
+    refinement of its DoG extrema, exact for a Gaussian-shaped peak); ``"centroid"`` (also
+    called ``"softargmax"``) takes the probability-weighted mean position, exact for a heatmap
+    that splits a point bilinearly over its 4 nearest pixels (the soft training targets).
 
     Args:
         heatmap: :math:`(B, H, W)` keypoint probabilities before NMS.
         keypoints: :math:`(B, N, 2)` integer x-y pixels inside the image.
-        method: "quadratic" or "softargmax".
+        method: "quadratic" or "centroid" ("softargmax").
 
     Returns:
         :math:`(B, N, 2)` refined x-y keypoints.
@@ -127,8 +128,10 @@ def refine_keypoints(
             f"Expected heatmap (B, H, W) and keypoints (B, N, 2), got "
             f"{tuple(heatmap.shape)} and {tuple(keypoints.shape)}."
         )
-    if method not in ("quadratic", "softargmax"):
-        raise ValueError(f"Unknown sub-pixel method {method!r}; use 'quadratic' or 'softargmax'.")
+    if method not in ("quadratic", "softargmax", "centroid"):
+        raise ValueError(
+            f"Unknown sub-pixel method {method!r}; use 'quadratic' or 'centroid' ('softargmax')."
+        )
     b, h, w = heatmap.shape
     padded = F.pad(heatmap[:, None], (1, 1, 1, 1), mode="replicate")[:, 0]
     x = keypoints[..., 0].round().long().clamp(0, w - 1) + 1
@@ -143,7 +146,7 @@ def refine_keypoints(
         -2,
     )  # B x N x 3 x 3
     grid = torch.tensor([-1.0, 0.0, 1.0], device=heatmap.device, dtype=heatmap.dtype)
-    if method == "softargmax":
+    if method in ("softargmax", "centroid"):
         weights = patch / patch.sum((-1, -2), keepdim=True).clamp(min=1e-12)
         offset = torch.stack(
             [(weights.sum(-2) * grid).sum(-1), (weights.sum(-1) * grid).sum(-1)], -1
@@ -268,3 +271,72 @@ def sample_descriptors(
         align_corners=False,
     )  # B x D x 1 x N
     return F.normalize(sampled[:, :, 0].transpose(1, 2), p=2, dim=-1)
+
+
+def drop_close_keypoints(
+    keypoints: torch.Tensor, scores: torch.Tensor, mask: torch.Tensor, min_distance: float = 1.0
+) -> torch.Tensor:
+    """Drop every keypoint that lies within ``min_distance`` pixels of a stronger one.
+
+    A keypoint goes when any stronger keypoint (ties: the earlier one) is closer than
+    ``min_distance``, even one that is itself dropped, so no two kept keypoints are closer.
+
+    Args:
+        keypoints: :math:`(B, N, 2)` x-y pixels.
+        scores: :math:`(B, N)`.
+        mask: :math:`(B, N)` bool, True for real keypoints.
+
+    Returns:
+        :math:`(B, N)` bool: ``mask`` with the dropped keypoints False.
+    """
+    if keypoints.dim() != 3 or keypoints.shape[-1] != 2 or scores.shape != keypoints.shape[:2]:
+        raise ValueError(
+            f"Expected keypoints (B, N, 2) and scores (B, N), got {tuple(keypoints.shape)} "
+            f"and {tuple(scores.shape)}."
+        )
+    n = keypoints.shape[1]
+    keep = mask.clone()
+    index = torch.arange(n, device=keypoints.device)
+    rows = 1024  # bounds the pairwise block to rows x N
+    for b in range(keypoints.shape[0]):
+        kp = keypoints[b].float()
+        s = scores[b].masked_fill(~mask[b], float("-inf"))
+        for start in range(0, n, rows):
+            stop = min(start + rows, n)
+            # exact differences: the matmul form errs by ~0.05 px at 1000 px coordinates
+            distance = torch.cdist(kp[start:stop], kp, compute_mode="donot_use_mm_for_euclid_dist")
+            close = distance < min_distance
+            stronger = (s[None] > s[start:stop, None]) | (
+                (s[None] == s[start:stop, None]) & (index[None] < index[start:stop, None])
+            )
+            beaten = (close & stronger & mask[b][None]).any(-1)
+            keep[b, start:stop] &= ~beaten
+    return keep
+
+
+def distinct(features: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """Of two keypoints within 1 px of each other the weaker is masked out: they would carry
+    near-identical descriptors (``strongest`` then packs the rest)."""
+    mask = drop_close_keypoints(
+        features["keypoints"], features["keypoint_scores"], features["keypoint_mask"]
+    )
+    return {**features, "keypoint_mask": mask}
+
+
+def strongest(features: Dict[str, torch.Tensor], max_keypoints: int) -> Dict[str, torch.Tensor]:
+    """The strongest ``max_keypoints`` (<= 0: all) of padded per-image features, strongest
+    first, padding (``keypoint_mask`` False) last and zeroed."""
+    mask = features["keypoint_mask"]
+    counts = mask.sum(1)
+    if max_keypoints > 0:
+        counts = counts.clamp(max=max_keypoints)
+    n = int(counts.max()) if len(counts) else 0
+    order = features["keypoint_scores"].masked_fill(~mask, -1.0).topk(n, dim=1).indices
+    keep = torch.arange(n, device=mask.device)[None] < counts[:, None]
+    out = {}
+    for k, v in features.items():
+        idx = order.view(*order.shape, *([1] * (v.dim() - 2))).expand(-1, -1, *v.shape[2:])
+        picked = torch.gather(v, 1, idx)
+        out[k] = picked * keep.view(*keep.shape, *([1] * (v.dim() - 2))).to(picked.dtype)
+    out["keypoint_mask"] = keep
+    return out

@@ -15,7 +15,9 @@ from ..runtime import allocator
 from . import inference
 from ..grid import rescale_keypoints
 from .backbone import ConvBNAct, EfficientNetTrunk, SamePadConv2d, lite0_imagenet_state_dict
+from .dog import describe_levels, detect_dog
 from .keypoints import (
+    distinct,
     logits_to_heatmap,
     nms,
     refine_corners,
@@ -23,13 +25,16 @@ from .keypoints import (
     remove_borders,
     sample_descriptors,
     select_keypoints,
+    strongest,
 )
 from ..options import with_defaults
+from .pixel_head import PixelDetectorHead
 from .placement import load_placement
 from .weights import WeightsError, load_state_dict
 
 AMP_DTYPES = {None: None, "fp16": torch.float16, "bf16": torch.bfloat16}
 AMP_MODES = (*AMP_DTYPES, "int8", "auto")
+SUBPIXEL_MODES = (None, "quadratic", "softargmax", "centroid", "corner", "learned")
 # What "amp": "auto" runs, chosen by benchmarks/README.md "CPU inference modes".
 AUTO_CPU_PRECISION = "bf16"
 
@@ -46,12 +51,22 @@ class TaSP(nn.Module):
         conf: overrides of ``default_conf``:
             - weights: a released name (``weights/manifest.json``), a path to a state_dict, or
               None for a randomly initialised network (tests, or the start of training).
-            - backbone / descriptor_dim: None takes them from the weights (else b0 / 128).
+            - backbone / descriptor_dim / detector_head: None takes them from the weights (else
+              b0 / 128 / "paper"). detector_head "paper" is the paper's (one convolution on
+              the trunk at 1/4), "pixel" adds ``pixel_head.PixelDetectorHead``, which also
+              reads the image's own 8x8 cells; added to weights that lack it, it starts as
+              the paper head's exact output.
+            - detector: "tasp" (its own 65-way cell detector) or "dog" (SIFT's
+              difference-of-Gaussians keypoints, ``dog.detect_dog``, TaSP's descriptors
+              sampled there; with several ``scales`` each keypoint is described on the scale
+              that matches its DoG size).
             - pretrained_backbone: initialise an efficientnet_lite0 trunk from ImageNet
               (training only; ignored when weights are loaded).
             - detection_threshold, nms_window, remove_borders, max_keypoints (<= 0: all).
-            - subpixel: None, "quadratic" or "softargmax": refine keypoints off the pixel grid
-              from the 3x3 heatmap around them (see ``keypoints.refine_keypoints``), or
+            - subpixel: None, "quadratic", "softargmax" or "centroid" (the same: the
+              probability-weighted centroid, exact for heads trained on bilinearly split
+              sub-pixel targets): refine keypoints off the pixel grid from the 3x3 heatmap
+              around them (see ``keypoints.refine_keypoints``), or
               "corner": to the image corner within ``corner_radius`` pixels
               (``keypoints.refine_corners``, as cv2.cornerSubPix), or "learned": by a trained
               ``placement.PlacementNet`` loaded from ``placement_weights`` (a file path).
@@ -69,6 +84,7 @@ class TaSP(nn.Module):
               apart in scale match poorly at a single scale; with e.g. (1, 0.71, 0.5) each
               scale's keypoints are mapped back to the input's pixels and the strongest
               ``max_keypoints`` over all scales are kept (cost: the sum of the scales' areas).
+            No two keypoints lie within 1 px of each other: of two that do, the weaker goes.
 
     Inputs:
         data["image"]: :math:`(B, C, H, W)` float in [0, 1], C = 1 (gray) or 3 (RGB); any H, W.
@@ -83,6 +99,8 @@ class TaSP(nn.Module):
         "weights": "tasp_v2",
         "backbone": None,
         "descriptor_dim": None,
+        "detector_head": None,
+        "detector": "tasp",
         "pretrained_backbone": False,
         "detection_threshold": 0.005,
         "nms_window": 3,
@@ -110,18 +128,28 @@ class TaSP(nn.Module):
         conf["scales"] = tuple(float(x) for x in conf["scales"])
         if not conf["scales"] or min(conf["scales"]) <= 0:
             raise ValueError(f"scales must be positive numbers, got {conf['scales']!r}.")
-        if conf["subpixel"] not in (None, "quadratic", "softargmax", "corner", "learned"):
+        if conf["subpixel"] not in SUBPIXEL_MODES:
             raise ValueError(
-                f"subpixel must be None, 'quadratic', 'softargmax', 'corner' or 'learned', "
-                f"got {conf['subpixel']!r}."
+                f"subpixel must be one of {list(SUBPIXEL_MODES)}, got {conf['subpixel']!r}."
+            )
+        if conf["detector"] not in ("tasp", "dog"):
+            raise ValueError(f"detector must be 'tasp' or 'dog', got {conf['detector']!r}.")
+        if conf["detector_head"] not in (None, "paper", "pixel"):
+            raise ValueError(
+                f"detector_head must be None, 'paper' or 'pixel', got {conf['detector_head']!r}."
             )
         if conf["subpixel"] == "learned" and conf["placement_weights"] is None:
             raise ValueError("subpixel 'learned' needs placement_weights (a file path).")
 
         state_dict = None
-        arch = {"backbone": "efficientnet_b0", "descriptor_dim": 128}
+        arch = {"backbone": "efficientnet_b0", "descriptor_dim": 128, "detector_head": "paper"}
+        new_pixel_head = False
         if conf["weights"] is not None:
             state_dict, found, _ = load_state_dict(conf["weights"])
+            # a pixel head may be added to weights without one (it starts as the paper head)
+            new_pixel_head = conf["detector_head"] == "pixel" and found["detector_head"] == "paper"
+            if new_pixel_head:
+                found["detector_head"] = "pixel"
             for key, value in found.items():
                 if conf[key] is not None and conf[key] != value:
                     raise WeightsError(
@@ -135,12 +163,18 @@ class TaSP(nn.Module):
         self.backbone = EfficientNetTrunk(arch["backbone"], self.num_blocks)
         channels = self.backbone.out_channels
         self.detector_head = SamePadConv2d(channels[-2], 65, 3, stride=2, bias=True)
+        self.pixel_head = PixelDetectorHead() if arch["detector_head"] == "pixel" else None
         self.descriptor_head = nn.Sequential(
             ConvBNAct(channels[-1], channels[-1], 3, act=nn.ReLU(inplace=True)),
             nn.Conv2d(channels[-1], arch["descriptor_dim"], 1),
         )
 
         if state_dict is not None:
+            if new_pixel_head:
+                state_dict = {
+                    **state_dict,
+                    **{"pixel_head." + k: v for k, v in self.pixel_head.state_dict().items()},
+                }
             try:
                 self.load_state_dict(state_dict)
             except RuntimeError as e:
@@ -249,17 +283,21 @@ class TaSP(nn.Module):
         if self._use_fused(image):
             dense = self._fused_network()(image)
             dense["descriptors_dense"] = F.normalize(dense["descriptors_dense"], p=2, dim=1)
-            return dense
-        if self.conf["channels_last"]:
-            image = image.contiguous(memory_format=torch.channels_last)
-        with self._autocast(image.device):
-            features = self.backbone(image)
-            logits = self.detector_head(features[-2])  # B x 65 x H/8 x W/8
-            descriptors = self.descriptor_head(features[-1])  # B x D x H/4 x W/4
-        return {
-            "logits": logits.float(),
-            "descriptors_dense": F.normalize(descriptors.float(), p=2, dim=1),
-        }
+        else:
+            network_input = image
+            if self.conf["channels_last"]:
+                network_input = image.contiguous(memory_format=torch.channels_last)
+            with self._autocast(image.device):
+                features = self.backbone(network_input)
+                logits = self.detector_head(features[-2])  # B x 65 x H/8 x W/8
+                descriptors = self.descriptor_head(features[-1])  # B x D x H/4 x W/4
+            dense = {
+                "logits": logits.float(),
+                "descriptors_dense": F.normalize(descriptors.float(), p=2, dim=1),
+            }
+        if self.pixel_head is not None:  # float32 at 1/8: cheap next to the trunk
+            dense["logits"] = self.pixel_head(image, dense["logits"])
+        return dense
 
     @torch.no_grad()
     def extract(self, image: torch.Tensor, resize: Optional[int] = None) -> Dict[str, torch.Tensor]:
@@ -295,26 +333,63 @@ class TaSP(nn.Module):
 
     def forward(self, data: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         image = data["image"]
-        if self.conf["scales"] == (1.0,):
-            return self._features_at_scale(image, self.conf["max_keypoints"])
+        max_keypoints = self.conf["max_keypoints"]
+        # twice the budget, so that dropping keypoints closer than 1 px still fills it
+        candidates = 2 * max_keypoints if max_keypoints > 0 else -1
+        if self.conf["detector"] == "dog":
+            out = self._dog_features(image, candidates)
+        elif self.conf["scales"] == (1.0,):
+            out = self._features_at_scale(image, candidates)
+        else:
+            out = self._multiscale_features(image, candidates)
+        with _stage("drop keypoints within 1 px of a stronger one"):
+            return strongest(distinct(out), max_keypoints)
+
+    def _multiscale_features(self, image: torch.Tensor, candidates: int):
         h, w = image.shape[-2:]
         per_scale = []
         for s in self.conf["scales"]:
-            size = (max(1, round(h * s)), max(1, round(w * s)))
-            scaled = image
-            if size != (h, w):
-                mode = "area" if s < 1 else "bilinear"  # area: anti-aliased, as hloc resizes
-                scaled = F.interpolate(image, size=size, mode=mode)
+            scaled = _rescaled(image, s)
             out = self._features_at_scale(scaled, -1)
-            factor = image.new_tensor([w / size[1], h / size[0]])
+            factor = image.new_tensor([w / scaled.shape[-1], h / scaled.shape[-2]])
             out["keypoints"] = ((out["keypoints"] + 0.5) * factor - 0.5) * out["keypoint_mask"][
                 ..., None
             ]
             per_scale.append(out)
-        return _strongest(
-            {k: torch.cat([o[k] for o in per_scale], 1) for k in per_scale[0]},
-            self.conf["max_keypoints"],
+        return strongest(
+            {k: torch.cat([o[k] for o in per_scale], 1) for k in per_scale[0]}, candidates
         )
+
+    def _dog_features(self, image: torch.Tensor, candidates: int) -> Dict[str, torch.Tensor]:
+        """DoG keypoints of the input, each described on the scale that matches its size."""
+        h, w = image.shape[-2:]
+        with _stage("detect (DoG)"):
+            keypoints, scores, sizes, mask = detect_dog(
+                image, candidates, max(self.conf["remove_borders"], 0)
+            )
+        level = describe_levels(sizes, self.conf["scales"])
+        descriptors = keypoints.new_zeros(*keypoints.shape[:2], self.conf["descriptor_dim"])
+        for i, s in enumerate(self.conf["scales"]):
+            use = mask & (level == i)
+            if not use.any():
+                continue
+            scaled = _rescaled(image, s)
+            with _stage("network"):
+                dense = self.forward_dense(scaled)
+            factor = image.new_tensor([scaled.shape[-1] / w, scaled.shape[-2] / h])
+            with _stage("sample descriptors"):
+                sampled = sample_descriptors(
+                    dense["descriptors_dense"],
+                    (keypoints + 0.5) * factor - 0.5,
+                    self.stride_descriptor,
+                )
+            descriptors = torch.where(use[..., None], sampled, descriptors)
+        return {
+            "keypoints": keypoints,
+            "keypoint_scores": scores,
+            "descriptors": descriptors,
+            "keypoint_mask": mask,
+        }
 
     def _features_at_scale(
         self, image: torch.Tensor, max_keypoints: int
@@ -355,20 +430,10 @@ class TaSP(nn.Module):
         }
 
 
-def _strongest(features: Dict[str, torch.Tensor], max_keypoints: int) -> Dict[str, torch.Tensor]:
-    """The strongest ``max_keypoints`` (<= 0: all) of padded per-image features, strongest
-    first, padding (``keypoint_mask`` False) last and zeroed."""
-    mask = features["keypoint_mask"]
-    counts = mask.sum(1)
-    if max_keypoints > 0:
-        counts = counts.clamp(max=max_keypoints)
-    n = int(counts.max()) if len(counts) else 0
-    order = features["keypoint_scores"].masked_fill(~mask, -1.0).topk(n, dim=1).indices
-    keep = torch.arange(n, device=mask.device)[None] < counts[:, None]
-    out = {}
-    for k, v in features.items():
-        idx = order.view(*order.shape, *([1] * (v.dim() - 2))).expand(-1, -1, *v.shape[2:])
-        picked = torch.gather(v, 1, idx)
-        out[k] = picked * keep.view(*keep.shape, *([1] * (v.dim() - 2))).to(picked.dtype)
-    out["keypoint_mask"] = keep
-    return out
+def _rescaled(image: torch.Tensor, scale: float) -> torch.Tensor:
+    """The image resized by ``scale`` (area when shrinking: anti-aliased, as hloc resizes)."""
+    h, w = image.shape[-2:]
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    if size == (h, w):
+        return image
+    return F.interpolate(image, size=size, mode="area" if scale < 1 else "bilinear")

@@ -104,12 +104,18 @@ def resolve(
 
 
 def infer_architecture(state_dict: Dict[str, torch.Tensor]) -> Dict:
-    """Backbone and descriptor size from the keys and shapes of a TaSP state_dict."""
+    """Backbone, descriptor size and detector head from the keys and shapes of a TaSP
+    state_dict."""
     key = "descriptor_head.1.weight"
     if key not in state_dict:
         raise WeightsError(f"Not a TaSP state_dict: no '{key}'.")
     backbone = "efficientnet_b0" if any(".se." in k for k in state_dict) else "efficientnet_lite0"
-    return {"backbone": backbone, "descriptor_dim": int(state_dict[key].shape[0])}
+    head = "pixel" if any(k.startswith("pixel_head.") for k in state_dict) else "paper"
+    return {
+        "backbone": backbone,
+        "descriptor_dim": int(state_dict[key].shape[0]),
+        "detector_head": head,
+    }
 
 
 def load_state_dict(name_or_path: Union[str, Path], weights_dir: Path = WEIGHTS_DIR):
