@@ -14,7 +14,7 @@ seconds per image, images per second (1 / median), peak RSS (the process' high-w
 after loading) and the part extraction adds, CUDA peak memory on a GPU, mean keypoints.
 ``--accuracy MODE=REPORT.json`` adds the accuracy deltas of each TaSP mode against ``fp32``
 from ``benchmarks.compare`` reports of the same harness (MMA@1/3 px, strecha_dev AUC@5/10/20).
-See benchmarks/README.md "CPU inference modes".
+See docs/results.md "Speed".
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ Steps (each skipped when its output exists, so a rerun after a crash resumes):
  3. triangulation with the known poses (fixed for pycolmap 4.x, fails loudly on 0 points);
  4. NetVLAD global descriptors and top --num-loc retrieval (or --retrieval exhaustive), for
     the queries that --query-pairs does not cover (the paper's protocol: night queries against
-    the official list of database images, day queries with NetVLAD top-20; see the README);
+    the official list of database images, day queries with NetVLAD top-20; see docs/pipelines.md);
  5. query matching, localization (hloc's localize_sfm), and a results file in the format of
     visuallocalization.net (`name qw qx qy qz tx ty tz`, world-to-camera, file names only).
 """

@@ -4,7 +4,8 @@
 
 The dataset folder holds `images/`; pairs come from `--pairs`, else the dataset's
 `match_list.txt` (the benchmark's list for the large internet sets), else all pairs. Features and
-matching (mutual nearest neighbours with a 0.9 ratio test) go through hloc, reconstruction
+matching (mutual nearest neighbours, with a 0.9 ratio test for features other than TaSP's,
+whose matches a ratio test removes) go through hloc, reconstruction
 through pycolmap's incremental mapper (hloc's `reconstruction`, whose verification sets two-view
 configurations, so it is unaffected by the pycolmap-4 triangulation issue). Reported: registered
 images, 3D points, mean track length, mean reprojection error, observations.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tasp_hloc.hloc.confs import matcher_warning
 from tasp_hloc.io.images import IMAGE_EXTENSIONS
 from tasp_hloc.io.files import write_text_atomic
 from tasp_hloc.io.hloc_format import read_pairs, write_pairs
@@ -29,10 +31,21 @@ from pipelines.hloc_steps import (
     match,
 )
 
+# The benchmark's own recipe for SIFT-like features; TaSP's features get mutual NN alone,
+# since a ratio test keeps almost none of their matches (``confs.matcher_warning``).
 ETH_MATCHER = {
     "output": "matches-NN-mutual-ratio.9",
     "model": {"name": "nearest_neighbor", "do_mutual_check": True, "ratio_threshold": 0.9},
 }
+TASP_MATCHER = {
+    "output": "matches-NN-mutual",
+    "model": {"name": "nearest_neighbor", "do_mutual_check": True},
+}
+
+
+def eth_matcher(feature_conf: dict) -> dict:
+    """The matcher for a feature conf: mutual NN for TaSP, the 0.9 ratio test for the rest."""
+    return TASP_MATCHER if matcher_warning(feature_conf, ETH_MATCHER) else ETH_MATCHER
 
 
 def reconstruction_stats(rec) -> dict:
@@ -82,7 +95,7 @@ def run(args):
             pairs_list = [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
         write_pairs(pairs_list, pairs)
     check_pairs(pairs, "ETH pairs")
-    matches = match(ETH_MATCHER, pairs, fconf, outputs)
+    matches = match(eth_matcher(fconf), pairs, fconf, outputs)
 
     sfm_dir = outputs / f"sfm_{fconf['output']}"
     stats_path = outputs / f"eth_stats_{fconf['output']}.json"

@@ -7,10 +7,10 @@ import copy
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
-from tasp_hloc.hloc.confs import MATCHER_PRESETS
+from tasp_hloc.hloc.confs import MATCHER_PRESETS, matcher_warning
 from tasp_hloc.model.weights import weights_argument
 
-from pipelines.common import PipelineError, require_hloc
+from pipelines.common import PipelineError, logger, require_hloc
 from pipelines.h5_repair import FEATURE_KEYS, MATCH_KEYS, repair_h5
 
 
@@ -28,6 +28,10 @@ def match(conf: dict, pairs: Path, feature_conf_: dict, export_dir: Path) -> Pat
     """hloc's match_features, resuming safely after a killed run."""
     require_hloc()
     from hloc import match_features
+
+    warning = matcher_warning(feature_conf_, conf)
+    if warning:
+        logger.warning(warning)
 
     out = Path(export_dir, f'{feature_conf_["output"]}_{conf["output"]}_{Path(pairs).stem}.h5')
     repair_h5(out, MATCH_KEYS)

@@ -97,7 +97,7 @@ def test_int8_agrees_with_plain_modules(monkeypatch, reference):
     native = inference.native_int8()  # before run() pretends it is
     s = run(monkeypatch, reference, "int8")
     if native:
-        # With VNNI (where TaSP uses int8): int8 costs 0.62 MMA@3 points (benchmarks/README.md).
+        # With VNNI (where TaSP uses int8): int8 costs 0.62 MMA@3 points (docs/results.md).
         # Measured on this image on an AMD EPYC with AVX512-VNNI/BF16 (2026-12-07): map cosine
         # 0.826 (flat regions pull it down, as for bf16), descriptors at cosine 0.961, 88.5 % of
         # the keypoints within 1 px, 1.18x as many keypoints.

@@ -128,7 +128,7 @@ def test_int8_close_to_fp32_with_released_weights():
         b = dense(model, image)
     assert isinstance(model.__dict__["_fused"][1], inference.QuantizedTaSPNet)
     cos = desc_cos(dense(ref, image), b)
-    assert cos.mean() > 0.9  # int8 costs more than bf16 (see benchmarks/README.md)
+    assert cos.mean() > 0.9  # int8 costs more than bf16 (see docs/results.md)
 
 
 def test_missing_bf16_falls_back_to_fp32(monkeypatch):

@@ -282,8 +282,9 @@ def test_inloc_default_focal_is_hlocs(inloc_ds):
     assert cam.params[0] == pytest.approx(640 * 28 / 36)
 
 
-def test_tasp_preset_plumbing(tmp_path):
-    """The TaSP preset through the whole pipeline; random weights: check files, not accuracy."""
+@pytest.mark.parametrize("preset", ["tasp_aachen", "tasp_dog"])
+def test_tasp_preset_plumbing(tmp_path, preset):
+    """The TaSP presets through the whole pipeline; random weights: check files, not accuracy."""
     pytest.importorskip("tasp_hloc.hloc.plugin", reason="the TaSP hloc adapter is not there yet")
     queries = ps.make_aachen(tmp_path / "ds", n_db=6, n_day=1, n_night=1)
     out = tmp_path / "out"
@@ -293,7 +294,7 @@ def test_tasp_preset_plumbing(tmp_path):
         "--outputs",
         str(out),
         "--features",
-        "tasp_aachen",
+        preset,
         "--max-keypoints",
         "512",
         "--retrieval",

@@ -1,77 +1,109 @@
-"""Head-only detector training: frozen trunk, small resumable state, export to weights."""
+"""Pixel detector head training: the cache, the loss, resuming, export to weights."""
 
 import csv
+import json
 
 import pytest
 import torch
 
 from tasp_hloc.model.tasp import TaSP
-from tasp_hloc.train import detector_head
+from tasp_hloc.train import detector_cache, detector_head
 from tasp_hloc.train.checkpoints import CHECKPOINT
 
 from conftest import write_photos
 
 
-def test_loss_reaches_only_the_heads(tmp_path):
-    from torch.utils.data import DataLoader
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("detector")
+    photos = write_photos(root / "photos", n=3, h=120, w=140)
+    cache = detector_cache.build_cache([photos], root / "cache", pairs=4, size=96, labels=40)
+    return photos, cache
 
-    from tasp_hloc.data.homographic import HomographicDataset
-    from tasp_hloc.losses.triplet import HardTripletLoss
-    from tasp_hloc.model.inference import FusedTaSPNet
 
-    photos = write_photos(tmp_path / "photos", n=2, h=120, w=140)
-    data = HomographicDataset({"image_dirs": [str(photos)], "seed": 0, "size": [64, 80]})
-    batch = next(iter(DataLoader(data, 2)))
+def test_cache_holds_the_frozen_networks_view_of_each_pair(cache_dir):
+    photos, cache = cache_dir
+    views = detector_cache.load_cache(cache)
+    assert views["gray"].shape == (8, 1, 96, 96) and views["gray"].dtype == torch.uint8
+    assert views["logits"].shape == (8, 65, 12, 12) and views["logits"].dtype == torch.float16
+    n = views["keypoints"].shape[1]
+    assert views["mask"].shape == views["delta"].shape == (8, n) and 0 < n <= 40
+    assert (views["mask"].sum(1) <= 40).all() and views["mask"].sum() > 20
+    assert ((views["delta"] > 0.3) & (views["delta"] < 1.7)).all()  # exp(0.5 (1 - M)), M in [0, 3]
+    assert views["cell_valid"][:4].all()  # views 0 are crops of the photo: every cell valid
+    # the paper head's logits of the released network on the first view
+    image = detector_cache.pair_dataset([photos], 4, 96, 0)[0]["image0"][None]
+    with torch.no_grad():
+        logits = TaSP({"fuse": False}).eval().forward_dense(image)["logits"]
+    assert torch.allclose(views["logits"][:1].float(), logits, atol=0.02)
+    assert torch.equal(views["gray"][0], (image[0].mean(0, keepdim=True) * 255).round().byte())
+    # the same inputs finish nothing more; other inputs are refused
+    assert detector_cache.build_cache([photos], cache, pairs=4, size=96, labels=40) == cache
+    with pytest.raises(ValueError, match="other inputs"):
+        detector_cache.build_cache([photos], cache, pairs=4, size=96, labels=41)
+
+
+def test_unfinished_cache_says_how_to_finish(tmp_path, cache_dir):
+    _, cache = cache_dir
+    meta = json.loads((cache / detector_cache.META).read_text())
+    (tmp_path / detector_cache.META).write_text(json.dumps({**meta, "pairs": 120}))
+    with pytest.raises(FileNotFoundError, match="unfinished"):
+        detector_cache.load_cache(tmp_path)
+    with pytest.raises(FileNotFoundError, match="build the cache"):
+        detector_cache.load_cache(tmp_path / "none")
+
+
+def test_loss_reaches_only_the_pixel_head(cache_dir):
+    views = detector_cache.load_cache(cache_dir[1])
     model = detector_head.build_model("tasp_v2")
-    trunk = FusedTaSPNet(model, "fp32")
-    out = detector_head.detector_loss(model, trunk, batch, 50, HardTripletLoss())
-    assert torch.isfinite(out["loss"]) and out["loss"] > 0
-    assert 0 < out["labels"] <= 50 and 0 < out["positive_cells"] < 1
-    out["loss"].backward()
+    soft = detector_head.head_loss(model.pixel_head, views, "soft")
+    integer = detector_head.head_loss(model.pixel_head, views, "integer")
+    assert torch.isfinite(soft) and soft > 0 and soft.item() != pytest.approx(integer.item())
+    soft.backward()
     for name, p in model.named_parameters():
-        trains = name.startswith(detector_head.HEADS)
-        assert p.requires_grad == trains, name
-        assert (p.grad is not None) == trains, name
+        assert p.requires_grad == name.startswith("pixel_head."), name
+        assert (p.grad is not None) == name.startswith("pixel_head."), name
     assert model.pixel_head.mix[-1].weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="targets"):
+        detector_head.head_loss(model.pixel_head, views, "hard")
 
 
-def test_train_resumes_and_exports(tmp_path):
-    photos = write_photos(tmp_path / "photos", n=3, h=120, w=140)
+def test_train_resumes_and_exports(tmp_path, cache_dir):
+    views = detector_cache.load_cache(cache_dir[1])
     run = tmp_path / "run"
-    args = dict(weights="tasp_v2", batch_size=1, size=64, labels=40, num_workers=0)
-    assert detector_head.train([photos], run, steps=2, log=lambda *_: None, **args) == 2
+    quiet = dict(batch_size=2, log=lambda *_: None)
+    assert detector_head.train(views, run, steps=100, **quiet) == 100
     ckpt = torch.load(run / CHECKPOINT, weights_only=False)
-    assert ckpt["step"] == 2 and ckpt["weights"] == "tasp_v2"
-    assert all(k.startswith(detector_head.HEADS) for k in ckpt["heads"])
+    assert ckpt["step"] == 100 and ckpt["weights"] == "tasp_v2" and ckpt["targets"] == "soft"
     assert (run / CHECKPOINT).stat().st_size < 10e6  # small enough to commit
     logs = []
-    assert detector_head.train([photos], run, steps=3, log=logs.append, **args) == 3
-    assert "resumed" in logs[0] and "step 2" in logs[0]
+    assert detector_head.train(views, run, steps=200, batch_size=2, log=logs.append) == 200
+    assert "resumed" in logs[0] and "step 100" in logs[0]
     rows = list(csv.reader(open(run / detector_head.CURVE)))
-    assert rows[0][0] == "step" and [r[0] for r in rows[1:]] == ["2", "3"]
-    with pytest.raises(ValueError, match="continues weights"):
-        detector_head.train([photos], run, steps=4, **{**args, "weights": "tasp_v1"})
+    assert rows[0] == ["step", "loss", "val_loss"] and [r[0] for r in rows[1:]] == ["100", "200"]
+    with pytest.raises(ValueError, match="continues"):
+        detector_head.train(views, run, steps=300, targets="integer", **quiet)
 
     exported = detector_head.export_network(run, tmp_path / "export.pth")
-    state = torch.load(exported, weights_only=False)["model"]
     weights = tmp_path / "weights.pth"
-    torch.save(state, weights)
+    torch.save(torch.load(exported, weights_only=False)["model"], weights)
     trained, released = TaSP({"weights": str(weights)}).eval(), TaSP().eval()
     assert trained.conf["detector_head"] == "pixel"
     image = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
         a, b = trained.forward_dense(image), released.forward_dense(image)
-    assert torch.equal(a["descriptors_dense"], b["descriptors_dense"])  # the trunk is frozen
+    assert torch.equal(a["descriptors_dense"], b["descriptors_dense"])  # all else frozen
     assert not torch.allclose(a["logits"], b["logits"])
 
 
 def test_command_line_errors(tmp_path, capsys):
-    with pytest.raises(SystemExit):
-        detector_head.main(["--output", str(tmp_path / "run")])
-    assert "--images is required" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        detector_head.main(["--output", str(tmp_path / "run"), "--export", str(tmp_path / "x")])
-    assert "train first" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        detector_head.main(["--images", str(tmp_path), "--output", str(tmp_path), "--size", "60"])
-    assert "multiple of 8" in capsys.readouterr().err
+    run = str(tmp_path / "run")
+    for argv, message in [
+        (["--output", run], "--cache is required"),
+        (["--output", run, "--export", str(tmp_path / "x")], "train first"),
+        (["--output", run, "--cache", str(tmp_path), "--size", "60"], "multiple of 8"),
+        (["--output", run, "--cache", str(tmp_path / "none")], "build the cache"),
+    ]:
+        with pytest.raises(SystemExit):
+            detector_head.main(argv)
+        assert message in capsys.readouterr().err

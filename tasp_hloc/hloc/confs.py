@@ -1,13 +1,13 @@
 """Named extraction presets, in hloc's conf layout (output name, model conf, preprocessing)."""
 
 import copy
-from typing import Dict
+from typing import Dict, Optional
 
 
 PRESETS: Dict[str, Dict] = {
     # Aachen Day-Night: hloc's SuperPoint recipe (max side 1024, 4096 keypoints) at three image
     # scales. On landmark photos, views far apart in scale are where one scale fails: on the
-    # held-out opensfm_lund (benchmarks/README.md) tasp_v2 reaches LO-RANSAC AUC@5 59.7 at
+    # held-out opensfm_lund (docs/results.md) tasp_v2 reaches LO-RANSAC AUC@5 59.7 at
     # scales 1 / 0.71 / 0.5 against 44.8 at one scale, facades hold, and placement pays
     # (homography MMA@1 36.7 vs 45.5); the cost is 1.75x the extraction.
     "tasp_aachen": {
@@ -56,6 +56,21 @@ MATCHER_PRESETS: Dict[str, Dict] = {
         "model": {"name": "nearest_neighbor", "do_mutual_check": True, "distance_threshold": 0.6},
     },
 }
+
+
+def matcher_warning(feature_conf: Dict, matcher_conf: Dict) -> Optional[str]:
+    """One line when TaSP features meet a matcher measured to fail with them (a ratio test:
+    TaSP's nearest and second-nearest descriptors are close, so it keeps almost no match);
+    None otherwise."""
+    if feature_conf.get("model", {}).get("name") != "tasp":
+        return None
+    if not matcher_conf.get("model", {}).get("ratio_threshold"):
+        return None
+    return (
+        f"TaSP features ({feature_conf.get('output')}) with a ratio test "
+        f"({matcher_conf.get('output')}) keep almost no matches: use hloc's 'NN-mutual', or "
+        f"'NN-tasp' to match a query against many retrieved images."
+    )
 
 
 def get_preset(name: str, **model_overrides) -> Dict:

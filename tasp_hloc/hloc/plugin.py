@@ -71,7 +71,7 @@ def _make_extractor_class(BaseModel):
         def _init(self, conf):
             check_model_conf(conf)
             # process-wide: freed activations stay for the next image (1.9x faster on the CPU
-            # VM of README "Speed on a CPU")
+            # VM of docs/results.md "Speed")
             keep_freed_memory()
             self.net = TaSP({k: v for k, v in conf.items() if k != "name"})
 

@@ -35,7 +35,7 @@ from .weights import WeightsError, load_state_dict
 AMP_DTYPES = {None: None, "fp16": torch.float16, "bf16": torch.bfloat16}
 AMP_MODES = (*AMP_DTYPES, "int8", "auto")
 SUBPIXEL_MODES = (None, "quadratic", "softargmax", "centroid", "corner", "learned")
-# What "amp": "auto" runs, chosen by benchmarks/README.md "CPU inference modes".
+# What "amp": "auto" runs, chosen by docs/results.md "CPU modes: the table of record".
 AUTO_CPU_PRECISION = "bf16"
 
 

@@ -2,7 +2,7 @@
 (128 KiB, rising to at most 32 MiB) straight back to the kernel when freed, so each training
 step or large image maps its activations afresh and pays a page fault per 4 KiB page.
 
-Measured on this project's 2-core CPU VM, where page faults are dear (benchmarks/README.md): a
+Measured on a 2-core CPU VM, where page faults are dear (docs/results.md "Speed"): a
 float32 training step took 8.5 s by default and 3.6 s with freed memory kept
 (``python -m benchmarks.train_step --allocator both``), the default extraction of a 1024 px
 photo 0.61 s and 0.32 s (``python -m benchmarks.extract_speed --allocator both``). The cost is

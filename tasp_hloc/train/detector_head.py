@@ -1,24 +1,26 @@
-"""Train TaSP's detector alone on sub-pixel DoG targets, the trunk and descriptors frozen.
+"""Train TaSP's pixel detector head alone on sub-pixel DoG targets, from a cache.
 
-    python -m tasp_hloc.train.detector_head --images DIR [DIR ...] --output train_state/detector
-        [--weights tasp_v2] [--steps 3000] [--batch 6] [--size 256] [--labels 384] [--lr 5e-4]
-    python -m tasp_hloc.train.detector_head --output train_state/detector --export runs/det.pth
+    python -m tasp_hloc.train.detector_head --images DIR [DIR ...] --cache CACHE_DIR
+        --output train_state/detector_v4 [--weights tasp_v2] [--pairs 2000] [--steps 20000]
+        [--batch 16] [--lr 1e-3] [--targets soft|integer]
+    python -m tasp_hloc.train.detector_head --output train_state/detector_v4 --export FILE
 
-The network is ``TaSP(detector_head="pixel")`` on released weights: the paper's head and the
-pixel head (``model/pixel_head.py``, which starts as the paper head's exact output) train, the
-trunk runs without gradients, so a step costs little more than a forward. Targets: the
-strongest ``--labels`` DoG keypoints of each view of a homographic pair (OpenCV's sub-pixel
-positions; none within 5 px of a warped view's black border), split bilinearly over their 4
-nearest pixels (``losses/soft_targets.py``); each positive cell is weighted by the
-task-aligned factor of its keypoint's triplet (the frozen descriptors at the keypoint and at its
-warp in the other view, paper Eq. 10). Read out with ``subpixel: "centroid"``, exact for such
-targets.
+The network is ``TaSP(detector_head="pixel")`` on released weights. Everything but the pixel
+head (``model/pixel_head.py``, which starts as the paper head's exact output) is frozen, so what
+the head reads of each training view never changes: ``detector_cache.py`` computes it once (the
+first run builds the cache; a rerun finishes an unfinished one), and a step is the head's
+forward and backward on cached views. Targets: each view's DoG keypoints split bilinearly over
+their 4 nearest pixels (``--targets soft``; ``integer`` rounds them to the pixel grid, the
+ablation), positive cells weighted by the keypoint's task-aligned factor. Read out with
+``subpixel: "centroid"``, exact for soft targets. The last shard's views are held out and their
+loss is logged as ``val_loss``.
 
-The run folder holds only what resuming needs, small enough to commit (the two heads, Adam's
-state, the step, the sampler's state: ~2 MB) as ``checkpoint_last.pth`` (replaced atomically),
-and ``curve.csv`` (one row per logged step, steps counted over every run). A rerun with the same
-``--output`` goes on from there, on any machine. ``--export FILE`` writes the full network as a
-checkpoint that ``python -m tasp_hloc.train.export`` turns into released weights.
+The run folder holds only what resuming needs, small enough to commit: ``checkpoint_last.pth``
+(the head, Adam's state, the step, the sampler's state; replaced atomically) and ``curve.csv``
+(steps counted over every run). A rerun with the same ``--output`` goes on from there, on any
+machine (the cache is rebuilt from the same inputs, bit for bit). SIGTERM or SIGINT stops after
+a checkpoint. ``--export FILE`` writes the full network as a checkpoint that
+``python -m tasp_hloc.train.export`` turns into released weights.
 """
 
 from __future__ import annotations
@@ -32,188 +34,114 @@ from pathlib import Path
 from typing import Dict, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
-from torch.utils.data import DataLoader
 
-from ..data.geometry import warp_homography
-from ..data.homographic import HomographicDataset
-from ..losses.keypoint import alignment_factor, anchors_to_cells
+from ..losses.keypoint import anchors_to_cells
 from ..losses.soft_targets import soft_cell_cross_entropy, soft_cell_targets
-from ..losses.triplet import HardTripletLoss
-from ..model.dog import detect_dog
-from ..model.inference import FusedTaSPNet
 from ..model.tasp import TaSP
 from .checkpoints import CHECKPOINT, atomic_save
+from .detector_cache import SHARD, build_cache, load_cache
 
 CURVE = "curve.csv"
-HEADS = ("detector_head.", "pixel_head.")
-BORDER = 5  # px of a warped view kept away from its black border
+TARGETS = ("soft", "integer")
 
 
 def build_model(weights: str) -> TaSP:
-    """TaSP with a pixel head on ``weights``; only the two detector heads train."""
+    """TaSP with a pixel head on ``weights``; only the pixel head trains."""
     model = TaSP({"weights": weights, "detector_head": "pixel", "fuse": False, "amp": None})
     model.eval()  # the frozen trunk's batch norm keeps its statistics
     for name, p in model.named_parameters():
-        p.requires_grad = name.startswith(HEADS)
+        p.requires_grad = name.startswith("pixel_head.")
     return model
 
 
-def _valid_pixels(valid: torch.Tensor, border: int) -> torch.Tensor:
-    """(B, H, W) bool: the pixels at least ``border`` px from any invalid one."""
-    invalid = (~valid).float()[:, None]
-    grown = F.max_pool2d(invalid, 2 * border + 1, stride=1, padding=border)
-    return grown[:, 0] < 0.5
+def head_loss(head, views: Dict[str, torch.Tensor], targets: str = "soft") -> torch.Tensor:
+    """Mean soft-target cross-entropy of cached views, positives task-aligned."""
+    if targets not in TARGETS:
+        raise ValueError(f"targets must be one of {TARGETS}, got {targets!r}.")
+    logits = head(views["gray"].float() / 255, views["logits"].float())
+    hc, wc = logits.shape[-2:]
+    kpts = views["keypoints"] if targets == "soft" else views["keypoints"].round()
+    target = soft_cell_targets(kpts, views["mask"], hc, wc)
+    weights, _ = anchors_to_cells(views["delta"], kpts, views["mask"], hc, wc)
+    return soft_cell_cross_entropy(logits, target, weights, views["cell_valid"]).mean()
 
 
-def _alignment(desc_a, desc_b, kpts_a, mask_a, H_ba, triplet) -> torch.Tensor:
-    """(B, N) task-aligned factor of each keypoint of view a against its warp in view b
-    (1 where it leaves view b)."""
-    kpts_b, inside = warp_homography(kpts_a, H_ba, (desc_b.shape[-2] * 4, desc_b.shape[-1] * 4))
-    valid = mask_a & inside
-    out = triplet(desc_a, desc_b, {"kpts0": kpts_a, "kpts1": kpts_b, "valid": valid})
-    delta = alignment_factor(out["loss"])
-    return torch.where(out["valid"], delta, torch.ones_like(delta))
-
-
-def detector_loss(
-    model: TaSP, trunk: FusedTaSPNet, batch: Dict, labels: int, triplet: HardTripletLoss
-) -> Dict[str, torch.Tensor]:
-    """Soft-target cross-entropy of both views' cells, positives task-aligned. ``trunk`` is
-    the frozen part of ``model``, folded for speed (``FusedTaSPNet``; its detector is unused)."""
-    image0, image1, H = batch["image0"], batch["image1"], batch["H_1from0"]
-    images = torch.cat([image0, image1])
-    b, _, h, w = image0.shape
-    with torch.no_grad():
-        before_last, last = trunk.trunk(images)
-        desc = F.normalize(trunk.describe(last), p=2, dim=1)
-    logits = model.pixel_head(images, model.detector_head(before_last.float()))
-    valid = _valid_pixels(torch.cat([batch["valid0"], batch["valid1"]]), BORDER)
-    kpts, _, _, mask = detect_dog(images, -1)
-    # the strongest `labels` DoG keypoints on valid pixels (detect_dog sorts by response)
-    x = kpts[..., 0].round().long().clamp(0, w - 1)
-    y = kpts[..., 1].round().long().clamp(0, h - 1)
-    mask &= valid[torch.arange(2 * b)[:, None], y, x]
-    mask &= mask.long().cumsum(1) <= labels
-    hc, wc = h // 8, w // 8
-    targets = soft_cell_targets(kpts, mask, hc, wc)
-    cell_valid = F.avg_pool2d(valid.float()[:, None], 8)[:, 0] > 0.999
-    with torch.no_grad():
-        d0, d1 = desc[:b], desc[b:]
-        delta = torch.cat(
-            [
-                _alignment(d0, d1, kpts[:b], mask[:b], H, triplet),
-                _alignment(d1, d0, kpts[b:], mask[b:], torch.linalg.inv(H), triplet),
-            ]
-        )
-        weights, _ = anchors_to_cells(delta, kpts, mask, hc, wc)
-    loss = soft_cell_cross_entropy(logits, targets, weights, cell_valid)
-    positive = (targets[:, 64] < 1) & cell_valid
-    return {
-        "loss": loss.mean(),
-        "labels": mask.sum(1).float().mean(),
-        "positive_cells": positive.float().flatten(1).mean(1).mean(),
-        "delta": (delta * mask).sum() / mask.sum().clamp(min=1),
-    }
-
-
-def _heads(model: TaSP) -> Dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items() if k.startswith(HEADS)}
+def _take(cache: Dict[str, torch.Tensor], index: torch.Tensor) -> Dict[str, torch.Tensor]:
+    return {k: v[index] for k, v in cache.items()}
 
 
 def train(
-    images: Sequence[Path],
+    cache: Dict[str, torch.Tensor],
     output: Path,
     weights: str = "tasp_v2",
-    steps: int = 3000,
-    batch_size: int = 6,
-    size: int = 256,
-    labels: int = 384,
-    lr: float = 5e-4,
+    steps: int = 20000,
+    batch_size: int = 16,
+    lr: float = 1e-3,
+    targets: str = "soft",
     seed: int = 0,
-    checkpoint_every: int = 25,
-    num_workers: int = 1,
+    checkpoint_every: int = 200,
     log=print,
 ) -> int:
-    """Train (or resume) the heads in ``output`` up to ``steps`` steps in all; returns the
+    """Train (or resume) the head in ``output`` up to ``steps`` steps in all, on the views of
+    ``cache`` (``detector_cache.load_cache``) but the held-out last ``2 * SHARD``; returns the
     step reached (fewer when stopped by SIGTERM / SIGINT, after a checkpoint)."""
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    model = build_model(weights)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=lr)
-    step, draw = 0, 0
-    path = output / CHECKPOINT
+    head = build_model(weights).pixel_head.train()
+    opt = torch.optim.Adam(head.parameters(), lr=lr)
+    generator = torch.Generator().manual_seed(seed)
+    step, path = 0, output / CHECKPOINT
     if path.is_file():
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        if ckpt["weights"] != weights:
+        if (ckpt["weights"], ckpt["targets"]) != (weights, targets):
             raise ValueError(
-                f"{path} continues weights {ckpt['weights']!r}, not {weights!r}: pass "
-                f"--weights {ckpt['weights']} or another --output."
+                f"{path} continues weights {ckpt['weights']!r} with {ckpt['targets']} targets: "
+                f"pass those or another --output."
             )
-        model.load_state_dict({**model.state_dict(), **ckpt["heads"]})
+        head.load_state_dict(ckpt["head"])
         opt.load_state_dict(ckpt["optimizer"])
-        step, draw = ckpt["step"], ckpt["draw"]
+        generator.set_state(ckpt["generator"])
+        step = ckpt["step"]
         log(f"resumed {path} at step {step}")
-    for group in opt.param_groups:
-        group["lr"] = lr
+    n_views = len(cache["gray"])
+    held_out = min(2 * SHARD, n_views // 2)
+    train_views, val = n_views - held_out, _take(cache, torch.arange(n_views - held_out, n_views))
 
     def save():
-        atomic_save(
-            {
-                "weights": weights,
-                "heads": _heads(model),
-                "optimizer": opt.state_dict(),
-                "step": step,
-                "draw": draw,
-                "conf": {"size": size, "labels": labels, "batch": batch_size},
-            },
-            path,
-        )
+        state = {"head": head.state_dict(), "optimizer": opt.state_dict(), "step": step}
+        extra = {"generator": generator.get_state(), "weights": weights, "targets": targets}
+        atomic_save({**state, **extra}, path)
 
     stop = []
     handlers = {
         s: signal.signal(s, lambda *_: stop.append(True)) for s in (signal.SIGTERM, signal.SIGINT)
     }
-    triplet = HardTripletLoss({"window": "square"})
-    trunk = FusedTaSPNet(model, "fp32", channels_last=True)
-    data = HomographicDataset(
-        {
-            "image_dirs": [str(p) for p in images],
-            "seed": seed,
-            "size": [size, size],
-            "homography": {"scale": [0.7, 1.4]},
-        }
-    )
     curve = output / CURVE
     new_curve = not curve.exists()
     try:
         with open(curve, "a", newline="") as f:
             writer = csv.writer(f)
             if new_curve:
-                writer.writerow(["step", "loss", "labels", "positive_cells", "delta"])
+                writer.writerow(["step", "loss", "val_loss"])
             while step < steps and not stop:
-                data.set_epoch(draw)  # a new draw per pass, reproducible from the pass
-                draw += 1
-                loader = DataLoader(data, batch_size, shuffle=False, num_workers=num_workers)
-                for batch in loader:
-                    out = detector_loss(model, trunk, batch, labels, triplet)
-                    opt.zero_grad(set_to_none=True)
-                    out["loss"].backward()
-                    opt.step()
-                    step += 1
-                    if not math.isfinite(out["loss"].item()):
-                        raise FloatingPointError(f"loss is {out['loss'].item()} at step {step}")
-                    if step % 10 == 0 or step == steps:
-                        row = [step] + [round(out[k].item(), 5) for k in out]
-                        writer.writerow(row)
-                        f.flush()
-                        log(" ".join(f"{k} {v}" for k, v in zip(["step", *out], row)))
-                    if step % checkpoint_every == 0 or step == steps or stop:
-                        save()
-                    if step >= steps or stop:
-                        break
+                index = torch.randint(train_views, (batch_size,), generator=generator)
+                loss = head_loss(head, _take(cache, index), targets)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                step += 1
+                if not math.isfinite(loss.item()):
+                    raise FloatingPointError(f"loss is {loss.item()} at step {step}")
+                if step % 100 == 0 or step == steps or stop:
+                    with torch.no_grad():
+                        val_loss = head_loss(head.eval(), val, targets).item()
+                    head.train()
+                    writer.writerow([step, round(loss.item(), 5), round(val_loss, 5)])
+                    f.flush()
+                    log(f"step {step} loss {loss.item():.4f} val_loss {val_loss:.4f}")
+                if step % checkpoint_every == 0 or step == steps or stop:
+                    save()
         save()
     finally:
         for s, h in handlers.items():
@@ -226,8 +154,8 @@ def export_network(output: Path, target: Path) -> Path:
     """The full network of a run as a checkpoint for ``python -m tasp_hloc.train.export``."""
     ckpt = torch.load(Path(output) / CHECKPOINT, map_location="cpu", weights_only=False)
     model = build_model(ckpt["weights"])
-    model.load_state_dict({**model.state_dict(), **ckpt["heads"]})
-    config = {"recipe": "detector_head", "weights": ckpt["weights"], **ckpt["conf"]}
+    model.pixel_head.load_state_dict(ckpt["head"])
+    config = {"recipe": "detector_head", "weights": ckpt["weights"], "targets": ckpt["targets"]}
     atomic_save({"model": model.state_dict(), "step": ckpt["step"], "config": config}, target)
     return Path(target)
 
@@ -238,43 +166,42 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--images", type=Path, nargs="+", help="folders of photos")
+    p.add_argument("--images", type=Path, nargs="+", help="folders of photos (builds the cache)")
+    p.add_argument("--cache", type=Path, help="cache folder (built on first use)")
     p.add_argument("--output", type=Path, required=True, help="run folder (resumed if it exists)")
     p.add_argument("--export", type=Path, help="write the run's full network here and stop")
-    p.add_argument("--weights", default="tasp_v2", help="released name or path the heads start on")
-    p.add_argument("--steps", type=int, default=3000, help="steps in all, over every run")
-    p.add_argument("--batch", type=int, default=6, help="pairs per step")
+    p.add_argument("--weights", default="tasp_v2", help="released name or path the head is on")
+    p.add_argument("--pairs", type=int, default=2000, help="homographic pairs in the cache")
     p.add_argument("--size", type=int, default=256, help="crop side, a multiple of 8")
     p.add_argument("--labels", type=int, default=384, help="DoG keypoints per view")
-    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--steps", type=int, default=20000, help="steps in all, over every run")
+    p.add_argument("--batch", type=int, default=16, help="views per step")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--targets", choices=TARGETS, default="soft")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--checkpoint-every", type=int, default=25)
-    p.add_argument("--num-workers", type=int, default=1)
     args = p.parse_args(argv)
     if args.export:
         if not (args.output / CHECKPOINT).is_file():
             p.error(f"--output: no {CHECKPOINT} in {args.output}; train first")
         print(f"wrote {export_network(args.output, args.export)}")
         return 0
-    if not args.images:
-        p.error("--images is required to train")
-    missing = [str(d) for d in args.images if not d.is_dir()]
-    if missing:
-        p.error(f"--images: no such folder {', '.join(missing)}")
+    if args.cache is None:
+        p.error("--cache is required to train")
     if args.size % 8:
         p.error(f"--size must be a multiple of 8, got {args.size}")
+    if args.images:
+        missing = [str(d) for d in args.images if not d.is_dir()]
+        if missing:
+            p.error(f"--images: no such folder {', '.join(missing)}")
+        build_cache(
+            args.images, args.cache, args.weights, args.pairs, args.size, args.labels, args.seed
+        )
+    try:
+        cache = load_cache(args.cache)
+    except FileNotFoundError as e:
+        p.error(str(e))
     train(
-        args.images,
-        args.output,
-        args.weights,
-        args.steps,
-        args.batch,
-        args.size,
-        args.labels,
-        args.lr,
-        args.seed,
-        args.checkpoint_every,
-        args.num_workers,
+        cache, args.output, args.weights, args.steps, args.batch, args.lr, args.targets, args.seed
     )
     return 0
 
