@@ -34,6 +34,7 @@ from . import datasets
 from .datasets import ICL_SET
 from .evaluation import evaluate_homographies, evaluate_poses
 from .features import METHODS
+from .matchers import MATCHERS, matcher_table
 from .hardware import environment, load_average
 from .report import render_comparison
 from .runner import load_features, run_method
@@ -133,6 +134,14 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         type=float,
         default=1.0,
         help="essential-matrix RANSAC threshold in pixels (at --max-side)",
+    )
+    p.add_argument(
+        "--matchers",
+        nargs="+",
+        default=[],
+        choices=list(MATCHERS),
+        help="also score every method with these hloc matcher presets (a table of its own; "
+        "the main tables stay mutual NN)",
     )
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--seed", type=int, default=0, help="seed of the generated homography pairs")
@@ -300,6 +309,18 @@ def run(args: argparse.Namespace) -> Dict:
                 name: evaluate_poses(pairs, feats, index, name, args.ransac_px)
                 for name, pairs in psets.items()
             }
+            res["matchers"] = {
+                m: {
+                    "homography": evaluate_homographies(hpairs, feats, index, MATCHERS[m])
+                    if hpairs
+                    else {},
+                    "pose": {
+                        n: evaluate_poses(pairs, feats, index, n, args.ransac_px, MATCHERS[m])
+                        for n, pairs in psets.items()
+                    },
+                }
+                for m in args.matchers
+            }
             report["methods"][name] = res
             print(
                 f"  {name}: {rec['time_median_s'] * 1000:.0f} ms/img, "
@@ -313,7 +334,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     report = run(args)
     report["environment"]["load_average_at_end"] = load_average()
-    text = render_comparison(report)
+    text = "\n".join([render_comparison(report), *matcher_table(report)])
     print(text)
     report["markdown"] = text
     save_report(report, args.out)

@@ -2,7 +2,8 @@
 
 ``feats`` maps an image's file index to its features ({keypoints, descriptors, ...}); ``index``
 maps (set name, pair index, side 0/1) to that file index (``compare.collect_images``). Matching is
-the mutual nearest neighbour of ``metrics.mutual_nn_match`` for every method.
+the mutual nearest neighbour of ``metrics.mutual_nn_match`` for every method, unless a matcher
+of ``matchers.MATCHERS`` is passed.
 """
 
 from __future__ import annotations
@@ -31,12 +32,17 @@ EPIPOLAR_THRESHOLD = 5e-4
 SCALE_BINS = ((1.0, 1.25), (1.25, 1.6), (1.6, float("inf")))
 
 
-def evaluate_homographies(pairs, feats: Dict[int, Dict], index) -> Dict:
-    """MMA per subset plus match counts; per-pair details under "pairs"."""
+def _mutual(f0: Dict, f1: Dict) -> np.ndarray:
+    return mutual_nn_match(f0["descriptors"], f1["descriptors"])[0]
+
+
+def evaluate_homographies(pairs, feats: Dict[int, Dict], index, match=_mutual) -> Dict:
+    """MMA per subset plus match counts; per-pair details under "pairs". ``match(f0, f1)``
+    gives (K, 2) indices (default: mutual nearest neighbours)."""
     rows = []
     for i, pair in enumerate(pairs):
         f0, f1 = feats[index[("h", i, 0)]], feats[index[("h", i, 1)]]
-        matches, _ = mutual_nn_match(f0["descriptors"], f1["descriptors"])
+        matches = match(f0, f1)
         errors = homography_match_errors(f0["keypoints"], f1["keypoints"], matches, pair.H)
         rows.append(
             {
@@ -61,16 +67,19 @@ def evaluate_homographies(pairs, feats: Dict[int, Dict], index) -> Dict:
     return out
 
 
-def evaluate_poses(pairs, feats: Dict[int, Dict], index, set_name: str, ransac_px: float) -> Dict:
+def evaluate_poses(
+    pairs, feats: Dict[int, Dict], index, set_name: str, ransac_px: float, match=_mutual
+) -> Dict:
     """Pose AUC by RANSAC ("auc") and by LO-RANSAC ("auc_lo", None without pycolmap), match and
-    inlier counts, epipolar precision; per-pair details under "pairs"."""
+    inlier counts, epipolar precision; per-pair details under "pairs". ``match`` as in
+    ``evaluate_homographies``."""
     estimators = {"": estimate_relative_pose}  # suffix of the keys -> estimator
     if importlib.util.find_spec("pycolmap") is not None:
         estimators["_lo"] = estimate_relative_pose_lo
     rows = []
     for i, pair in enumerate(pairs):
         f0, f1 = feats[index[(set_name, i, 0)]], feats[index[(set_name, i, 1)]]
-        matches, _ = mutual_nn_match(f0["descriptors"], f1["descriptors"])
+        matches = match(f0, f1)
         k0, k1 = f0["keypoints"][matches[:, 0]], f1["keypoints"][matches[:, 1]]
         epi = symmetric_epipolar_distance(k0, k1, pair.K0, pair.K1, pair.T_0to1)
         row = {
