@@ -7,6 +7,7 @@ top-k over all cutouts, so retrieval is no factor), and the table gives how many
 localizes within InLoc's thresholds.
 
     PYTHONPATH=path/to/hloc python -m benchmarks.inloc_scene --weights tasp_v2 [--queries-per-floor 5]
+        [--presets tasp_inloc tasp_dog]
         [--query-width 4032 --cutout-width 1280] [--keypoints-storage float64 float16]
 
 ``--query-width 4032`` renders the queries at the iPhone 7's 4032x3024 (the tests use 640x480),
@@ -147,6 +148,12 @@ def main(argv=None) -> Dict[str, List[int]]:
         choices=["float64", "float16"],
         help="how TaSP's keypoints reach the file (float16: hloc's as_half, as before)",
     )
+    p.add_argument(
+        "--presets",
+        nargs="+",
+        default=["tasp_inloc"],
+        help="TaSP presets to run with each weights (e.g. tasp_inloc tasp_dog)",
+    )
     p.add_argument("--workdir", type=Path, help="keep the scene and outputs here (default: temp)")
     args = p.parse_args(argv)
 
@@ -160,9 +167,11 @@ def main(argv=None) -> Dict[str, List[int]]:
         )
         runs = {"sift": ("sift", None, [], "float64")}
         for w in args.weights:
-            for storage in args.keypoints_storage:
-                label = "" if storage == "float64" else " keypoints float16"
-                runs[f"tasp {w}{label}"] = ("tasp_inloc", w, keypoints, storage)
+            for preset in args.presets:
+                name = "tasp" if preset == "tasp_inloc" else preset
+                for storage in args.keypoints_storage:
+                    label = "" if storage == "float64" else " keypoints float16"
+                    runs[f"{name} {w}{label}"] = (preset, w, keypoints, storage)
             if args.scales:
                 scales = [f"{x:g}" for x in args.scales]
                 runs[f"tasp {w} scales {' '.join(scales)}"] = (

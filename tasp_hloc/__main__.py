@@ -1,4 +1,4 @@
-"""Command line: ``python -m tasp_hloc {extract,match,demo} ...`` (no hloc needed)."""
+"""Command line: ``python -m tasp_hloc {extract,match,demo,export-onnx} ...`` (no hloc needed)."""
 
 import argparse
 import errno
@@ -16,7 +16,7 @@ from .model.weights import WeightsError, weights_argument
 
 def _model_overrides(args) -> dict:
     overrides = {"weights": weights_argument(args.weights)} if args.weights is not None else {}
-    for key in ("max_keypoints", "amp", "detection_threshold", "scales"):
+    for key in ("max_keypoints", "amp", "detection_threshold", "scales", "detector"):
         if getattr(args, key, None) is not None:
             overrides[key] = getattr(args, key)
     return overrides
@@ -29,6 +29,11 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--max-keypoints", dest="max_keypoints", type=int)
     p.add_argument("--detection-threshold", dest="detection_threshold", type=float)
+    p.add_argument(
+        "--detector",
+        choices=["tasp", "dog"],
+        help="keypoints from TaSP's own detector or SIFT's DoG (TaSP descriptors either way)",
+    )
     p.add_argument(
         "--scales",
         type=float,
@@ -99,6 +104,11 @@ def _check_output(path: Path) -> None:
                 "or choose another --output"
             )
         return
+    _check_folder(path)
+
+
+def _check_folder(path: Path) -> None:
+    """The folder of a new ``--output`` file is one we may write in (or may create)."""
     folder = path.parent
     while not folder.exists() and folder != folder.parent:  # created by the run
         folder = folder.parent
@@ -160,6 +170,46 @@ def cmd_match(args) -> int:
     return 0
 
 
+def _check_onnx_output(path: Path) -> None:
+    """Fail early, in one line, on an ``--output`` the export could not write."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(
+            f"{path} is a folder; give a file name for --output, e.g. {path / 'tasp.onnx'}"
+        )
+    if path.exists() and not (path.is_file() and os.access(path, os.W_OK)):
+        raise OutputError(f"{path} exists and cannot be replaced; choose another --output")
+    _check_folder(path)
+
+
+def cmd_export_onnx(args) -> int:
+    from . import onnx_export
+
+    _check_onnx_output(args.output)
+    if args.size is not None and (min(args.size) <= 0 or args.size[0] % 8 or args.size[1] % 8):
+        raise ValueError(
+            f"--size takes H W, positive multiples of 8 (e.g. 480 640), got {args.size}"
+        )
+    try:
+        conf = {} if args.weights is None else {"weights": weights_argument(args.weights)}
+        info = onnx_export.export_onnx(
+            args.output,
+            onnx_export.build_model(**conf),
+            size=args.size,
+            opset=args.opset or onnx_export.OPSET,
+        )
+    except onnx_export.MissingDependency as e:
+        return _report(e)
+    size = "H x W (multiples of 8)" if info["size"] is None else "%d x %d" % info["size"]
+    check = info["max_abs_diff"]
+    check = "not checked (no onnxruntime)" if check is None else f"max |diff| {check:.1e}"
+    print(
+        f"Wrote {info['output']}: weights {info['weights']}, images {size}, opset "
+        f"{info['opset']}; onnxruntime against torch: {check}"
+    )
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -217,9 +267,26 @@ def main(argv=None) -> int:
     p.add_argument("--output", default="outputs/demo", help="folder for the .h5 files and PNG")
     p.set_defaults(func=cmd_demo)
 
+    p = sub.add_parser(
+        "export-onnx", help="the network (dense outputs) as an ONNX file, for onnxruntime"
+    )
+    p.add_argument("--output", type=Path, required=True, help="the file, e.g. tasp.onnx")
+    p.add_argument(
+        "--weights", help="released name or .pth path (default: TaSP's), or 'random' (tests)"
+    )
+    p.add_argument(
+        "--size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        help="a file for this image size only (multiples of 8); default: any size",
+    )
+    p.add_argument("--opset", type=int, help="ONNX opset (default: 18)")
+    p.set_defaults(func=cmd_export_onnx)
+
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    keep_freed_memory()  # 1024 px on the project's CPU VM: 0.32 instead of 0.61 s (README, Speed)
+    keep_freed_memory()  # freed memory kept: see docs/results.md "Freed memory kept in the process"
     try:  # every error of a run surfaces here: one line on stderr, exit code 2
         return args.func(args)
     except OutputError as e:

@@ -174,3 +174,22 @@ def test_pixel_head_weights_round_trip(tmp_path):
         TaSP({"weights": str(path), "detector_head": "paper"})
     with pytest.raises(ValueError, match="detector_head"):
         TaSP({"weights": None, "detector_head": "pixels"})
+
+
+def test_drop_close_keypoints_equals_the_pairwise_rule():
+    g = torch.Generator().manual_seed(0)
+    kp = torch.rand(2, 2000, 2, generator=g) * torch.tensor([200.0, 150.0])
+    kp[:, 1000:] = kp[:, :1000] + (torch.rand(2, 1000, 2, generator=g) - 0.5) * 2
+    scores = torch.rand(2, 2000, generator=g).round(decimals=2)  # ties too
+    mask = torch.rand(2, 2000, generator=g) > 0.1
+    keep = drop_close_keypoints(kp, scores, mask)
+    index = torch.arange(2000)
+    for b in range(2):
+        d = torch.cdist(kp[b].double(), kp[b].double(), compute_mode=EXACT)
+        s = scores[b]
+        stronger = (s[None] > s[:, None]) | (
+            (s[None] == s[:, None]) & (index[None] < index[:, None])
+        )
+        expected = mask[b] & ~((d < 1) & stronger & mask[b][None]).any(1)
+        assert torch.equal(keep[b], expected)
+    assert 0 < keep.sum() < mask.sum()

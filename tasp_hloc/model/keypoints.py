@@ -280,6 +280,8 @@ def drop_close_keypoints(
 
     A keypoint goes when any stronger keypoint (ties: the earlier one) is closer than
     ``min_distance``, even one that is itself dropped, so no two kept keypoints are closer.
+    Pairs are found along the keypoints sorted by x: only neighbours in that order whose x
+    differ by less than ``min_distance`` are compared, O(N k) for k such neighbours.
 
     Args:
         keypoints: :math:`(B, N, 2)` x-y pixels.
@@ -294,23 +296,25 @@ def drop_close_keypoints(
             f"Expected keypoints (B, N, 2) and scores (B, N), got {tuple(keypoints.shape)} "
             f"and {tuple(scores.shape)}."
         )
-    n = keypoints.shape[1]
     keep = mask.clone()
-    index = torch.arange(n, device=keypoints.device)
-    rows = 1024  # bounds the pairwise block to rows x N
     for b in range(keypoints.shape[0]):
-        kp = keypoints[b].float()
-        s = scores[b].masked_fill(~mask[b], float("-inf"))
-        for start in range(0, n, rows):
-            stop = min(start + rows, n)
-            # exact differences: the matmul form errs by ~0.05 px at 1000 px coordinates
-            distance = torch.cdist(kp[start:stop], kp, compute_mode="donot_use_mm_for_euclid_dist")
-            close = distance < min_distance
-            stronger = (s[None] > s[start:stop, None]) | (
-                (s[None] == s[start:stop, None]) & (index[None] < index[start:stop, None])
+        index = torch.nonzero(mask[b])[:, 0]
+        kp, s = keypoints[b, index].double(), scores[b, index]
+        order = kp[:, 0].argsort()
+        kp, s, index = kp[order], s[order], index[order]
+        beaten = torch.zeros(len(index), dtype=torch.bool, device=keypoints.device)
+        for k in range(1, len(index)):
+            near = (kp[k:, 0] - kp[:-k, 0]) < min_distance
+            if not near.any():
+                break
+            close = near & ((kp[k:] - kp[:-k]).square().sum(-1) < min_distance**2)
+            first, second = torch.nonzero(close)[:, 0], torch.nonzero(close)[:, 0] + k
+            # of each close pair the weaker goes (equal scores: the later one in the input)
+            second_wins = (s[second] > s[first]) | (
+                (s[second] == s[first]) & (index[second] < index[first])
             )
-            beaten = (close & stronger & mask[b][None]).any(-1)
-            keep[b, start:stop] &= ~beaten
+            beaten[torch.where(second_wins, first, second)] = True
+        keep[b, index[beaten]] = False
     return keep
 
 
