@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..options import with_defaults
+from .soft_targets import soft_cell_cross_entropy
 
 
 def alignment_factor(
@@ -105,11 +106,9 @@ def weighted_cell_cross_entropy(
     mask = mask.bool()
     if mask.shape != shape:
         raise ValueError(f"Expected label mask of shape {shape}, got {tuple(mask.shape)}.")
-    ce = F.cross_entropy(logits, labels, reduction="none")  # B x hc x wc
-    if weights is not None:
-        ce = torch.where(labels < 64, weights.detach().to(ce.dtype) * ce, ce)
-    ce = ce.masked_fill(~mask, 0)
-    return ce.flatten(1).sum(-1) / mask.flatten(1).sum(-1).clamp(min=1).to(ce.dtype)
+    # integer labels are one-hot soft targets: one cross-entropy for both
+    targets = F.one_hot(labels, 65).permute(0, 3, 1, 2).to(logits.dtype)
+    return soft_cell_cross_entropy(logits, targets, weights, mask)
 
 
 class TaskAlignedKeypointLoss(nn.Module):

@@ -18,7 +18,7 @@ loss is logged as ``val_loss``.
 The run folder holds only what resuming needs, small enough to commit: ``checkpoint_last.pth``
 (the head, Adam's state, the step, the sampler's state; replaced atomically) and ``curve.csv``
 (steps counted over every run). A rerun with the same ``--output`` goes on from there, on any
-machine (the cache is rebuilt from the same inputs, bit for bit). SIGTERM or SIGINT stops after
+machine (the cache is rebuilt from the same inputs: the same pairs and labels). SIGTERM or SIGINT stops after
 a checkpoint. ``--export FILE`` writes the full network as a checkpoint that
 ``python -m tasp_hloc.train.export`` turns into released weights.
 """
