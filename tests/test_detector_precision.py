@@ -169,6 +169,9 @@ def test_pixel_head_weights_round_trip(tmp_path):
     assert infer_architecture(model.state_dict())["detector_head"] == "pixel"
     loaded = TaSP({"weights": str(path)})  # the head is read from the weights
     assert loaded.conf["detector_head"] == "pixel"
+    # each head gets the readout it was trained for, unless one is asked for
+    assert loaded.conf["subpixel"] == "centroid" and TaSP().conf["subpixel"] == "corner"
+    assert TaSP({"weights": str(path), "subpixel": "corner"}).conf["subpixel"] == "corner"
     assert torch.equal(loaded.pixel_head.mix[-1].weight, model.pixel_head.mix[-1].weight)
     with pytest.raises(WeightsError, match="detector_head"):
         TaSP({"weights": str(path), "detector_head": "paper"})

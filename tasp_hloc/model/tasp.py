@@ -34,7 +34,7 @@ from .weights import WeightsError, load_state_dict
 
 AMP_DTYPES = {None: None, "fp16": torch.float16, "bf16": torch.bfloat16}
 AMP_MODES = (*AMP_DTYPES, "int8", "auto")
-SUBPIXEL_MODES = (None, "quadratic", "softargmax", "centroid", "corner", "learned")
+SUBPIXEL_MODES = (None, "auto", "quadratic", "softargmax", "centroid", "corner", "learned")
 # What "amp": "auto" runs, chosen by docs/results.md "CPU modes: the table of record".
 AUTO_CPU_PRECISION = "bf16"
 
@@ -70,6 +70,7 @@ class TaSP(nn.Module):
               "corner": to the image corner within ``corner_radius`` pixels
               (``keypoints.refine_corners``, as cv2.cornerSubPix), or "learned": by a trained
               ``placement.PlacementNet`` loaded from ``placement_weights`` (a file path).
+              "auto" (default): "centroid" with the pixel head, "corner" with the paper's.
             - amp: the network's precision (the outputs stay float32): None (float32),
               "fp16" or "bf16" (autocast; on CPU bf16 runs the fused network in bfloat16),
               "int8" (CPU only: int8 convolutions, see ``inference.QuantizedTaSPNet``) or
@@ -106,7 +107,7 @@ class TaSP(nn.Module):
         "nms_window": 3,
         "remove_borders": 4,
         "max_keypoints": -1,
-        "subpixel": "corner",
+        "subpixel": "auto",
         "corner_radius": 3,
         "placement_weights": None,
         "amp": "auto",
@@ -164,6 +165,8 @@ class TaSP(nn.Module):
         channels = self.backbone.out_channels
         self.detector_head = SamePadConv2d(channels[-2], 65, 3, stride=2, bias=True)
         self.pixel_head = PixelDetectorHead() if arch["detector_head"] == "pixel" else None
+        if conf["subpixel"] == "auto":  # each head with the readout it was trained for
+            conf["subpixel"] = "centroid" if self.pixel_head is not None else "corner"
         self.descriptor_head = nn.Sequential(
             ConvBNAct(channels[-1], channels[-1], 3, act=nn.ReLU(inplace=True)),
             nn.Conv2d(channels[-1], arch["descriptor_dim"], 1),
