@@ -74,16 +74,20 @@ def estimate_relative_pose(
     whose decomposition has the most points in front of both cameras. The pose is that of the
     best minimal sample (no refit on the inliers), so it moves with small changes of the matches.
     OpenCV's RANSAC seeds its own generator: the same matches give the same pose.
-    Returns (R 3 x 3, t 3, inlier mask M bool) or None when fewer than 5 matches or no model.
+    Returns (R 3 x 3, t 3, inlier mask M bool) or None when fewer than 5 matches or no model
+    (OpenCV's error on degenerate samples included).
     """
     if len(kpts0) < 5:
         return None
     n0 = _normalise(kpts0, K0)
     n1 = _normalise(kpts1, K1)
     f_mean = np.mean([K0[0, 0], K0[1, 1], K1[0, 0], K1[1, 1]])
-    E, mask = cv2.findEssentialMat(
-        n0, n1, np.eye(3), method=cv2.RANSAC, prob=confidence, threshold=threshold_px / f_mean
-    )
+    try:
+        E, mask = cv2.findEssentialMat(
+            n0, n1, np.eye(3), method=cv2.RANSAC, prob=confidence, threshold=threshold_px / f_mean
+        )
+    except cv2.error:  # degenerate samples of a few matches (e.g. after a ratio test)
+        return None
     if E is None:
         return None
     best = None

@@ -83,3 +83,17 @@ def test_matcher_table_lists_each_method_and_matcher():
     text = "\n".join(matcher_table(report))
     assert "| tasp | NN-ratio | 50 | 50.0 / 90.0 | 10 / 5 / 10.0 / 20.0 / 30.0 |" in text
     assert matcher_table({"methods": {"tasp": {"pose": {}}}}) == []
+
+
+def test_a_degenerate_sample_is_a_failed_pair_not_a_crash(monkeypatch):
+    import cv2
+
+    from benchmarks import metrics
+
+    def fail(*args, **kwargs):
+        raise cv2.error("solvePoly: degenerate")
+
+    monkeypatch.setattr(metrics.cv2, "findEssentialMat", fail)
+    k = np.random.default_rng(0).uniform(0, 300, (8, 2))
+    K = np.array([[300.0, 0, 160], [0, 300, 120], [0, 0, 1]])
+    assert metrics.estimate_relative_pose(k, k + 1, K, K) is None
