@@ -754,7 +754,7 @@ def test_ablation_main_resumes_and_measures_the_control_on_homographies(tmp_path
     ablations.main(argv)
     sets = ablations.POSE_SETS["multiview"]
     assert calls == [
-        ("mv_sfm_scale", "corner", sets),
+        ("mv_sfm_scale", "auto", sets),  # TaSP's default: the corner snap for this head
         ("mv_sfm_scale_softargmax", "softargmax", "none"),
     ]
     ablations.main(argv)  # both finished: nothing is measured again
