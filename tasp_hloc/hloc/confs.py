@@ -59,11 +59,12 @@ MATCHER_PRESETS: Dict[str, Dict] = {
 
 
 def matcher_warning(feature_conf: Dict, matcher_conf: Dict) -> Optional[str]:
-    """One line when TaSP features meet a matcher measured to fail with them (a ratio test:
-    TaSP's nearest and second-nearest descriptors are close, so it keeps almost no match);
+    """One line when TaSP's own keypoints meet a matcher measured to fail with them (a ratio
+    test: their nearest and second-nearest descriptors are close, so it keeps few matches);
     None otherwise."""
-    if feature_conf.get("model", {}).get("name") != "tasp":
-        return None
+    model = feature_conf.get("model", {})
+    if model.get("name") != "tasp" or model.get("detector") == "dog":
+        return None  # at DoG keypoints a ratio test works (docs/results.md "Matchers")
     if not matcher_conf.get("model", {}).get("ratio_threshold"):
         return None
     return (
