@@ -104,6 +104,13 @@ def pair_dataset(images: Sequence[Path], pairs: int, size: int, seed: int) -> Ho
     )
 
 
+def _concat_views(parts: List[Dict[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:
+    """Cached views of several batches or shards as one dict (keypoint lists zero-padded)."""
+    out = {k: torch.cat([p[k] for p in parts]) for k in ("gray", "logits", "cell_valid")}
+    out.update({k: _pad_cat([p[k] for p in parts]) for k in ("keypoints", "mask", "delta")})
+    return out
+
+
 def build_cache(
     images: Sequence[Path],
     cache: Path,
@@ -143,9 +150,7 @@ def build_cache(
             continue
         subset = Subset(data, range(start, min(start + SHARD, pairs)))
         parts = [cache_batch(net, b, labels, triplet) for b in DataLoader(subset, 10)]
-        shard = {k: torch.cat([p[k] for p in parts]) for k in ("gray", "logits", "cell_valid")}
-        shard.update({k: _pad_cat([p[k] for p in parts]) for k in ("keypoints", "mask", "delta")})
-        atomic_save(shard, path)
+        atomic_save(_concat_views(parts), path)
         log(f"cache: {path.name} ({min(start + SHARD, pairs)}/{pairs} pairs)")
     return cache
 
@@ -163,7 +168,4 @@ def load_cache(cache: Path) -> Dict[str, torch.Tensor]:
             f"{cache} is unfinished ({len(missing)} shards missing, e.g. {missing[0]}): rerun "
             f"with --images to finish it."
         )
-    parts = [torch.load(p, weights_only=True) for p in shards]
-    out = {k: torch.cat([p[k] for p in parts]) for k in ("gray", "logits", "cell_valid")}
-    out.update({k: _pad_cat([p[k] for p in parts]) for k in ("keypoints", "mask", "delta")})
-    return out
+    return _concat_views([torch.load(p, weights_only=True) for p in shards])
