@@ -22,5 +22,7 @@ def tasp(weights: str = "tasp_v2", pretrained: bool = True, **conf):
             ``detection_threshold``, ``subpixel``, ``amp``, ``scales``, ...).
     """
     from tasp_hloc.model.tasp import TaSP
+    from tasp_hloc.runtime.allocator import keep_freed_memory_once
 
+    keep_freed_memory_once()  # an entry point: freed activations stay for the next image
     return TaSP({**conf, "weights": weights if pretrained else None}).eval()

@@ -78,13 +78,13 @@ ARMS: Dict[str, Arm] = {
         "multiview_v1",
         [*_MV, _SCALE, _SUBPX],
         "+ trained sub-pixel placement, soft-argmax (item 3)",
-        {"subpixel": "softargmax"},
+        {"subpixel": "centroid"},
     ),
 }
 # item 3's control: the scale arm's run, measured with the sub-pixel arm's refinement
 ARMS["mv_sfm_scale_softargmax"] = ARMS["mv_sfm_scale"]._replace(
     changes="the same weights, soft-argmax refinement (control of item 3's placement)",
-    eval_conf={"subpixel": "softargmax"},
+    eval_conf={"subpixel": "centroid"},
     trained_as="mv_sfm_scale",
     pose=False,
 )

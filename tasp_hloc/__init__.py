@@ -10,6 +10,8 @@
 Folders of images and hloc's files: ``extract_features`` (images -> feature .h5) and
 ``match_features`` (pairs + features -> match .h5), the functions behind
 ``python -m tasp_hloc extract/match``. hloc: ``register`` (also automatic once installed).
+``keep_freed_memory()``, called once, gives a script of your own the command line's CPU speed
+(freed memory stays in the process; the command line, hloc's extractor and torch.hub set it).
 
 The names are loaded on first use (PEP 562), so ``import tasp_hloc`` imports neither torch nor
 hloc: the hloc hook that runs at interpreter start (``tasp_hloc.hloc.autoregister``) stays free.
@@ -27,6 +29,7 @@ _LAZY = {
     "get_preset": ("tasp_hloc.hloc.confs", "get_preset"),
     "PRESETS": ("tasp_hloc.hloc.confs", "PRESETS"),
     "register": ("tasp_hloc.hloc.plugin", "register"),
+    "keep_freed_memory": ("tasp_hloc.runtime.allocator", "keep_freed_memory"),
     "WeightsError": ("tasp_hloc.model.weights", "WeightsError"),
 }
 __all__ = ["__version__", *_LAZY]

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from .assets import DEMO_DIR
-from .runtime.allocator import keep_freed_memory
+from .runtime.allocator import keep_freed_memory_once
 from .hloc.confs import PRESETS, get_preset
 from .io.h5_journal import FileBusyError
 from .model.weights import WeightsError, weights_argument
@@ -286,7 +286,7 @@ def main(argv=None) -> int:
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    keep_freed_memory()  # freed memory kept: see docs/results.md "Freed memory kept in the process"
+    keep_freed_memory_once()  # process-wide, so set here (runtime/allocator.py)
     try:  # every error of a run surfaces here: one line on stderr, exit code 2
         return args.func(args)
     except OutputError as e:

@@ -1,8 +1,10 @@
 """keep_freed_memory: freed large blocks stay in the process, so reusing them costs no page
 faults. Run in a child process: the setting is process-wide and cannot be undone."""
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +17,12 @@ if sys.argv[1] == "keep":
 elif sys.argv[1] == "tasp":  # a user's own TaSP(), as the README's Python example builds it
     from tasp_hloc import TaSP
     TaSP({"weights": None, "max_keypoints": 16}).eval().extract(torch.rand(3, 64, 64))
+elif sys.argv[1] == "script":  # the one line docs/extraction.md gives a user's own script
+    import tasp_hloc
+    assert tasp_hloc.keep_freed_memory()
+elif sys.argv[1] == "hub":  # an entry point: torch.hub.load
+    model = torch.hub.load(sys.argv[2], "tasp", source="local", pretrained=False, max_keypoints=16)
+    model.extract(torch.rand(3, 64, 64))
 def step():  # a network's activations: blocks of several sizes, alive together, then freed
     blocks = [torch.ones(mib << 20, dtype=torch.uint8) for mib in (1, 2, 4, 8, 16, 48, 8, 4)]
     del blocks
@@ -27,9 +35,16 @@ print(min(faults[1:]))  # the fewest page faults of a step once the heap is grow
 """
 
 
+REPO = str(Path(__file__).resolve().parents[1])  # hubconf.py
+
+
 def minor_faults(mode: str, env=None) -> int:
     out = subprocess.run(
-        [sys.executable, "-c", CHILD, mode], capture_output=True, text=True, check=True, env=env
+        [sys.executable, "-c", CHILD, mode, REPO],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
     )
     return int(out.stdout.split()[-1])
 
@@ -49,15 +64,16 @@ def test_not_glibc_changes_nothing(monkeypatch):
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
-def test_tasp_on_cpu_keeps_freed_memory_unless_opted_out():
-    """The Python API runs at the command line's speed with nothing to do; TASP_KEEP_FREED_MEMORY=0
-    leaves glibc's default."""
-    import os
-
+def test_entry_points_keep_freed_memory_and_a_forward_never_does():
+    """The setting is process-wide: a plain TaSP forward leaves it alone, the documented one
+    line in a user's script and torch.hub (an entry point) set it, TASP_KEEP_FREED_MEMORY=0
+    opts the entry points out."""
     block_48mib = (48 << 20) // 4096
-    assert minor_faults("tasp") < block_48mib // 100
+    assert minor_faults("tasp") >= block_48mib
+    assert minor_faults("script") < block_48mib // 100
+    assert minor_faults("hub") < block_48mib // 100
     opted_out = {**os.environ, "TASP_KEEP_FREED_MEMORY": "0"}
-    assert minor_faults("tasp", opted_out) >= block_48mib
+    assert minor_faults("hub", opted_out) >= block_48mib
 
 
 def test_leave_default_stops_tasp_from_changing_it(monkeypatch):

@@ -755,7 +755,7 @@ def test_ablation_main_resumes_and_measures_the_control_on_homographies(tmp_path
     sets = ablations.POSE_SETS["multiview"]
     assert calls == [
         ("mv_sfm_scale", "auto", sets),  # TaSP's default: the corner snap for this head
-        ("mv_sfm_scale_softargmax", "softargmax", "none"),
+        ("mv_sfm_scale_softargmax", "centroid", "none"),
     ]
     ablations.main(argv)  # both finished: nothing is measured again
     assert len(calls) == 2

@@ -2,6 +2,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import cv2
 import h5py
@@ -13,7 +14,7 @@ from tasp_hloc import extract as extract_module
 from tasp_hloc import match as match_module
 from tasp_hloc.hloc.confs import get_preset
 from tasp_hloc.extract import extract
-from tasp_hloc.io.h5_journal import KILL_ENV, journal_path, open_append
+from tasp_hloc.io.h5_journal import journal_path, open_append
 from tasp_hloc.io.hloc_format import (
     list_h5_names,
     names_to_pair,
@@ -25,6 +26,8 @@ from tasp_hloc.match import exhaustive_pairs, match, write_pairs
 from tasp_hloc.model.matcher import mutual_nearest_neighbor
 
 from conftest import render_scene
+
+SIGKILL_CLI = Path(__file__).with_name("sigkill_cli.py")
 
 
 def test_keypoint_rescale_round_trip():
@@ -142,11 +145,9 @@ def _assert_same_groups(a, b):
 
 
 def _killed_cli(*args, kill):
-    """Run ``python -m tasp_hloc`` until the test hook SIGKILLs it (see h5_journal.H5Appender)."""
-    env = {**os.environ, KILL_ENV: kill}
+    """Run ``python -m tasp_hloc`` until ``sigkill_cli.py`` SIGKILLs it at ``kill``."""
     r = subprocess.run(
-        [sys.executable, "-m", "tasp_hloc", *args, "--commit-every", "0"],
-        env=env,
+        [sys.executable, str(SIGKILL_CLI), kill, *args, "--commit-every", "0"],
         capture_output=True,
         text=True,
         timeout=600,

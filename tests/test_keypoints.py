@@ -96,34 +96,31 @@ def _gaussian_peak(cx: float, cy: float, h: int = 40, w: int = 30, sigma: float 
     return 0.5 * torch.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * sigma**2))[None]
 
 
-def test_refine_quadratic_recovers_gaussian_peak_exactly():
-    heatmap = _gaussian_peak(10.3, 20.7)  # log of a Gaussian is a quadratic: one step is exact
-    refined = refine_keypoints(heatmap, torch.tensor([[[10.0, 21.0]]]), "quadratic")
-    assert torch.allclose(refined, torch.tensor([[[10.3, 20.7]]]), atol=1e-4)
-
-
-def test_refine_softargmax_moves_towards_peak_within_half_pixel():
+def test_refine_centroid_moves_towards_peak_within_half_pixel():
     heatmap = _gaussian_peak(10.3, 20.7)
-    refined = refine_keypoints(heatmap, torch.tensor([[[10.0, 21.0]]]), "softargmax")
+    refined = refine_keypoints(heatmap, torch.tensor([[[10.0, 21.0]]]))
     dx, dy = (refined - torch.tensor([[[10.0, 21.0]]]))[0, 0]
     assert 0 < dx <= 0.3 and -0.3 <= dy < 0  # biased towards the pixel, but the right way
 
 
-def test_refine_keeps_non_maxima_and_clamps_to_half_pixel():
+def test_refine_centroid_by_hand_and_clamped_to_half_pixel():
     flat = torch.full((1, 10, 10), 0.1)
     kp = torch.tensor([[[4.0, 5.0]]])
-    assert torch.equal(refine_keypoints(flat, kp), kp)  # no curvature: stays on the pixel
-    ramp = _gaussian_peak(7.0, 5.0, 10, 10, sigma=3.0)  # keypoint 3 px from the true peak
-    refined = refine_keypoints(ramp, kp, "quadratic")
-    assert torch.allclose(refined, torch.tensor([[[4.5, 5.0]]]))
+    assert torch.equal(refine_keypoints(flat, kp), kp)  # a flat patch: its centroid is the pixel
+    two = torch.zeros(1, 10, 10)
+    two[0, 5, 4], two[0, 5, 5] = 0.3, 0.1  # centroid x = 4 + 0.1 / 0.4
+    assert torch.allclose(refine_keypoints(two, kp), torch.tensor([[[4.25, 5.0]]]))
+    one_sided = torch.zeros(1, 10, 10)
+    one_sided[0, 5, 5] = 1.0  # all the mass one pixel right: clamped to half a pixel
+    assert torch.allclose(refine_keypoints(one_sided, kp), torch.tensor([[[4.5, 5.0]]]))
 
 
-def test_refine_at_image_border_and_bad_method():
+def test_refine_at_image_border_and_bad_shapes():
     heatmap = _gaussian_peak(0.2, 0.0, 8, 8)
     refined = refine_keypoints(heatmap, torch.tensor([[[0.0, 0.0]]]))
     assert refined.shape == (1, 1, 2) and torch.isfinite(refined).all()
-    with pytest.raises(ValueError, match="sub-pixel"):
-        refine_keypoints(heatmap, torch.tensor([[[0.0, 0.0]]]), "bicubic")
+    with pytest.raises(ValueError, match="heatmap"):
+        refine_keypoints(heatmap[0], torch.tensor([[[0.0, 0.0]]]))
 
 
 def _corner_image(cx: float, cy: float, size: int = 40, blur: float = 0.8) -> torch.Tensor:

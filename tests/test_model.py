@@ -195,3 +195,13 @@ def test_lite0_imagenet_weights_classify_a_cat():
     assert torch.equal(
         model.backbone.blocks[3].depthwise.conv.weight, src["_blocks.3._depthwise_conv.weight"]
     )
+
+
+@pytest.mark.parametrize("retired, instead", [("quadratic", "centroid"), ("learned", "corner")])
+def test_retired_subpixel_modes_are_refused_with_the_alternative(retired, instead):
+    with pytest.raises(ValueError, match=f"{retired!r} was retired.*{instead!r}"):
+        TaSP({"weights": None, "subpixel": retired})
+    with pytest.raises(ValueError, match="Unknown TaSP options"):
+        TaSP({"weights": None, "placement_weights": "placement.pth"})
+    with pytest.raises(ValueError, match="subpixel must be one of"):
+        TaSP({"weights": None, "subpixel": "bicubic"})

@@ -23,7 +23,7 @@ from typing import Callable
 
 import torch
 
-from ..runtime.allocator import keep_freed_memory
+from ..runtime.allocator import keep_freed_memory_once
 from ..io.hloc_format import DETECTION_NOISE, MAX_KEYPOINTS_HLOC
 from .confs import MATCHER_PRESETS, PRESETS
 from ..io.hloc_format import to_hloc_prediction
@@ -70,9 +70,8 @@ def _make_extractor_class(BaseModel):
 
         def _init(self, conf):
             check_model_conf(conf)
-            # process-wide: freed activations stay for the next image (1.9x faster on the CPU
-            # VM of docs/results.md "Speed")
-            keep_freed_memory()
+            # an entry point: freed activations stay for the next image (runtime/allocator.py)
+            keep_freed_memory_once()
             self.net = TaSP({k: v for k, v in conf.items() if k != "name"})
 
         def _forward(self, data):

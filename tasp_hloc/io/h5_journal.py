@@ -35,7 +35,6 @@ _HEADER = struct.Struct("<8sQI")  # magic, committed size, crc32 of the two
 _RECORD = struct.Struct("<QII")  # offset, length, crc32 of the bytes that follow
 _MAGIC = b"TASPUND1"
 LOCK_WAIT = 10.0  # s; forked DataLoader workers of a killed run may hold the lock that long
-KILL_ENV = "TASP_TEST_KILL"  # test hook, see H5Appender
 
 
 class FileBusyError(RuntimeError):
@@ -149,7 +148,6 @@ class _UndoFile:
         self.saved = set()  # pages of the committed state already in the journal
         self.journal: Optional[int] = None
         self.failure: Optional[BaseException] = None  # the first failed write: never commit after
-        self.kill_on_overwrite = False  # test hook, see H5Appender
 
     def _save(self, start: int, end: int) -> None:
         if self.journal is None:  # the header goes first: it carries the size to cut back to
@@ -203,8 +201,6 @@ class _UndoFile:
         except BaseException as e:
             self.failure = self.failure or e  # the first one
             raise
-        if self.kill_on_overwrite and self.pos < self.committed:
-            os.kill(os.getpid(), signal.SIGKILL)
         self.pos += n
         self.size = max(self.size, self.pos)
         return n
@@ -252,19 +248,12 @@ class H5Appender:
     inside HDF5 (an exception in the middle of a flush would corrupt its state): they are held
     until the item or the commit ends. Items may be written from one other thread (the main
     thread then never enters HDF5 before ``close``, which it calls after that thread ends).
-
-    Test hook: ``TASP_TEST_KILL=after:K`` SIGKILLs the process right after the K-th item of the
-    session (and its commit, if one was due); ``during:K`` SIGKILLs it right after the first
-    write from item K on that changes committed bytes (HDF5 rewriting a group's header or the
-    superblock in place): the file on disk is then half-updated, unreadable without the undo.
     """
 
     def __init__(self, h5, raw: _UndoFile, commit_every: float):
         self.h5, self.raw, self.commit_every = h5, raw, commit_every
         self.items, self.clean, self.last_commit = 0, True, time.monotonic()
         self.busy, self.pending = False, None
-        when, _, k = os.environ.get(KILL_ENV, "").partition(":")
-        self._kill = (when, int(k)) if k else None
 
     def _signal(self, signum, frame):
         if self.busy:
@@ -289,8 +278,6 @@ class H5Appender:
     @contextmanager
     def item(self, name: str):
         self.items += 1
-        if self._kill == ("during", self.items):
-            self.raw.kill_on_overwrite = True
         with self._hold_signals():
             self.clean = False
             try:
@@ -308,8 +295,6 @@ class H5Appender:
             self.clean = True
             if time.monotonic() - self.last_commit >= self.commit_every:
                 self.commit()
-        if self._kill == ("after", self.items):
-            os.kill(os.getpid(), signal.SIGKILL)
 
     def commit(self) -> None:
         self.h5.flush()

@@ -5,7 +5,7 @@ A label at a sub-pixel position (x, y) is split over its 4 nearest pixels with b
 weights of its pixels plus a dustbin of ``1 - their sum`` (cells holding more than one unit of
 mass are rescaled to one, dustbin 0). A detector that predicts these targets exactly has a
 heatmap whose probability-weighted centroid over the 3x3 window around its peak is the label's
-position (``keypoints.refine_keypoints(..., "centroid")``): the readout is exact for the
+position (``keypoints.refine_keypoints``): the readout is exact for the
 targets, unlike integer labels, which can only teach the pixel grid.
 
 Cross-entropy with soft targets, per cell: ``-sum_k t_k log softmax(logits)_k``; cells with

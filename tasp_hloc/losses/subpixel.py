@@ -1,9 +1,9 @@
-"""A trained sub-pixel placement (issue 20 item 3): not in the paper, off unless asked for.
+"""A trained sub-pixel placement: not in the paper, off unless asked for.
 
 The cell-softmax detector and labels on the pixel grid place keypoints to the pixel. This term
 teaches the full-resolution heatmap to put its mass where a keypoint really is: in image 1, the
-soft-argmax over the 3 x 3 pixels around the (continuous) warp of a labelled keypoint of image 0
-should land on that warp. It is the refinement TaSP runs with ``subpixel: "softargmax"``
+probability-weighted centroid of the 3 x 3 pixels around the (continuous) warp of a labelled keypoint of image 0
+should land on that warp. It is the refinement TaSP runs with ``subpixel: "centroid"``
 (``model.keypoints.refine_keypoints``), so training and inference move points the same way.
 The warps are exact (homography or depth and pose) while the labels sit on whole pixels of
 image 0; over many warps the quantisation of the labels averages out.
@@ -42,7 +42,7 @@ class SubpixelReprojectionLoss(nn.Module):
             & (kpts1[..., 1] >= 0) & (kpts1[..., 1] <= h - 1)
         )  # fmt: skip
         mask = valid.bool() & inside
-        refined = refine_keypoints(heatmap1, kpts1.round(), "softargmax")
+        refined = refine_keypoints(heatmap1, kpts1.round())
         sq = ((refined - kpts1) ** 2).sum(-1).masked_fill(~mask, 0)
         n = mask.sum(-1).clamp(min=1).to(sq.dtype)
         dist = sq.detach().clamp(min=0).sqrt()

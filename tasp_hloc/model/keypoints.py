@@ -104,21 +104,14 @@ def select_keypoints(
     return keypoints, top_scores * mask, mask
 
 
-def refine_keypoints(
-    heatmap: torch.Tensor, keypoints: torch.Tensor, method: str = "quadratic"
-) -> torch.Tensor:
-    """Move integer keypoints to the sub-pixel peak of the heatmap around them.
-
-    The 3x3 neighbourhood of each keypoint gives the offset, clamped to half a pixel:
-    ``"quadratic"`` fits a 2D quadratic to the log-probabilities (one Newton step, like SIFT's
-    refinement of its DoG extrema, exact for a Gaussian-shaped peak); ``"centroid"`` (also
-    called ``"softargmax"``) takes the probability-weighted mean position, exact for a heatmap
-    that splits a point bilinearly over its 4 nearest pixels (the soft training targets).
+def refine_keypoints(heatmap: torch.Tensor, keypoints: torch.Tensor) -> torch.Tensor:
+    """Move integer keypoints to the probability-weighted centroid of the 3x3 heatmap around
+    them, clamped to half a pixel: exact for a heatmap that splits a point bilinearly over its
+    4 nearest pixels (the soft training targets, ``losses.soft_targets``).
 
     Args:
         heatmap: :math:`(B, H, W)` keypoint probabilities before NMS.
         keypoints: :math:`(B, N, 2)` integer x-y pixels inside the image.
-        method: "quadratic" or "centroid" ("softargmax").
 
     Returns:
         :math:`(B, N, 2)` refined x-y keypoints.
@@ -127,10 +120,6 @@ def refine_keypoints(
         raise ValueError(
             f"Expected heatmap (B, H, W) and keypoints (B, N, 2), got "
             f"{tuple(heatmap.shape)} and {tuple(keypoints.shape)}."
-        )
-    if method not in ("quadratic", "softargmax", "centroid"):
-        raise ValueError(
-            f"Unknown sub-pixel method {method!r}; use 'quadratic' or 'centroid' ('softargmax')."
         )
     b, h, w = heatmap.shape
     padded = F.pad(heatmap[:, None], (1, 1, 1, 1), mode="replicate")[:, 0]
@@ -146,24 +135,8 @@ def refine_keypoints(
         -2,
     )  # B x N x 3 x 3
     grid = torch.tensor([-1.0, 0.0, 1.0], device=heatmap.device, dtype=heatmap.dtype)
-    if method in ("softargmax", "centroid"):
-        weights = patch / patch.sum((-1, -2), keepdim=True).clamp(min=1e-12)
-        offset = torch.stack(
-            [(weights.sum(-2) * grid).sum(-1), (weights.sum(-1) * grid).sum(-1)], -1
-        )
-    else:
-        v = patch.clamp(min=1e-12).log()
-        gx = (v[..., 1, 2] - v[..., 1, 0]) / 2
-        gy = (v[..., 2, 1] - v[..., 0, 1]) / 2
-        hxx = v[..., 1, 2] - 2 * v[..., 1, 1] + v[..., 1, 0]
-        hyy = v[..., 2, 1] - 2 * v[..., 1, 1] + v[..., 0, 1]
-        hxy = (v[..., 2, 2] - v[..., 2, 0] - v[..., 0, 2] + v[..., 0, 0]) / 4
-        det = hxx * hyy - hxy * hxy
-        # A maximum has a negative-definite Hessian; elsewhere keep the integer position.
-        ok = (hxx < 0) & (det > 1e-12)
-        det = torch.where(ok, det, torch.ones_like(det))
-        offset = -torch.stack([hyy * gx - hxy * gy, hxx * gy - hxy * gx], -1) / det[..., None]
-        offset = torch.where(ok[..., None], offset, torch.zeros_like(offset))
+    weights = patch / patch.sum((-1, -2), keepdim=True).clamp(min=1e-12)
+    offset = torch.stack([(weights.sum(-2) * grid).sum(-1), (weights.sum(-1) * grid).sum(-1)], -1)
     return keypoints + offset.clamp(-0.5, 0.5).to(keypoints.dtype)
 
 

@@ -11,7 +11,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..runtime import allocator
 from . import inference
 from ..grid import rescale_keypoints
 from .backbone import ConvBNAct, EfficientNetTrunk, SamePadConv2d, lite0_imagenet_state_dict
@@ -29,12 +28,13 @@ from .keypoints import (
 )
 from ..options import with_defaults
 from .pixel_head import PixelDetectorHead
-from .placement import load_placement
 from .weights import WeightsError, load_state_dict
 
 AMP_DTYPES = {None: None, "fp16": torch.float16, "bf16": torch.bfloat16}
 AMP_MODES = (*AMP_DTYPES, "int8", "auto")
-SUBPIXEL_MODES = (None, "auto", "quadratic", "softargmax", "centroid", "corner", "learned")
+SUBPIXEL_MODES = (None, "auto", "centroid", "corner")
+# Refinements tried and measured no better than these (docs/results.md "Sub-pixel refinement").
+RETIRED_SUBPIXEL = {"quadratic": "centroid", "softargmax": "centroid", "learned": "corner"}
 # What "amp": "auto" runs, chosen by docs/results.md "CPU modes: the table of record".
 AUTO_CPU_PRECISION = "bf16"
 
@@ -63,14 +63,13 @@ class TaSP(nn.Module):
             - pretrained_backbone: initialise an efficientnet_lite0 trunk from ImageNet
               (training only; ignored when weights are loaded).
             - detection_threshold, nms_window, remove_borders, max_keypoints (<= 0: all).
-            - subpixel: None, "quadratic", "softargmax" or "centroid" (the same: the
-              probability-weighted centroid, exact for heads trained on bilinearly split
-              sub-pixel targets): refine keypoints off the pixel grid from the 3x3 heatmap
-              around them (see ``keypoints.refine_keypoints``), or
-              "corner": to the image corner within ``corner_radius`` pixels
-              (``keypoints.refine_corners``, as cv2.cornerSubPix), or "learned": by a trained
-              ``placement.PlacementNet`` loaded from ``placement_weights`` (a file path).
-              "auto" (default): "centroid" with the pixel head, "corner" with the paper's.
+            - subpixel: how keypoints leave the pixel grid. "centroid": the
+              probability-weighted centroid of the 3x3 heatmap around each peak, exact for
+              heads trained on bilinearly split sub-pixel targets
+              (``keypoints.refine_keypoints``); "corner": to the image corner within
+              ``corner_radius`` pixels (``keypoints.refine_corners``, as cv2.cornerSubPix);
+              None: integer pixels. "auto" (default): "centroid" with the pixel head,
+              "corner" with the paper's.
             - amp: the network's precision (the outputs stay float32): None (float32),
               "fp16" or "bf16" (autocast; on CPU bf16 runs the fused network in bfloat16),
               "int8" (CPU only: int8 convolutions, see ``inference.QuantizedTaSPNet``) or
@@ -97,23 +96,25 @@ class TaSP(nn.Module):
     """
 
     default_conf = {
+        # the network (None: as the weights have it)
         "weights": "tasp_v2",
         "backbone": None,
         "descriptor_dim": None,
         "detector_head": None,
-        "detector": "tasp",
         "pretrained_backbone": False,
+        # keypoints
+        "detector": "tasp",
         "detection_threshold": 0.005,
         "nms_window": 3,
         "remove_borders": 4,
         "max_keypoints": -1,
         "subpixel": "auto",
         "corner_radius": 3,
-        "placement_weights": None,
+        "scales": (1.0,),
+        # precision and kernels (the outputs are float32 either way)
         "amp": "auto",
         "fuse": True,
         "channels_last": True,
-        "scales": (1.0,),
     }
     stride_detector = 8
     stride_descriptor = 4
@@ -129,6 +130,11 @@ class TaSP(nn.Module):
         conf["scales"] = tuple(float(x) for x in conf["scales"])
         if not conf["scales"] or min(conf["scales"]) <= 0:
             raise ValueError(f"scales must be positive numbers, got {conf['scales']!r}.")
+        if conf["subpixel"] in RETIRED_SUBPIXEL:
+            raise ValueError(
+                f"subpixel {conf['subpixel']!r} was retired (measured no better than "
+                f"{RETIRED_SUBPIXEL[conf['subpixel']]!r}); use one of {list(SUBPIXEL_MODES)}."
+            )
         if conf["subpixel"] not in SUBPIXEL_MODES:
             raise ValueError(
                 f"subpixel must be one of {list(SUBPIXEL_MODES)}, got {conf['subpixel']!r}."
@@ -139,8 +145,6 @@ class TaSP(nn.Module):
             raise ValueError(
                 f"detector_head must be None, 'paper' or 'pixel', got {conf['detector_head']!r}."
             )
-        if conf["subpixel"] == "learned" and conf["placement_weights"] is None:
-            raise ValueError("subpixel 'learned' needs placement_weights (a file path).")
 
         state_dict = None
         arch = {"backbone": "efficientnet_b0", "descriptor_dim": 128, "detector_head": "paper"}
@@ -193,10 +197,6 @@ class TaSP(nn.Module):
                 )
             missing, _ = self.backbone.load_state_dict(lite0_imagenet_state_dict(), strict=False)
             assert not missing, missing
-        # after the network's weights: the refiner has a file of its own
-        self.placement = None
-        if conf["subpixel"] == "learned":
-            self.placement = load_placement(conf["placement_weights"])
         if conf["channels_last"]:
             self.to(memory_format=torch.channels_last)
 
@@ -274,9 +274,6 @@ class TaSP(nn.Module):
                 f"Expected an image of shape (B, 1 or 3, H, W), got {tuple(image.shape)}; "
                 f"convert RGBA/16-bit images to 8-bit RGB or grayscale in [0, 1] first."
             )
-        if image.device.type == "cpu":
-            # Once per process: freed memory kept, 1.9x faster extraction on CPU (allocator.py)
-            allocator.keep_freed_memory_once()
         if image.shape[1] == 1:
             image = image.expand(-1, 3, -1, -1)
         h, w = image.shape[-2:]
@@ -412,10 +409,8 @@ class TaSP(nn.Module):
                 if self.conf["subpixel"] == "corner":
                     rgb = image.expand(-1, 3, -1, -1) if image.shape[1] == 1 else image
                     refined = refine_corners(rgb, keypoints, self.conf["corner_radius"])
-                elif self.conf["subpixel"] == "learned":
-                    refined = self.placement(image, keypoints)
                 else:
-                    refined = refine_keypoints(heatmap, keypoints, self.conf["subpixel"])
+                    refined = refine_keypoints(heatmap, keypoints)
                 # a refined keypoint must still respect remove_borders, else it stays put
                 border = max(self.conf["remove_borders"], 0)
                 upper = keypoints.new_tensor([w - 1 - border, h - 1 - border])

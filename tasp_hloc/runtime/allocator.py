@@ -2,12 +2,11 @@
 (128 KiB, rising to at most 32 MiB) straight back to the kernel when freed, so each training
 step or large image maps its activations afresh and pays a page fault per 4 KiB page.
 
-Measured on a 2-core CPU VM, where page faults are dear (docs/results.md "Speed"): a
-float32 training step took 8.5 s by default and 3.6 s with freed memory kept
-(``python -m benchmarks.train_step --allocator both``), the default extraction of a 1024 px
-photo 0.61 s and 0.32 s (``python -m benchmarks.extract_speed --allocator both``). The cost is
-memory: the heap keeps its peak, and fragments (peak RSS 662 -> 999 MiB for that extraction).
-jemalloc or tcmalloc preloaded with ``LD_PRELOAD`` do the like; this needs no system package.
+A process-wide setting, so the entry points make it (the command line, the demo, the training
+commands, hloc's extractor, torch.hub) and a forward never does; a user's own script calls
+``tasp_hloc.keep_freed_memory()`` once. The cost is memory: the heap keeps its peak. Measured
+gains: docs/results.md "Freed memory kept in the process". jemalloc or tcmalloc preloaded with
+``LD_PRELOAD`` do the like; this needs no system package.
 """
 
 import ctypes
@@ -53,10 +52,9 @@ def leave_default() -> None:
 
 
 def keep_freed_memory_once() -> bool:
-    """What TaSP's first CPU forward calls: :func:`keep_freed_memory` unless this process has
-    already decided (either call above) or ``TASP_KEEP_FREED_MEMORY=0`` is set. A user's own
-    ``TaSP()`` thus runs at the command line's speed with nothing to do. Returns True when
-    this call changed the allocator."""
+    """What the entry points call: :func:`keep_freed_memory` unless this process has already
+    decided (either call above) or ``TASP_KEEP_FREED_MEMORY=0`` is set. Returns True when this
+    call changed the allocator."""
     if _decided or os.environ.get(OPT_OUT_ENV, "1").strip() == "0":
         return False
     return keep_freed_memory()

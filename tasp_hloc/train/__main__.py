@@ -14,7 +14,7 @@ import logging
 import os
 import sys
 
-from ..runtime.allocator import keep_freed_memory
+from ..runtime.allocator import keep_freed_memory_once
 from .config import load_config
 
 
@@ -40,9 +40,8 @@ def main(argv=None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     conf = load_config(args.config, args.overrides)
-    # before the first tensor and the loader's workers: on the 2-core CPU VM a float32 step took
-    # 8.5 s with glibc returning activations to the kernel and 3.6 s with them kept
-    keep_freed_memory()
+    # before the first tensor and the loader's workers, which inherit it (runtime/allocator.py)
+    keep_freed_memory_once()
 
     from .trainer import Trainer
 
