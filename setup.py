@@ -6,6 +6,8 @@
 - ``tasp_hloc_autoregister.pth`` goes to the root of site-packages (wheel and editable installs):
   at interpreter start it installs a lazy import hook, ``tasp_hloc.hloc.autoregister``, that makes
   ``tasp`` an hloc extractor the first time hloc's modules are imported (see that module).
+- The wheel carries ``tasp_hloc`` and ``pipelines`` only: ``tools/`` (the photo gatherer, run from
+  the repository's root), ``benchmarks/`` and ``tests/`` stay in the repository.
 """
 
 import os

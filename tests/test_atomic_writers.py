@@ -74,7 +74,7 @@ def assert_unchanged(path, before: bytes):
 
 def _writers(tmp_path):
     """(name, target path, write a new version) of each writer."""
-    from tasp_hloc.data.photos.manifest import write_csv
+    from tools.photos.manifest import write_csv
     from tasp_hloc.labels.cache import LabelCache
     from tasp_hloc.train.checkpoints import atomic_save as _atomic_save
 

@@ -1,5 +1,6 @@
 """What `pip install .`, a wheel and an sdist install: every released weight, every config, every
-module, the hloc hook; and an installed copy finds its weights outside the checkout.
+module, the hloc hook, and not the repository's tools (tools/, the photo gatherer); and an
+installed copy finds its weights and loads the training recipes outside the checkout.
 
 The wheel and the sdist are built from a copy of the checkout (the build backend writes build/
 and *.egg-info next to the sources) with setuptools' PEP 517 backend, offline.
@@ -74,7 +75,7 @@ def expected_files():
         }
     )
     files[PTH] = ROOT / PTH
-    # every module, those of subpackages (tasp_hloc/data/photos/, ...) included
+    # every module, those of subpackages (tasp_hloc/data/multiview/, ...) included
     files.update(
         {
             p.relative_to(ROOT).as_posix(): p
@@ -96,6 +97,18 @@ def test_wheel_holds_every_weight_config_and_the_hook(wheel):
         for name, path in expected.items():
             assert z.read(name) == path.read_bytes(), name
         assert not any(n.startswith(("weights/", "tests/")) for n in names)
+
+
+def test_wheel_carries_the_package_not_the_repository_tools(wheel, source):
+    # the copy the wheel is built from holds tools/ (the photo gatherer); the wheel leaves it out
+    assert (source / "tools" / "photos" / "gather.py").is_file()
+    with zipfile.ZipFile(wheel) as z:
+        names = z.namelist()
+    top = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
+    assert top == {"tasp_hloc", "pipelines", PTH}, top
+    assert not [n for n in names if n.startswith(("tools/", "tasp_hloc/data/photos/"))]
+    assert "tasp_hloc/data/gather_photos.py" not in names
+    assert "tasp_hloc/data/multiview/build.py" in names  # the multiview builder stays
 
 
 def test_sdist_builds_the_same_wheel(source, wheel, tmp_path):
@@ -125,6 +138,10 @@ def test_installed_copy_finds_its_weights_outside_the_checkout(wheel, tmp_path):
         "print('LOADED', model.conf['weights'], model.conf['backbone'])\n"
         "from tasp_hloc.train.config import CONFIG_DIR\n"
         "print('CONFIGS', len(list(CONFIG_DIR.rglob('*.yaml'))))\n"
+        "import importlib.util\n"
+        "print('HARVESTER', importlib.util.find_spec('tasp_hloc.data.photos'))\n"
+        "from tasp_hloc.train.config import load_config\n"
+        "print('RECIPE', load_config('photos_v3').name)\n"  # trains on the gathered folder
     )
     env = {k: v for k, v in os.environ.items() if k != "TASP_WEIGHTS_DIR"}
     env["PYTHONPATH"] = str(site)  # before the editable install's finder
@@ -145,6 +162,8 @@ def test_installed_copy_finds_its_weights_outside_the_checkout(wheel, tmp_path):
     assert f"LOADED {TaSP.default_conf['weights']}" in out.stdout
     configs = len(list((ROOT / "tasp_hloc/train/configs").rglob("*.yaml")))
     assert f"CONFIGS {configs}" in out.stdout
+    assert "HARVESTER None" in out.stdout
+    assert "RECIPE tasp_photos_v3" in out.stdout
 
 
 def test_missing_weights_say_the_installation_lacks_them(tmp_path, monkeypatch):

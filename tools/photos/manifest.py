@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, List, Sequence, Tuple
 
-from ...io.files import write_text_atomic
+from tasp_hloc.io.files import write_text_atomic
 
 
 MANIFEST_FIELDS = [

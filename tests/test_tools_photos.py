@@ -1,8 +1,8 @@
-"""The photo gatherer's parts (the package tasp_hloc.data.photos, whose command is
-tasp_hloc.data.gather_photos), offline: the .rcc and .edj readers on files built here, the
+"""The photo gatherer's parts (the repository tool tools.photos, whose command is
+``python -m tools.photos``), offline: the .rcc and .edj readers on files built here, the
 licence classifier, the credit parsers, the checks, the manifest, the skip/resume logic on fake
-sources, the trainer reading the gathered folder, and the old import path. Nothing here
-downloads; the recipe itself is run by hand."""
+sources, the trainer reading the gathered folder, and the command run from the repository's
+root. Nothing here downloads; the recipe itself is run by hand."""
 
 import csv
 import json
@@ -14,9 +14,8 @@ import cv2
 import numpy as np
 import pytest
 
-from tasp_hloc.data import gather_photos as gp
-from tasp_hloc.data.photos import archives, container_sources, credits, licences, manifest
-from tasp_hloc.data.photos import gather as run
+from tools.photos import archives, container_sources, credits, licences, manifest
+from tools.photos import gather as run
 
 
 # --- a .rcc writer following Qt's format (rcc.cpp), for the reader's tests ----------------------
@@ -493,53 +492,28 @@ def test_trainer_uses_the_gathered_folder(tmp_path, monkeypatch):
 
 
 def test_gatherer_is_never_imported_by_the_package():
-    # run by hand only: nothing in tasp_hloc imports it (so no test or training run downloads);
-    # only the command module gather_photos.py and the package itself import tasp_hloc.data.photos
+    # run by hand only: nothing in tasp_hloc imports tools/ (so no test or training run downloads,
+    # and the installed package, which lacks tools/, needs none of it)
     import re
 
-    root = pathlib.Path(gp.__file__).parents[1]
-    photos = pathlib.Path(run.__file__).parent
+    root = pathlib.Path(__file__).resolve().parents[1]
+    assert run.REPO_ROOT == root
     imports = re.compile(
-        r"^\s*(?:from|import)\s+[^\n]*\b(?:gather_photos|photos)\b"
-        r"|import_module\([^)]*(?:gather_photos|photos)",
+        r"^\s*(?:from|import)\s+[^\n]*\b(?:tools|gather_photos|photos)\b"
+        r"|import_module\([^)]*(?:tools|gather_photos|photos)",
         re.M,
     )
     users = [
         p
-        for p in root.rglob("*.py")
-        if p.name != "gather_photos.py"
-        and photos not in p.parents
-        and imports.search(p.read_text(errors="replace"))
+        for p in (root / "tasp_hloc").rglob("*.py")
+        if imports.search(p.read_text(errors="replace"))
     ]
     assert users == []
+    assert not (root / "tasp_hloc" / "data" / "photos").exists()
+    assert not (root / "tasp_hloc" / "data" / "gather_photos.py").exists()
 
 
-def test_old_import_path_re_exports_the_package():
-    # tasp_hloc.data.gather_photos keeps every public name of the former single module
-    import importlib
-
-    modules = [
-        importlib.import_module(f"tasp_hloc.data.photos.{m}")
-        for m in (
-            "licences",
-            "archives",
-            "credits",
-            "manifest",
-            "packages",
-            "debian_sources",
-            "container_sources",
-            "python_sources",
-            "gather",
-        )
-    ]
-    for name in gp.__all__:
-        homes = [m for m in modules if name in vars(m)]
-        assert homes and getattr(gp, name) is getattr(homes[0], name), name
-    assert gp.main is run.main and gp.gather is run.gather and gp.SOURCES is run.SOURCES
-    assert gp.REPO_ROOT == run.REPO_ROOT == pathlib.Path(__file__).resolve().parents[1]
-
-
-def test_command_runs_as_a_module():
+def test_command_runs_as_a_module_from_the_repository_root():
     import os
     import subprocess
     import sys
@@ -547,7 +521,7 @@ def test_command_runs_as_a_module():
     repo = pathlib.Path(__file__).resolve().parents[1]
     path = os.pathsep.join(x for x in (str(repo), os.environ.get("PYTHONPATH")) if x)
     done = subprocess.run(
-        [sys.executable, "-m", "tasp_hloc.data.gather_photos", "--help"],
+        [sys.executable, "-m", "tools.photos", "--help"],
         cwd=repo,
         env={**os.environ, "PYTHONPATH": path},
         capture_output=True,
@@ -555,5 +529,7 @@ def test_command_runs_as_a_module():
         timeout=120,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "python -m tasp_hloc.data.gather_photos" in done.stdout
+    assert "python -m tools.photos" in done.stdout
     assert "Gather photographs whose terms allow releasing trained weights" in done.stdout
+    for option in ("--output", "--cache", "--sources", "--force", "--min-side", "--max-side"):
+        assert option in done.stdout, option

@@ -1,7 +1,7 @@
 """The run: :func:`admit` applies the licence, size and cut-out checks to a candidate (and
 downscales it), :func:`process_source` writes the kept photos of one source, :func:`gather`
 runs the sources of :data:`SOURCES` in order with skip/resume and writes the manifest files,
-and :func:`main` is the command line (``python -m tasp_hloc.data.gather_photos``)."""
+and :func:`main` is the command line (``python -m tools.photos``)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from ...io.files import write_bytes_atomic
+from tasp_hloc.io.files import write_bytes_atomic
+
 from . import __doc__ as _PACKAGE_DOC
 from .container_sources import source_enlightenment, source_gcompris
 from .debian_sources import source_libjxl, source_lomiri, source_palapeli
@@ -24,7 +25,7 @@ from .licences import classify_licence
 from .manifest import Candidate, SourceResult, sha256, write_manifest
 from .python_sources import source_scipy, source_sklearn, source_skimage
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CACHE = Path("~/.cache/tasp_hloc/gather_photos")
 
 SOURCES: Dict[str, Callable[..., SourceResult]] = {
@@ -302,7 +303,7 @@ def _count(items: Iterable[str]) -> Dict[str, int]:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m tasp_hloc.data.gather_photos",
+        prog="python -m tools.photos",
         description=_PACKAGE_DOC.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
