@@ -89,7 +89,7 @@ class SyntheticScenes(Dataset):
         "num_samples": 10000,  # items per epoch
         "seed": 0,  # None: fresh randomness every call
         # False: item i is the same scene every epoch, so labels cached by pixel hash are reused
-        # (homographic adaptation costs ~1 s per image); True: new scenes after set_epoch().
+        # (homographic adaptation is dear per image); True: new scenes after set_epoch().
         "new_scenes_each_epoch": False,
         "num_boxes": [2, 5],  # inclusive ranges
         "num_planes": [1, 4],

@@ -34,8 +34,8 @@ class ViewPairSampler:
         "grid_step": 8,  # pixel step of the candidate centres in image 0
         "rel_tol": 0.05,  # depth consistency of the correspondences
         # [lo, hi]: view 1 is resized by a further factor drawn log-uniformly from it, so pairs
-        # span scale ratios the photo collection lacks (93 % of the built scenes' pairs are
-        # under 1.25x apart); None keeps the views' own scales
+        # span scale ratios the photo collection lacks (most of the built scenes' pairs are
+        # under 1.25x apart, docs/data.md); None keeps the views' own scales
         "scale_range": None,
         "photometric": dict(PhotometricAugmentation.default_conf, enable=False),
         "photometric_image0": False,

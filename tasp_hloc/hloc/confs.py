@@ -6,10 +6,8 @@ from typing import Dict, Optional
 
 PRESETS: Dict[str, Dict] = {
     # Aachen Day-Night: hloc's SuperPoint recipe (max side 1024, 4096 keypoints) at three image
-    # scales. On landmark photos, views far apart in scale are where one scale fails: on the
-    # held-out opensfm_lund (docs/results.md) tasp_v2 reaches LO-RANSAC AUC@5 59.7 at
-    # scales 1 / 0.71 / 0.5 against 44.8 at one scale, facades hold, and placement pays
-    # (homography MMA@1 36.7 vs 45.5); the cost is 1.75x the extraction.
+    # scales. On landmark photos, views far apart in scale are where one scale fails; three
+    # scales win there, facades hold, and placement pays (docs/results.md "Several scales").
     "tasp_aachen": {
         "output": "feats-tasp-n4096-r1024-s1-0.71-0.5",
         "model": {"name": "tasp", "max_keypoints": 4096, "scales": [1.0, 0.71, 0.5]},
@@ -46,10 +44,8 @@ PRESETS: Dict[str, Dict] = {
 }
 
 
-# Matcher presets in hloc's layout. TaSP's descriptors are less peaked than SuperPoint's: on the
-# generated InLoc scene, mutual NN gave correct matches at cosine similarity 0.87 (median) and
-# wrong ones at 0.77, so hloc's SuperPoint cut (distance 0.7 = similarity 0.755) drops few wrong
-# matches; 0.6 (similarity 0.82) kept 86% of the correct and 5% of the wrong ones there.
+# Matcher presets in hloc's layout. TaSP's descriptors are less peaked than SuperPoint's, so
+# hloc's SuperPoint cut (distance 0.7) drops few wrong matches; 0.6 is TaSP's (docs/hloc.md).
 MATCHER_PRESETS: Dict[str, Dict] = {
     "NN-tasp": {
         "output": "matches-NN-mutual-dist.6",

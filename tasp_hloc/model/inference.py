@@ -74,8 +74,8 @@ def native_int8() -> bool:
 def resolve_precision(requested: str) -> str:
     """The precision that will run on this CPU: ``requested``, or "fp32" (with a warning) where
     the hardware lacks it (oneDNN has no bf16 convolution without AVX-512 or AVX-NE-CONVERT;
-    int8 without VNNI was only 5-10 % faster than fp32 on an AVX2 EPYC, for a 12 s
-    calibration and less accuracy: docs/results.md "Speed")."""
+    int8 without VNNI gains too little for its calibration and its accuracy cost:
+    docs/results.md "Speed")."""
     if requested not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {requested!r}.")
     available = {"fp32": True, "bf16": native_bf16(), "int8": native_int8()}[requested]

@@ -1,13 +1,13 @@
 """Structure-from-motion of one photo collection with pycolmap (SIFT, or ALIKED + LightGlue).
 
-COLMAP's incremental mapper, with two settings measured on ``opensfm_lund`` (29 street photos):
-``default`` (pycolmap's options: one camera per image, 2 of 29 registered) and ``robust`` (one
-shared camera when all images have one size, a mapper that accepts smaller initial pairs and
-weaker registrations: 29 of 29 in 52 s). SIFT's affine shapes, domain-size pooling and guided
-matching cost 5x the time there and registered fewer (28), so neither profile uses them.
+COLMAP's incremental mapper, with two settings: ``default`` (pycolmap's options: one camera per
+image) and ``robust`` (one shared camera when all images have one size, a mapper that accepts
+smaller initial pairs and weaker registrations), which registers far more of a street
+collection. SIFT's affine shapes, domain-size pooling and guided matching cost several times the
+time and registered no more, so neither profile uses them. Measured: docs/data.md.
 
 The mapper is not deterministic even with its seed fixed (its threads race): two builds of
-the same photos registered 29 and 3 of opensfm_lund's 29, 53 and 27 of odm_lewis's 55. So a
+the same photos can register all or a handful of the images (docs/data.md). So a
 model that registers under ``MIN_REGISTERED`` of the images is mapped again from the same
 database with the next seeds (at most ``MAPPING_ATTEMPTS`` in all) and the largest is kept.
 """
