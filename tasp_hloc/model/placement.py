@@ -1,7 +1,7 @@
 """Learned sub-pixel placement: each keypoint moves to the soft-argmax of a small CNN's scores.
 
 Why: at SIFT's DoG keypoints TaSP's descriptors match to 1 px as often as RootSIFT's
-(``benchmarks.placement``), so its 1 px gap is placement. The cell detector picks one pixel per
+(``experiments.placement``), so its 1 px gap is placement. The cell detector picks one pixel per
 8 x 8 cell from stride-8 features and lands ~1.5 px from the image structure it fires on; the
 corner refinement (``keypoints.refine_corners``) snaps to a structure-tensor corner. This
 refiner also looks at the image itself at full resolution, but learns which point of the

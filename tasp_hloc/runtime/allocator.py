@@ -4,8 +4,8 @@ step or large image maps its activations afresh and pays a page fault per 4 KiB 
 
 Measured on a 2-core CPU VM, where page faults are dear (docs/results.md "Speed"): a
 float32 training step took 8.5 s by default and 3.6 s with freed memory kept
-(``python -m benchmarks.train_step --allocator both``), the default extraction of a 1024 px
-photo 0.61 s and 0.32 s (``python -m benchmarks.extract_speed --allocator both``). The cost is
+(``python -m experiments.train_step --allocator both``), the default extraction of a 1024 px
+photo 0.61 s and 0.32 s (``python -m benchmarks.speed extract --allocator both``). The cost is
 memory: the heap keeps its peak, and fragments (peak RSS 662 -> 999 MiB for that extraction).
 jemalloc or tcmalloc preloaded with ``LD_PRELOAD`` do the like; this needs no system package.
 """
