@@ -40,6 +40,7 @@ class build_py_with_pth(build_py):
 
 
 setup(
+    # benchmarks/ (the harness) and experiments/ (the studies on it) run from the checkout only
     packages=find_packages(include=["tasp_hloc", "tasp_hloc.*", "pipelines", "pipelines.*"])
     + ["tasp_hloc._weights"],
     package_dir={"tasp_hloc._weights": "weights"},

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple, Union
 
 import cv2
 import numpy as np
@@ -58,7 +58,7 @@ def resize_max_side(image: np.ndarray, max_side: int) -> Tuple[np.ndarray, Tuple
     return out, (new_w / w, new_h / h)
 
 
-def to_tensor(image_rgb: np.ndarray, device: torch.device) -> torch.Tensor:
+def to_tensor(image_rgb: np.ndarray, device: Union[str, torch.device]) -> torch.Tensor:
     """H x W x 3 uint8 -> 1 x 3 x H x W float in [0, 1] on ``device``."""
     t = torch.from_numpy(np.ascontiguousarray(image_rgb)).permute(2, 0, 1)[None]
     return t.to(device=device, dtype=torch.float32) / 255.0

@@ -33,6 +33,8 @@ import torch
 
 from tasp_hloc.model.weights import weights_argument
 
+from .features import resize_max_side, to_tensor
+
 MODES = {"fp32": None, "fp16": "fp16", "bf16": "bf16"}
 # mode: (max |logits - ref|, mean |logits - ref|, min mean cosine of descriptor maps,
 #        min repeatability at 1 px, min mean cosine of repeated keypoints' descriptors)
@@ -78,7 +80,6 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 def load_photos(args) -> List[np.ndarray]:
     """H x W x 3 uint8 RGB photos, resized so that the longer side is ``args.size``."""
     from .datasets import IMAGE_SUFFIXES, default_data_root, read_rgb
-    from .features import resize_max_side
 
     n = max(args.n_images, 1)
     if args.synthetic:
@@ -108,10 +109,6 @@ def build(args, device: str, amp, fuse: bool = True):
     weights = weights_argument(args.weights)
     conf = {"weights": weights, "amp": amp, "fuse": fuse, "max_keypoints": args.max_keypoints}
     return TaSP(conf).eval().to(device)
-
-
-def to_tensor(image: np.ndarray, device: str) -> torch.Tensor:
-    return torch.from_numpy(image).permute(2, 0, 1)[None].float().div(255).to(device)
 
 
 def compare(ref: Dict, out: Dict, ref_sparse: Dict, sparse: Dict) -> Dict[str, float]:

@@ -1,4 +1,4 @@
-"""Results as text: the Markdown tables of ``benchmarks.compare`` and ``benchmarks.extract_speed``.
+"""Results as text: the Markdown tables of ``benchmarks.compare`` and ``benchmarks.speed extract``.
 
 Nothing here measures or scores; every function turns records that are already computed into
 table cells and lines.
@@ -6,7 +6,7 @@ table cells and lines.
 * ``markdown_table``, ``pct``, ``num``: the table and the cell formats every benchmark shares.
 * ``render_comparison``: the report of ``benchmarks.compare`` (summary, homography pairs, pose
   pairs, extraction), from its result dict.
-* ``render_speed``: what ``benchmarks.extract_speed`` prints, from its records and the accuracy
+* ``render_speed``: what ``benchmarks.speed extract`` prints, from its records and the accuracy
   read from ``benchmarks.compare`` reports (``ACCURACY_KEYS``).
 """
 
@@ -245,7 +245,7 @@ def extraction_row(label: str, speed: Dict) -> List[str]:
     ]
 
 
-# ----------------------------------------------------------------------------- extract_speed
+# ----------------------------------------------------------------------------- speed extract
 def render_speed(
     args,
     env: Dict,

@@ -6,7 +6,7 @@ JSON lines with it: a config line in (answered with the method's details once it
 warmed up), then one request per image (``{"image": path.npy, "save": path.npz or null}``),
 each answered with the seconds and keypoints of that extraction; an empty line ends it with the
 peak memory. ``benchmarks.compare`` runs one worker per method over all images (``run_method``);
-``benchmarks.extract_speed`` runs one per entry and lets them take turns image by image.
+``benchmarks.speed extract`` runs one per entry and lets them take turns image by image.
 
 What is measured (see benchmarks/README.md):
 * time per image: wall clock of ``Method.extract`` on an already decoded and resized image

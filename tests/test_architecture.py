@@ -1,5 +1,6 @@
 """The layer rules of ARCHITECTURE.md, read from the source: which part of the package may
-import which, that only ``tasp_hloc/hloc/`` imports hloc, and that no module outgrows 500 lines."""
+import which, that only ``tasp_hloc/hloc/`` imports hloc, that the benchmark harness never imports
+the experiments built on it, and that no module outgrows 500 lines."""
 
 import ast
 from pathlib import Path
@@ -72,6 +73,8 @@ def imports_of(path: Path):
 
 
 MODULES = sorted(PACKAGE.rglob("*.py"))
+# outside the package, which it never imports
+OUTSIDE = ("pipelines", "benchmarks", "experiments", "tools")
 
 
 @pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(ROOT)))
@@ -81,9 +84,7 @@ def test_layers_import_only_what_they_may(path):
         return  # the lazy public names
     assert part in ALLOWED, f"{path}: a new part of the package; add it to ARCHITECTURE.md"
     for name in imports_of(path):
-        assert name.split(".")[0] not in ("pipelines", "benchmarks", "tools"), (
-            f"{path} imports {name}"
-        )
+        assert name.split(".")[0] not in OUTSIDE, f"{path} imports {name}"
         if name.split(".")[0] == "hloc":
             assert part == "hloc", f"{path} imports hloc; only tasp_hloc/hloc/ may"
         if name.startswith("tasp_hloc."):
@@ -97,9 +98,31 @@ def test_inference_never_imports_training():
         assert not ALLOWED[part] & TRAINING, part
 
 
+@pytest.mark.parametrize(
+    "path",
+    sorted((ROOT / "benchmarks").rglob("*.py")) + sorted((ROOT / "pipelines").rglob("*.py")),
+    ids=lambda p: str(p.relative_to(ROOT)),
+)
+def test_harness_and_pipelines_never_import_the_experiments(path):
+    """experiments/ uses the harness (benchmarks/) and the pipelines; never the reverse."""
+    for name in imports_of(path):
+        assert name.split(".")[0] != "experiments", f"{path} imports {name}"
+
+
+def test_experiments_stay_out_of_the_harness():
+    """Every study is a module of experiments/, run as ``python -m experiments.NAME``, and
+    experiments/README.md lists each with its command."""
+    studies = sorted(p.stem for p in (ROOT / "experiments").glob("*.py") if p.stem != "__init__")
+    assert studies
+    readme = (ROOT / "experiments" / "README.md").read_text()
+    for name in studies:
+        assert f"`{name}.py`" in readme and f"python -m experiments.{name}" in readme, name
+        assert not (ROOT / "benchmarks" / f"{name}.py").exists(), name
+
+
 def test_no_module_over_500_lines():
     """One concept per module: past ~500 lines a module holds more than one; split it."""
-    roots = [PACKAGE, ROOT / "pipelines", ROOT / "benchmarks", ROOT / "tools"]
+    roots = [PACKAGE, ROOT / "pipelines", ROOT / "benchmarks", ROOT / "experiments", ROOT / "tools"]
     long = {
         str(p.relative_to(ROOT)): n
         for root in roots

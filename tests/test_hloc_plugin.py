@@ -109,11 +109,11 @@ def test_standalone_equals_hloc_extraction_and_matching(hloc_registered, image_d
 def test_inloc_scene_float16_storage_is_hlocs_as_half_and_is_undone(
     hloc_registered, image_dir, tmp_path, tiny_conf
 ):
-    """benchmarks.inloc_scene's float16 arm stores what hloc's as_half made of float32
+    """experiments.inloc_scene's float16 arm stores what hloc's as_half made of float32
     keypoints, and the default arm gets the float64 keypoints back afterwards."""
     from hloc import extract_features
 
-    from benchmarks.inloc_scene import keypoints_stored_as
+    from experiments.inloc_scene import keypoints_stored_as
 
     conf = {"output": "feats", **tiny_conf}
     files = {}

@@ -220,10 +220,10 @@ def test_cli_without_the_exporter_says_what_to_install(tmp_path, capsys, monkeyp
     _one_line_error(capsys, argv, "onnxscript", "tasp-hloc[onnx]")
 
 
-def test_speed_benchmark_runs(random_export, capsys):
-    from benchmarks import onnx_speed
+def test_speed_onnx_subcommand_runs(random_export, capsys):
+    from benchmarks import speed
 
-    argv = ["--sizes", "64x48", "--runs", "1", "--threads", "1", "--no-openvino"]
-    assert onnx_speed.main([*argv, "--max-keypoints", "20", "--onnx", str(random_export[1])]) == 0
+    argv = ["onnx", "--sizes", "64x48", "--runs", "1", "--threads", "1", "--no-openvino"]
+    assert speed.main([*argv, "--max-keypoints", "20", "--onnx", str(random_export[1])]) == 0
     table = capsys.readouterr().out
     assert "| 64x48 | 1 | onnxruntime (fp32) |" in table and "torch plain" in table

@@ -1,11 +1,11 @@
-"""benchmarks.placement: crossing detectors and descriptors keeps rows aligned and conventions."""
+"""experiments.placement: crossing detectors and descriptors keeps rows aligned and conventions."""
 
 import json
 
 import numpy as np
 import pytest
 
-from benchmarks import placement
+from experiments import placement
 from benchmarks.features import load_method
 from test_benchmarks import _fabricate_data, _texture  # the harness tests' fabricated data
 

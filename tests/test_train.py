@@ -223,7 +223,7 @@ def test_paper_config_trains_on_a_fabricated_megadepth_tree(tmp_path):
 
 
 def test_release_and_ablation_configs_resolve():
-    from benchmarks.ablations import ARMS, GROUPS
+    from experiments.ablations import ARMS, GROUPS
     from tasp_hloc.train.config import load_config
 
     v2 = load_config("local_v2")

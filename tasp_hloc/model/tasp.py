@@ -40,7 +40,7 @@ AUTO_CPU_PRECISION = "bf16"
 
 
 def _stage(name: str):
-    """A labelled range for torch.profiler (``benchmarks.extract_speed --profile``)."""
+    """A labelled range for torch.profiler (``benchmarks.speed profile``)."""
     return torch.profiler.record_function("tasp: " + name)
 
 

@@ -53,7 +53,7 @@ DEFAULTS = {
         "log_every": 10,
         "checkpoint_every": 200,
         # Also keep checkpoint_stepNNNNNN.pth every this many steps (None: only the last), for a
-        # learning curve: python -m benchmarks.learning_curve runs/NAME/checkpoint_step*.pth
+        # learning curve: python -m experiments.learning_curve runs/NAME/checkpoint_step*.pth
         "keep_every": None,
         "resume": True,
         # Several processes (torchrun): DDP's find_unused_parameters, for a network with

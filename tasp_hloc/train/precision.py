@@ -1,6 +1,6 @@
 """Training precision on CPU: bfloat16 autocast with the depthwise convolutions in float32.
 
-Measured with ``python -m benchmarks.train_step --compile --allocator both`` on 2 idle cores
+Measured with ``python -m experiments.train_step --compile --allocator both`` on 2 idle cores
 (release recipe: Lite0, channels-last, stem + 3 blocks frozen, 4 pairs of 256x256), with freed
 memory kept (as the train CLI runs): a step takes 3.6 s in float32, 5.4 s under bf16 autocast
 and 2.8 s with the depthwise convolutions kept in float32; oneDNN's bf16 backward of depthwise

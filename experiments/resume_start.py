@@ -1,6 +1,6 @@
 """How long a resumed extract/match takes to start, and what crash safety costs per item.
 
-    python -m benchmarks.resume_start [--groups 20000] [--items 300] [--workdir DIR]
+    python -m experiments.resume_start [--groups 20000] [--items 300] [--workdir DIR]
 
 1. Builds a feature file of ``--groups`` tiny groups (hloc's layout) and times what a resumed
    extraction of those images plus 100 new ones does before its first image: find which are

@@ -1,8 +1,8 @@
 """Seconds per image as users run it: TaSP's Python API in a plain process, the command line,
 and the peers as their packages ship; one run, the entries taking turns.
 
-    python -m benchmarks.api_speed [--images DIR | --synthetic] [--n-images 4] [--size 1024]
-        [--entries api cli sift xfeat] [--repeats 2] [--out api_speed.json]
+    python -m benchmarks.speed api [--images DIR | --synthetic] [--n-images 4] [--size 1024]
+        [--entries api cli sift xfeat] [--repeats 2] [--out api.json]
 
 * ``api``: a fresh ``python`` process runs the README's example, ``TaSP({"max_keypoints": K})
   .eval().extract(load_image(path), resize=SIZE)``, with nothing else set; the first image is
@@ -32,10 +32,10 @@ from typing import Dict, List, Optional, Sequence
 
 import cv2
 
-from .extract_speed import DEFAULT_IMAGES, source_images
-from .features import resize_max_side
-from .hardware import cpu_description
-from .report import markdown_table, num
+from ..features import resize_max_side
+from ..hardware import cpu_description
+from ..report import markdown_table, num
+from .extract import add_image_arguments, source_images
 
 ENTRY_LABELS = {
     "api": "TaSP().extract, plain Python process",
@@ -76,13 +76,11 @@ print(json.dumps(times))
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="python -m benchmarks.api_speed",
+        prog="python -m benchmarks.speed api",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--images", type=Path, default=DEFAULT_IMAGES)
-    p.add_argument("--synthetic", action="store_true", help="generated textures, runs anywhere")
-    p.add_argument("--n-images", type=int, default=4)
+    add_image_arguments(p)
     p.add_argument("--size", type=int, default=1024, help="longer side of every image")
     p.add_argument("--max-keypoints", type=int, default=4096)
     p.add_argument("--entries", nargs="+", default=["api", "cli", "sift", "xfeat"])
@@ -98,7 +96,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 def prepare_images(args, folder: Path) -> List[Path]:
-    """extract_speed's test images, resized to --size and written as PNG into ``folder``."""
+    """``extract``'s test images, resized to --size and written as PNG into ``folder``."""
     paths = []
     for i, image in enumerate(source_images(args)):
         paths.append(folder / f"{i:03d}.png")
@@ -184,7 +182,3 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"cpu": cpu, "records": records, "times": times}, indent=1))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,6 @@
 """Seconds per TaSP training step (batch of pairs, forward + loss + backward + Adam), by part.
 
-    python -m benchmarks.train_step [--set precision|layout] [--batch 4] [--size 256] [--steps 3]
+    python -m experiments.train_step [--set precision|layout] [--batch 4] [--size 256] [--steps 3]
                                     [--compile] [--allocator both|glibc|kept] [--profile]
                                     [--device cpu]
 

@@ -1,6 +1,6 @@
 """What storing keypoints as float16 costs in poses, at the photos' original resolution.
 
-    python -m benchmarks.keypoint_precision [--original-side 3072] [--methods tasp sift]
+    python -m experiments.keypoint_precision [--original-side 3072] [--methods tasp sift]
         [compare's options: --data, --pose-sets, --max-side, --tasp-weights, ...]
 
 Features are extracted once per method by ``benchmarks.compare``'s harness (same images, same
@@ -24,11 +24,11 @@ import numpy as np
 from tasp_hloc.grid import rescale_keypoints
 from tasp_hloc.model.weights import weights_argument
 
-from .compare import collect_images, load_pose_sets, parse_args
-from .evaluation import evaluate_poses
-from .metrics import AUC_THRESHOLDS
-from .report import markdown_table, pct
-from .runner import load_features, run_method
+from benchmarks.compare import collect_images, load_pose_sets, parse_args
+from benchmarks.evaluation import evaluate_poses
+from benchmarks.metrics import AUC_THRESHOLDS
+from benchmarks.report import markdown_table, pct
+from benchmarks.runner import load_features, run_method
 
 STORAGE = {"float32": np.float32, "float16": np.float16}
 

@@ -1,8 +1,8 @@
 """Cameras of a built multiview scene against provided projection matrices (buddha's), or
 against another reconstruction of the same photos (SIFT's against ALIKED + LightGlue's).
 
-``python -m benchmarks.sfm_cameras --model OUT/buddha/sparse --cameras DATA/multiview/buddha/cameras``
-``python -m benchmarks.sfm_cameras --model OUT/lund/sparse --reference-model OTHER/lund/sparse``
+``python -m experiments.sfm_cameras --model OUT/buddha/sparse --cameras DATA/multiview/buddha/cameras``
+``python -m experiments.sfm_cameras --model OUT/lund/sparse --reference-model OTHER/lund/sparse``
 print rotation and centre errors after a similarity alignment of the camera centres.
 """
 

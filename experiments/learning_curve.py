@@ -5,7 +5,7 @@ released weights name is measured with ``benchmarks.compare --methods tasp`` on 
 homography pairs and the first pose set (``eval/strecha_dev``); results are cached next to the
 exported weights, so rerunning with more checkpoints only measures the new ones::
 
-    python -m benchmarks.learning_curve runs/NAME/checkpoint_step*.pth --released tasp_v0 tasp_v1
+    python -m experiments.learning_curve runs/NAME/checkpoint_step*.pth --released tasp_v0 tasp_v1
 
 (``train.keep_every=N`` keeps those checkpoints while training).
 
@@ -22,15 +22,15 @@ import torch
 
 from tasp_hloc.train.export import export
 
-from . import compare
-from .report import markdown_table, num, pct
+from benchmarks import compare
+from benchmarks.report import markdown_table, num, pct
 
 AUC_KEYS = ("5", "10", "20")
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="python -m benchmarks.learning_curve",
+        prog="python -m experiments.learning_curve",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -4,9 +4,9 @@ Each arm trains the same number of steps (batch 4 pairs of 256x256, the same see
 to ``<root>/weights/<arm>.pth`` and evaluated on the held-out homography pairs (and, for the
 ``multiview`` group, the pose sets). Finished arms are skipped, so an interrupted run resumes::
 
-    python -m benchmarks.ablations --steps 100                  # the homography group, ~1 h
-    python -m benchmarks.ablations --arms reference base_loss   # a subset
-    python -m benchmarks.ablations --group multiview --steps 120 --root runs/ablation_mv
+    python -m experiments.ablations --steps 100                  # the homography group, ~1 h
+    python -m experiments.ablations --arms reference base_loss   # a subset
+    python -m experiments.ablations --group multiview --steps 120 --root runs/ablation_mv
 
 ``homography`` group: each arm varies one thing against ``reference`` (the ``local_v1`` recipe:
 EfficientNet-Lite0 from ImageNet, homographic + RGB-D + rendered pairs, the full TaSP loss).
@@ -27,8 +27,8 @@ from typing import Dict, NamedTuple, Optional, Sequence
 
 from tasp_hloc.io.files import write_text_atomic
 
-from . import compare
-from .report import markdown_table, num, pct
+from benchmarks import compare
+from benchmarks.report import markdown_table, num, pct
 
 
 class Arm(NamedTuple):
@@ -116,7 +116,7 @@ EVAL_KEYS = ("detection_threshold", "nms_window", "remove_borders", "subpixel", 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="python -m benchmarks.ablations",
+        prog="python -m experiments.ablations",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -1,8 +1,8 @@
 """Extraction end to end: images per second of ``tasp_hloc.extract`` and of hloc's own
 ``extract_features.main`` with the same preset, on one folder, in one run.
 
-    python -m benchmarks.extract_throughput                 # 50 photos at 1024 px, this CPU
-    python -m benchmarks.extract_throughput --images DIR --n-images 50 --device cuda --batch-size 8
+    python -m benchmarks.speed throughput                 # 50 photos at 1024 px, this CPU
+    python -m benchmarks.speed throughput --images DIR --n-images 50 --device cuda --batch-size 8
 
 Both read JPEG/PNG files, resize (longer side ``--size``, cv2 INTER_AREA), run TaSP and write
 an hloc feature file. ``tasp_hloc.extract`` overlaps the three stages (decoding worker
@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,12 +28,12 @@ from typing import Dict, List, Optional, Sequence
 import h5py
 import numpy as np
 
-from .datasets import IMAGE_SUFFIXES, default_data_root, require_data_root
+from ..datasets import IMAGE_SUFFIXES, default_data_root, require_data_root
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="python -m benchmarks.extract_throughput",
+        prog="python -m benchmarks.speed throughput",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -206,7 +205,3 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.out:
         args.out.write_text(json.dumps(report, indent=1))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,9 +1,9 @@
 """The exported ONNX file (onnxruntime, OpenVINO) against torch on the CPU: one process, the
 entries taking turns.
 
-    python -m benchmarks.onnx_speed [--sizes 640x480 1024x768] [--threads 1 2] [--runs 7]
+    python -m benchmarks.speed onnx [--sizes 640x480 1024x768] [--threads 1 2] [--runs 7]
         [--max-keypoints -1] [--weights NAME|PATH] [--onnx FILE] [--no-openvino]
-        [--out onnx_speed.json]
+        [--out onnx.json]
 
 Entries, each at every thread count:
 
@@ -38,15 +38,16 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from .hardware import cpu_description, load_average
-from .report import markdown_table
+from ..features import to_tensor
+from ..hardware import cpu_description, load_average
+from ..report import markdown_table
 
 NO_SPINNING = {"session.intra_op.allow_spinning": "0"}
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="python -m benchmarks.onnx_speed",
+        prog="python -m benchmarks.speed onnx",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -108,19 +109,16 @@ def torch_entries(
         precision = model.cpu_precision() if fuse else "fp32"
         name = f"torch fused ({precision})" if fuse else "torch plain (fuse False, fp32)"
 
-        def tensor(rgb):
-            return torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255.0
-
         def make(t, model=model):
             def network(rgb):
                 torch.set_num_threads(t)
                 with torch.no_grad():
-                    model.forward_dense(tensor(rgb))
+                    model.forward_dense(to_tensor(rgb, "cpu"))
 
             def features(rgb):
                 torch.set_num_threads(t)
                 with torch.no_grad():
-                    return int(model({"image": tensor(rgb)})["keypoints"].shape[1])
+                    return int(model({"image": to_tensor(rgb, "cpu")})["keypoints"].shape[1])
 
             return network, features
 
@@ -229,7 +227,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     cpu = cpu_description()
     report = {
         "date": datetime.date.today().isoformat(),
-        "command": "python -m benchmarks.onnx_speed "
+        "command": "python -m benchmarks.speed onnx "
         + " ".join(sys.argv[1:] if argv is None else argv),
         "cpu": cpu,
         "versions": {p: version(p) for p in ("torch", "onnxruntime", "openvino", "onnx", "numpy")},
@@ -268,7 +266,3 @@ def render(report: Dict) -> str:
         ),
     ]
     return "\n".join(lines)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

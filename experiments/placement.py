@@ -1,6 +1,6 @@
 """What holds TaSP back at 1 px: where its keypoints are, or what its descriptors tell apart?
 
-    python -m benchmarks.placement [--sift-size 12] [--pose-sets eval/strecha_dev,...]
+    python -m experiments.placement [--sift-size 12] [--pose-sets eval/strecha_dev,...]
         [--out placement.json]
         [compare's options: --data, --max-side, --max-keypoints, --tasp-weights, --tasp-conf, ...]
 
@@ -35,11 +35,11 @@ from tasp_hloc.io.files import write_text_atomic
 from tasp_hloc.model.keypoints import sample_descriptors
 from tasp_hloc.model.weights import weights_argument
 
-from . import compare
-from .evaluation import evaluate_homographies, evaluate_poses
-from .features import RootSIFT, TaSPMethod, root_sift, to_tensor
-from .metrics import AUC_THRESHOLDS, MMA_THRESHOLDS
-from .report import markdown_table, pct
+from benchmarks import compare
+from benchmarks.evaluation import evaluate_homographies, evaluate_poses
+from benchmarks.features import RootSIFT, TaSPMethod, root_sift, to_tensor
+from benchmarks.metrics import AUC_THRESHOLDS, MMA_THRESHOLDS
+from benchmarks.report import markdown_table, pct
 
 COMBINATIONS = (("tasp", "tasp"), ("sift", "tasp"), ("tasp", "sift"), ("sift", "sift"))
 

@@ -6,7 +6,7 @@ method runs the whole of ``python -m pipelines.inloc`` on the same files (random
 top-k over all cutouts, so retrieval is no factor), and the table gives how many queries each
 localizes within InLoc's thresholds.
 
-    PYTHONPATH=path/to/hloc python -m benchmarks.inloc_scene --weights tasp_v2 [--queries-per-floor 5]
+    PYTHONPATH=path/to/hloc python -m experiments.inloc_scene --weights tasp_v2 [--queries-per-floor 5]
         [--presets tasp_inloc tasp_dog]
         [--query-width 4032 --cutout-width 1280] [--keypoints-storage float64 float16]
 
