@@ -27,7 +27,7 @@ from tasp_hloc.model.matcher import mutual_nearest_neighbor
 
 from conftest import render_scene
 
-SIGKILL_CLI = Path(__file__).with_name("sigkill_cli.py")
+KILL_AT = Path(__file__).with_name("kill_at.py")
 
 
 def test_keypoint_rescale_round_trip():
@@ -145,9 +145,9 @@ def _assert_same_groups(a, b):
 
 
 def _killed_cli(*args, kill):
-    """Run ``python -m tasp_hloc`` until ``sigkill_cli.py`` SIGKILLs it at ``kill``."""
+    """Run ``python -m tasp_hloc`` until ``kill_at.py`` SIGKILLs it at ``kill``."""
     r = subprocess.run(
-        [sys.executable, str(SIGKILL_CLI), kill, *args, "--commit-every", "0"],
+        [sys.executable, str(KILL_AT), kill, "tasp_hloc", *args, "--commit-every", "0"],
         capture_output=True,
         text=True,
         timeout=600,
