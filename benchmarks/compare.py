@@ -27,15 +27,15 @@ from typing import Dict, Optional, Sequence, Union
 import numpy as np
 
 from tasp_hloc.io.files import write_text_atomic
-from tasp_hloc.runtime.device import resolve_device
 from tasp_hloc.model.weights import weights_argument
+from tasp_hloc.runtime.device import resolve_device
 
 from . import datasets
 from .datasets import ICL_SET
 from .evaluation import evaluate_homographies, evaluate_poses
 from .features import METHODS
-from .matchers import MATCHERS, matcher_table
 from .hardware import environment, load_average
+from .matchers import MATCHERS, matcher_table
 from .report import render_comparison
 from .runner import load_features, run_method
 

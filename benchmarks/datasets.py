@@ -23,8 +23,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from tasp_hloc.io import images as image_io
 from tasp_hloc.data.rgbd_layouts import read_trajectory_log
+from tasp_hloc.io import images as image_io
 from tasp_hloc.io.images import extension_globs, read_image
 
 from .features import resize_max_side

@@ -201,8 +201,9 @@ def speed_batched(args, images: List[np.ndarray], mode: str) -> float:
 def speed_hloc_loop(args, images: List[np.ndarray], mode: str, tmp: Path) -> Dict[str, float]:
     """Images per second of hloc's extraction loop over JPEG files (and of hloc's own)."""
     import cv2
-    from tasp_hloc.hloc.confs import get_preset
+
     from tasp_hloc.extract import extract
+    from tasp_hloc.hloc.confs import get_preset
 
     folder = tmp / "images"
     if not folder.exists():
@@ -222,6 +223,7 @@ def speed_hloc_loop(args, images: List[np.ndarray], mode: str, tmp: Path) -> Dic
     out["tasp_hloc.extract"] = args.speed_images / (time.perf_counter() - t0)
     try:
         from hloc import extract_features
+
         from tasp_hloc.hloc.plugin import register
     except ImportError:
         return out

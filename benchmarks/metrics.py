@@ -12,8 +12,6 @@ from typing import Dict, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from tasp_hloc.data.utils import pixel_scale_matrix, scale_intrinsics  # noqa: F401 (datasets')
-
 # The matcher and MMA are the pipelines' (pipelines/match_metrics.py), shared with hpatches.py.
 from pipelines.match_metrics import (  # noqa: F401
     MMA_THRESHOLDS,
@@ -21,6 +19,7 @@ from pipelines.match_metrics import (  # noqa: F401
     mean_matching_accuracy,
     mutual_nn_match,
 )
+from tasp_hloc.data.utils import pixel_scale_matrix, scale_intrinsics  # noqa: F401 (datasets')
 
 AUC_THRESHOLDS = (5, 10, 20)
 

@@ -25,10 +25,9 @@ import time
 from pathlib import Path
 from typing import Dict, NamedTuple, Optional, Sequence
 
-from tasp_hloc.io.files import write_text_atomic
-
 from benchmarks import compare
 from benchmarks.report import markdown_table, num, pct
+from tasp_hloc.io.files import write_text_atomic
 
 
 class Arm(NamedTuple):

@@ -30,7 +30,6 @@ from pipelines import evaluate, inloc, netvlad
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
 import pipeline_scenes  # noqa: E402  (the scene generator lives with the tests that use it)
 
-
 # The renderer's remap takes under 32767 rows of 1024 samples: wider queries are rendered at
 # this width and upsampled (the same pinhole camera, as pixel corners scale with the image).
 MAX_RENDER_WIDTH = 2016

@@ -21,14 +21,13 @@ from typing import Dict, Optional, Sequence
 
 import numpy as np
 
-from tasp_hloc.grid import rescale_keypoints
-from tasp_hloc.model.weights import weights_argument
-
 from benchmarks.compare import collect_images, load_pose_sets, parse_args
 from benchmarks.evaluation import evaluate_poses
 from benchmarks.metrics import AUC_THRESHOLDS
 from benchmarks.report import markdown_table, pct
 from benchmarks.runner import load_features, run_method
+from tasp_hloc.grid import rescale_keypoints
+from tasp_hloc.model.weights import weights_argument
 
 STORAGE = {"float32": np.float32, "float16": np.float16}
 

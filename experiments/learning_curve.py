@@ -20,10 +20,9 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
-from tasp_hloc.train.export import export
-
 from benchmarks import compare
 from benchmarks.report import markdown_table, num, pct
+from tasp_hloc.train.export import export
 
 AUC_KEYS = ("5", "10", "20")
 

@@ -31,15 +31,14 @@ import cv2
 import numpy as np
 import torch
 
-from tasp_hloc.io.files import write_text_atomic
-from tasp_hloc.model.keypoints import sample_descriptors
-from tasp_hloc.model.weights import weights_argument
-
 from benchmarks import compare
 from benchmarks.evaluation import evaluate_homographies, evaluate_poses
 from benchmarks.features import RootSIFT, TaSPMethod, root_sift, to_tensor
 from benchmarks.metrics import AUC_THRESHOLDS, MMA_THRESHOLDS
 from benchmarks.report import markdown_table, pct
+from tasp_hloc.io.files import write_text_atomic
+from tasp_hloc.model.keypoints import sample_descriptors
+from tasp_hloc.model.weights import weights_argument
 
 COMBINATIONS = (("tasp", "tasp"), ("sift", "tasp"), ("tasp", "sift"), ("sift", "sift"))
 

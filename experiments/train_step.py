@@ -22,12 +22,12 @@ import time
 import numpy as np
 import torch
 
-from tasp_hloc.runtime.allocator import keep_freed_memory
-from tasp_hloc.runtime.device import resolve_device
 from tasp_hloc.data.geometry import grid_points
 from tasp_hloc.labels import keypoints_to_label_map
 from tasp_hloc.losses import TaSPLoss
 from tasp_hloc.model.tasp import TaSP
+from tasp_hloc.runtime.allocator import keep_freed_memory
+from tasp_hloc.runtime.device import resolve_device
 from tasp_hloc.train.anchors import build_anchors
 from tasp_hloc.train.precision import keep_depthwise_fp32
 

@@ -17,10 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tasp_hloc.io.files import atomic_path, read_rows, write_text_atomic
-
 from pipelines.common import PipelineError, cli_parser, done, logger, require_hloc
-from pipelines.localization_args import add_localization_args
 from pipelines.hloc_steps import (
     check_features,
     check_pairs,
@@ -29,10 +26,12 @@ from pipelines.hloc_steps import (
     match,
     matcher_conf,
 )
+from pipelines.localization_args import add_localization_args
 from pipelines.poses import rigid_to_pose
 from pipelines.results import complete_results, read_results, write_results
 from pipelines.retrieval import localization_paths, query_pairs, read_given_pairs
 from pipelines.triangulate import load_model, triangulate_known_poses
+from tasp_hloc.io.files import atomic_path, read_rows, write_text_atomic
 
 SIFT_MODEL = "3D-models/aachen_v_1_1"
 QUERY_LISTS = "queries/*_time_queries_with_intrinsics.txt"

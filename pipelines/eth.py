@@ -16,11 +16,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tasp_hloc.hloc.confs import matcher_warning
-from tasp_hloc.io.images import IMAGE_EXTENSIONS
-from tasp_hloc.io.files import write_text_atomic
-from tasp_hloc.io.hloc_format import read_pairs, write_pairs
-
 from pipelines.common import PipelineError, cli_parser, done, logger, require_hloc
 from pipelines.hloc_steps import (
     add_feature_args,
@@ -30,6 +25,10 @@ from pipelines.hloc_steps import (
     feature_conf_from_args,
     match,
 )
+from tasp_hloc.hloc.confs import matcher_warning
+from tasp_hloc.io.files import write_text_atomic
+from tasp_hloc.io.hloc_format import read_pairs, write_pairs
+from tasp_hloc.io.images import IMAGE_EXTENSIONS
 
 # The benchmark's own recipe for SIFT-like features; TaSP's features get mutual NN alone,
 # since a ratio test keeps almost none of their matches (``confs.matcher_warning``).

@@ -10,9 +10,8 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from tasp_hloc.io.h5_journal import open_append, recover
-
 from pipelines.common import logger
+from tasp_hloc.io.h5_journal import open_append, recover
 
 # The datasets every complete group holds (a group lacking some was being written).
 FEATURE_KEYS = ("keypoints", "descriptors", "image_size")

@@ -7,11 +7,10 @@ import copy
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
-from tasp_hloc.hloc.confs import MATCHER_PRESETS, matcher_warning
-from tasp_hloc.model.weights import weights_argument
-
 from pipelines.common import PipelineError, logger, require_hloc
 from pipelines.h5_repair import FEATURE_KEYS, MATCH_KEYS, repair_h5
+from tasp_hloc.hloc.confs import MATCHER_PRESETS, matcher_warning
+from tasp_hloc.model.weights import weights_argument
 
 
 def extract(conf: dict, image_dir: Path, export_dir: Path, names: Sequence[str]) -> Path:

@@ -18,10 +18,6 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
-from tasp_hloc.io.files import write_text_atomic
-from tasp_hloc.io.hloc_format import write_pairs
-from pipelines.match_metrics import homography_match_errors, mean_matching_accuracy
-
 from pipelines.common import cli_parser, logger, require_hloc
 from pipelines.hloc_steps import (
     add_feature_args,
@@ -31,6 +27,9 @@ from pipelines.hloc_steps import (
     match,
     matcher_conf,
 )
+from pipelines.match_metrics import homography_match_errors, mean_matching_accuracy
+from tasp_hloc.io.files import write_text_atomic
+from tasp_hloc.io.hloc_format import write_pairs
 
 # The D2-Net protocol drops these 8 sequences (their images are much larger than the rest).
 D2NET_EXCLUDED = [

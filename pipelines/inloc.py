@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipelines.localization_args import add_localization_args
 from pipelines.common import PipelineError, cli_parser, done, require_hloc
 from pipelines.hloc_steps import (
     check_features,
@@ -26,6 +25,7 @@ from pipelines.hloc_steps import (
     matcher_conf,
 )
 from pipelines.inloc_localize import localize_inloc
+from pipelines.localization_args import add_localization_args
 from pipelines.results import read_results
 from pipelines.retrieval import localization_paths, query_pairs, read_given_pairs
 

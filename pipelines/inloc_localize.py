@@ -12,13 +12,11 @@ from typing import Optional
 
 import numpy as np
 
-from tasp_hloc.io.files import atomic_write, write_text_atomic
-from tasp_hloc.io.images import ImageReadError, read_image
-
 from pipelines.common import PipelineError, logger, require_hloc
 from pipelines.poses import rigid_to_pose
 from pipelines.results import complete_results, write_results
-
+from tasp_hloc.io.files import atomic_write, write_text_atomic
+from tasp_hloc.io.images import ImageReadError, read_image
 
 INLOC_FOCAL = 4032.0 * 28.0 / 36.0  # hloc's fixed iPhone 7 focal length (pixels at 4032 wide)
 

@@ -6,7 +6,6 @@ from typing import Tuple
 
 import numpy as np
 
-
 Pose = Tuple[np.ndarray, np.ndarray]  # (qvec w,x,y,z ; tvec), cam_from_world
 
 

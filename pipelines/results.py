@@ -7,9 +7,8 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
-from tasp_hloc.io.files import read_rows, write_text_atomic
-
 from pipelines.poses import Pose
+from tasp_hloc.io.files import read_rows, write_text_atomic
 
 
 def results_name(name: str, prepend_camera_name: bool = False) -> str:

@@ -7,11 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
-from tasp_hloc.io.files import read_rows
-from tasp_hloc.io.hloc_format import read_pairs, write_pairs
-
 from pipelines.common import done, logger, require_hloc
 from pipelines.hloc_steps import check_pairs
+from tasp_hloc.io.files import read_rows
+from tasp_hloc.io.hloc_format import read_pairs, write_pairs
 
 
 def retrieval_pairs(

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tasp_hloc.io.hloc_format import read_pairs
-
 from pipelines.common import PipelineError, logger, require_hloc
+from tasp_hloc.io.hloc_format import read_pairs
 
 
 def fix_two_view_geometries(database: Path) -> int:

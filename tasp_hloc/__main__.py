@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 from .assets import DEMO_DIR
-from .runtime.allocator import keep_freed_memory_once
 from .hloc.confs import PRESETS, get_preset
 from .io.h5_journal import FileBusyError
 from .model.weights import WeightsError, weights_argument
+from .runtime.allocator import keep_freed_memory_once
 
 
 def _model_overrides(args) -> dict:

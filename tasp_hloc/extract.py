@@ -22,7 +22,6 @@ import torch
 from tqdm import tqdm
 
 from .io.h5_journal import open_append
-from .runtime.device import resolve_device
 from .io.hloc_format import (
     DETECTION_NOISE,
     rescale_prediction,
@@ -32,6 +31,7 @@ from .io.hloc_format import (
 )
 from .io.images import ImageDataset, ImageReadError
 from .model.tasp import TaSP
+from .runtime.device import resolve_device
 
 logger = logging.getLogger(__name__)
 

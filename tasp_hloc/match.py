@@ -10,17 +10,17 @@ import h5py
 import torch
 from tqdm import tqdm
 
-from .model.matcher import mutual_nearest_neighbor
 from .io.h5_journal import open_append
-from .runtime.device import resolve_device
 from .io.hloc_format import (
     feature_names,
     names_to_pair,
     read_pairs,
     stored_names,
     write_matches,
+    write_pairs,  # noqa: F401 (the API's name, beside exhaustive_pairs)
 )
-from .io.hloc_format import write_pairs  # noqa: F401 (the API's name, beside exhaustive_pairs)
+from .model.matcher import mutual_nearest_neighbor
+from .runtime.device import resolve_device
 
 logger = logging.getLogger(__name__)
 

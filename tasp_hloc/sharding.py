@@ -23,13 +23,13 @@ import h5py
 import torch
 import torch.distributed as dist
 
-from .runtime.device import resolve_device
-from .runtime.distributed import cleanup, setup, world_size_from_env
 from .extract import extract
 from .io.h5_journal import journal_path, open_append, recover
 from .io.hloc_format import list_h5_names, names_to_pair, stored_names
 from .io.images import ImageDataset
 from .match import match, match_into_file, pending_pairs
+from .runtime.device import resolve_device
+from .runtime.distributed import cleanup, setup, world_size_from_env
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,6 @@ from pathlib import Path
 assert "torch" not in sys.modules, "torch was imported at start-up"
 
 import h5py  # noqa: E402
-
 import hloc.extractors  # noqa: E402
 from hloc import extract_features  # noqa: E402
 from hloc.utils.base_model import dynamic_load  # noqa: E402

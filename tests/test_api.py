@@ -20,9 +20,17 @@ def readme_api_snippet() -> str:
 
 
 def test_top_level_names_are_the_real_objects():
-    from tasp_hloc import PRESETS, extract_features, get_preset, match_features, register
-    from tasp_hloc.hloc import confs, plugin as hloc_plugin
-    from tasp_hloc import extract, match
+    from tasp_hloc import (
+        PRESETS,
+        extract,
+        extract_features,
+        get_preset,
+        match,
+        match_features,
+        register,
+    )
+    from tasp_hloc.hloc import confs
+    from tasp_hloc.hloc import plugin as hloc_plugin
     from tasp_hloc.model import tasp
 
     assert TaSP is tasp.TaSP and extract_features is extract.extract

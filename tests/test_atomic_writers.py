@@ -74,9 +74,9 @@ def assert_unchanged(path, before: bytes):
 
 def _writers(tmp_path):
     """(name, target path, write a new version) of each writer."""
-    from tools.photos.manifest import write_csv
     from tasp_hloc.labels.cache import LabelCache
     from tasp_hloc.train.checkpoints import atomic_save as _atomic_save
+    from tools.photos.manifest import write_csv
 
     def labels(n):
         return {
@@ -124,8 +124,8 @@ def test_a_failed_write_leaves_the_previous_version(tmp_path, disk, err, limit):
 
 
 def test_export_keeps_the_released_weights_and_manifest_on_a_full_disk(tmp_path, disk):
-    from tasp_hloc.train.export import export
     from tasp_hloc.model.tasp import TaSP
+    from tasp_hloc.train.export import export
 
     model = TaSP({"weights": None, "backbone": "efficientnet_lite0"})
     torch.save({"model": model.state_dict(), "step": 3, "config": {}}, tmp_path / "ckpt.pth")

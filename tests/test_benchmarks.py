@@ -15,7 +15,6 @@ import torch.nn.functional as F
 
 from benchmarks import compare, datasets
 from benchmarks.features import MethodUnavailable, load_method, resize_max_side
-from tasp_hloc.labels.peers import deform_conv2d
 from benchmarks.metrics import (
     estimate_relative_pose,
     estimate_relative_pose_lo,
@@ -29,6 +28,7 @@ from benchmarks.metrics import (
     symmetric_epipolar_distance,
 )
 from pipelines.match_metrics import apply_homography as warp_points
+from tasp_hloc.labels.peers import deform_conv2d
 
 
 # ----------------------------------------------------------------------------- matching / MMA

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from tasp_hloc.data import collate, get_dataset
+from tasp_hloc.data.geometry import warp_points
 from tasp_hloc.data.homographic import HomographicDataset, sample_homography
 from tasp_hloc.data.photometric import PhotometricAugmentation
-from tasp_hloc.data.geometry import warp_points
 
 NO_PHOTO = {"enable": False}
 

@@ -99,8 +99,8 @@ def checkpoint(run_dir):
 
 
 def test_two_processes_take_the_steps_of_one(tiny):
-    from tasp_hloc.train.config import load_config
     from tasp_hloc.train.checkpoints import state_digest
+    from tasp_hloc.train.config import load_config
     from tasp_hloc.train.trainer import Trainer
 
     cfg, tmp, two = tiny

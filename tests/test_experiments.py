@@ -70,7 +70,6 @@ def test_ablation_main_resumes_and_measures_the_control_on_homographies(tmp_path
 
 def test_learning_curve_exports_checkpoints_and_reads_reports(tmp_path):
     from experiments import learning_curve
-
     from tasp_hloc.model.tasp import TaSP
     from tasp_hloc.model.weights import read_manifest
 

@@ -12,8 +12,8 @@ import torch
 
 from tasp_hloc import extract as extract_module
 from tasp_hloc import match as match_module
-from tasp_hloc.hloc.confs import get_preset
 from tasp_hloc.extract import extract
+from tasp_hloc.hloc.confs import get_preset
 from tasp_hloc.io.h5_journal import journal_path, open_append
 from tasp_hloc.io.hloc_format import (
     list_h5_names,

@@ -179,8 +179,8 @@ def test_subpixel_loss_by_hand():
 
 
 def test_tasp_loss_adds_the_subpixel_term_only_when_asked():
-    from tasp_hloc.model.keypoints import logits_to_heatmap
     from tasp_hloc.losses import SubpixelReprojectionLoss
+    from tasp_hloc.model.keypoints import logits_to_heatmap
 
     data = _make_data()
     raw0, raw1, logits = _make_pred()

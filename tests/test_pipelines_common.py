@@ -11,9 +11,6 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
-import conftest  # noqa: E402
-import pipeline_scenes as ps  # noqa: E402
-
 from pipelines import (  # noqa: E402
     common,
     evaluate,
@@ -25,11 +22,15 @@ from pipelines import (  # noqa: E402
 )
 from pipelines import poses as pose_math  # noqa: E402
 from pipelines import results as results_files  # noqa: E402
-from tasp_hloc.io import h5_superblock  # noqa: E402
-from tasp_hloc.io import hloc_format  # noqa: E402
-
 from pipelines.aachen import check_layout  # noqa: E402
 from pipelines.inloc import dataset_images as list_images  # noqa: E402
+from tasp_hloc.io import (
+    h5_superblock,  # noqa: E402
+    hloc_format,  # noqa: E402
+)
+
+import conftest  # noqa: E402
+import pipeline_scenes as ps  # noqa: E402
 
 
 def _rand_pose(rng):

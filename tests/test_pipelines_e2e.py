@@ -23,8 +23,6 @@ pytest.importorskip(
 )
 
 sys.path.insert(0, str(Path(__file__).parent))
-import pipeline_scenes as ps  # noqa: E402
-
 from pipelines import (  # noqa: E402
     aachen,
     common,
@@ -39,6 +37,7 @@ from pipelines import (  # noqa: E402
 from pipelines import results as results_files  # noqa: E402
 from tasp_hloc.io import hloc_format  # noqa: E402
 
+import pipeline_scenes as ps  # noqa: E402
 
 REPO = Path(__file__).parents[1]
 BLANK = np.full((240, 320, 3), 128, np.uint8)  # a query no feature can localize

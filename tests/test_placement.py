@@ -5,8 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from experiments import placement
 from benchmarks.features import load_method
+from experiments import placement
+
 from test_benchmarks import _fabricate_data, _texture  # the harness tests' fabricated data
 
 

@@ -17,7 +17,6 @@ import pytest
 from tools.photos import archives, container_sources, credits, licences, manifest
 from tools.photos import gather as run
 
-
 # --- a .rcc writer following Qt's format (rcc.cpp), for the reader's tests ----------------------
 
 

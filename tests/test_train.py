@@ -72,10 +72,10 @@ def test_overrides_reach_into_lists_and_reject_what_does_not_fit():
 
 def test_smoke_training_resume_and_export(tiny_run, tmp_path):
     from tasp_hloc.model.tasp import TaSP
+    from tasp_hloc.model.weights import read_manifest
     from tasp_hloc.train.config import load_config
     from tasp_hloc.train.export import export
     from tasp_hloc.train.trainer import Trainer
-    from tasp_hloc.model.weights import read_manifest
 
     cfg, _ = tiny_run
     trainer = Trainer(load_config(str(cfg), ["train.steps=2", "train.keep_every=1"]))

@@ -46,6 +46,7 @@ VARIANTS = {
 def time_variants(args, image: np.ndarray) -> str:
     """Network-only seconds per image of every variant, interleaved in one process."""
     import torch
+
     from tasp_hloc.model.tasp import TaSP
 
     weights = tasp_weights(args)

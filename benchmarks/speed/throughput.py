@@ -117,6 +117,7 @@ def run_tasp_hloc(conf: Dict, folder: Path, out: Path, args) -> None:
 
 def run_hloc(conf: Dict, folder: Path, out: Path, args) -> None:
     from hloc import extract_features
+
     from tasp_hloc.hloc.plugin import register
 
     register()

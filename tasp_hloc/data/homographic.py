@@ -17,9 +17,9 @@ import cv2
 import numpy as np
 from torch.utils.data import Dataset
 
+from ..io.images import read_image
 from ..options import with_defaults
 from .photometric import PhotometricAugmentation
-from ..io.images import read_image
 from .utils import (
     image_files,
     make_rng,

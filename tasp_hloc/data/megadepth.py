@@ -31,8 +31,8 @@ import h5py
 import numpy as np
 from torch.utils.data import Dataset
 
-from ..options import with_defaults
 from ..io.images import read_image
+from ..options import with_defaults
 from .utils import make_rng, pixel_scale_matrix, resize_view
 from .view_pair import ViewPairSampler
 

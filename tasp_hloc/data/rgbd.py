@@ -28,12 +28,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..options import with_defaults
 from ..io.files import atomic_write
-from .geometry import inside_image, project, sample_depth, unproject
 from ..io.images import read_image
+from ..options import with_defaults
+from .geometry import inside_image, project, sample_depth, unproject
+from .rgbd_layouts import detect_format, icl_frames, load_depth, seven_scenes_frames
 from .utils import make_rng, resize_view
-from .rgbd_layouts import icl_frames, seven_scenes_frames, detect_format, load_depth
 from .view_pair import ViewPairSampler
 
 logger = logging.getLogger(__name__)

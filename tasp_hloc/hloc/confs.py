@@ -3,7 +3,6 @@
 import copy
 from typing import Dict, Optional
 
-
 PRESETS: Dict[str, Dict] = {
     # Aachen Day-Night: hloc's SuperPoint recipe (max side 1024, 4096 keypoints) at three image
     # scales. On landmark photos, views far apart in scale are where one scale fails; three

@@ -23,11 +23,10 @@ from typing import Callable
 
 import torch
 
-from ..runtime.allocator import keep_freed_memory_once
-from ..io.hloc_format import DETECTION_NOISE, MAX_KEYPOINTS_HLOC
-from .confs import MATCHER_PRESETS, PRESETS
-from ..io.hloc_format import to_hloc_prediction
+from ..io.hloc_format import DETECTION_NOISE, MAX_KEYPOINTS_HLOC, to_hloc_prediction
 from ..model.tasp import TaSP
+from ..runtime.allocator import keep_freed_memory_once
+from .confs import MATCHER_PRESETS, PRESETS
 
 EXTRACTOR_NAME = "tasp"  # hloc.extractors.tasp
 

@@ -17,8 +17,8 @@ import h5py
 import numpy as np
 import torch
 
-from .files import read_rows, write_text_atomic
 from ..grid import rescale_keypoints
+from .files import read_rows, write_text_atomic
 from .h5_journal import recover
 
 # hloc stores matches as int16, so a feature file may hold at most 32767 keypoints per image.

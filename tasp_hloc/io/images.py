@@ -18,8 +18,8 @@ import numpy as np
 import PIL.Image
 import torch
 
-from .files import read_rows
 from ..options import with_defaults
+from .files import read_rows
 
 IMAGE_GLOBS = ["*.jpg", "*.png", "*.jpeg", "*.JPG", "*.PNG"]  # hloc's
 # Training photos and benchmark sources: more formats, any letter case.

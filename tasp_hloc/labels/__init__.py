@@ -10,8 +10,8 @@ Typical use in a dataset::
 Offline, for a folder: ``python -m tasp_hloc.labels --images DIR --output DIR_OR_FILE.h5``.
 """
 
-from .cache import LabelCache, PackedLabels, conf_hash
 from ..model.keypoints import logits_to_heatmap
+from .cache import LabelCache, PackedLabels, conf_hash
 from .cells import DUSTBIN, keypoints_to_label_map, label_map_to_keypoints
 from .detectors import BaseDetector, ClassicalCornerDetector, ModelDetector, get_detector
 from .homographic_adaptation import HomographicAdaptation, nms_keypoints, sample_homographies

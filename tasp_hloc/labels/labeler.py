@@ -11,9 +11,9 @@ from typing import Any, Callable, Dict, Optional, Union
 import cv2
 import torch
 
+from ..grid import rescale_keypoints
 from ..io.images import load_image
 from ..options import with_defaults
-from ..grid import rescale_keypoints
 from .cache import LabelCache, Labels
 from .detectors import get_detector
 from .homographic_adaptation import HomographicAdaptation

@@ -12,7 +12,7 @@ from .keypoint import (  # noqa: F401
     weighted_cell_cross_entropy,
 )
 from .phash import extract_patches, hamming, phash  # noqa: F401
-from .subpixel import SubpixelReprojectionLoss  # noqa: F401
 from .safe_window import negative_mask, square_window_mask, window_3d_mask  # noqa: F401
+from .subpixel import SubpixelReprojectionLoss  # noqa: F401
 from .tasp_loss import TaSPLoss  # noqa: F401
 from .triplet import HardTripletLoss  # noqa: F401

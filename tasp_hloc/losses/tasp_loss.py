@@ -43,9 +43,9 @@ Switches (the 8 rows of the paper's Table III): ``task_aligned`` (TA), ``importa
 import torch
 from torch import nn
 
+from ..model.keypoints import logits_to_heatmap
 from ..options import with_defaults
 from .importance import DynamicImportanceWeighting
-from ..model.keypoints import logits_to_heatmap
 from .keypoint import TaskAlignedKeypointLoss
 from .subpixel import SubpixelReprojectionLoss
 from .triplet import HardTripletLoss

@@ -27,7 +27,6 @@ from ..model.keypoints import sample_descriptors
 from ..options import with_defaults
 from .safe_window import negative_mask
 
-
 # Distance given to "no negative available" before the min; any value > 2 (the largest
 # distance between unit vectors) works and keeps everything finite.
 _NO_NEGATIVE = 4.0

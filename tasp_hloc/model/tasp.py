@@ -11,8 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import inference
 from ..grid import rescale_keypoints
+from ..options import with_defaults
+from . import inference
 from .backbone import ConvBNAct, EfficientNetTrunk, SamePadConv2d, lite0_imagenet_state_dict
 from .dog import describe_levels, detect_dog
 from .keypoints import (
@@ -26,7 +27,6 @@ from .keypoints import (
     select_keypoints,
     strongest,
 )
-from ..options import with_defaults
 from .pixel_head import PixelDetectorHead
 from .weights import WeightsError, load_state_dict
 

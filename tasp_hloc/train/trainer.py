@@ -22,15 +22,15 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..data import build_dataset, collate
-from ..runtime.device import resolve_device
 from ..losses import TaSPLoss
 from ..model.tasp import TaSP
+from ..runtime.device import resolve_device
 from . import distributed
 from .anchors import build_anchors
 from .checkpoints import CHECKPOINT, atomic_save, keep_copy, state_digest
 from .curves import plot_curves
-from .precision import CPU_PRECISIONS, keep_depthwise_fp32, resolve_cpu_precision
 from .labeled import LabeledPairs
+from .precision import CPU_PRECISIONS, keep_depthwise_fp32, resolve_cpu_precision
 from .reproducibility import EpochSampler, rank_seed, rng_state, seed_everything, set_rng_state
 
 logger = logging.getLogger(__name__)

@@ -18,7 +18,6 @@ from .licences import classify_licence
 from .manifest import Candidate, Dropped, SourceResult
 from .packages import debian_package
 
-
 GCOMPRIS_NOT_PHOTO = re.compile(
     r"\b(painting|drawing|illustration|clip ?art|cartoon|render(?:ed|ing)?)\b", re.I
 )

@@ -10,7 +10,6 @@ import posixpath
 import re
 from typing import Dict, List, Optional, Sequence, Tuple
 
-
 _FIELD = re.compile(
     r"^(Files?|Copyright|Licen[cs]e|Source|Comments?|Author|Attribution)\s*:\s*(.*)$", re.I
 )

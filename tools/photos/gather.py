@@ -23,7 +23,7 @@ from .container_sources import source_enlightenment, source_gcompris
 from .debian_sources import source_libjxl, source_lomiri, source_palapeli
 from .licences import classify_licence
 from .manifest import Candidate, SourceResult, sha256, write_manifest
-from .python_sources import source_scipy, source_sklearn, source_skimage
+from .python_sources import source_scipy, source_skimage, source_sklearn
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CACHE = Path("~/.cache/tasp_hloc/gather_photos")

@@ -14,7 +14,6 @@ from typing import Iterable, List, Sequence, Tuple
 
 from tasp_hloc.io.files import write_text_atomic
 
-
 MANIFEST_FIELDS = [
     "file",
     "source",

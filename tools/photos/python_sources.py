@@ -14,7 +14,6 @@ from pathlib import Path
 from .manifest import Candidate, Dropped, SourceResult
 from .packages import PyPIPackage
 
-
 # scikit-image sample data functions that are photographs of a scene (the others are microscopy,
 # medical, scientific, synthetic or drawings, or benchmark images).
 SKIMAGE_PHOTOS = (
