@@ -6,7 +6,7 @@
 #     bash benchmarks/gpu_check.sh [--out gpu_check.json] [--images DIR] [--batch 8]
 #
 # Options are those of `python -m benchmarks.gpu_check --help`. Without a GPU, the same code
-# runs on the CPU (the dry run that tests/test_gpu_check.py runs in CI):
+# runs on the CPU (the dry run that tests/benchmarks/test_gpu_check.py runs in CI):
 #     bash benchmarks/gpu_check.sh --device cpu --synthetic --size 96 --n-images 2 --batch 2
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -2,7 +2,7 @@
 
     python tests/hloc_zero_code.py IMAGE_DIR EXPORT_DIR
 
-Run by tests/test_hloc_autoregister.py and by CI (against the installed wheel and the hloc
+Run by tests/hloc_plugin/test_hloc_autoregister.py and by CI (against the installed wheel and the hloc
 stand-in of tests/hloc_standin.py) from a folder outside the checkout.
 """
 

@@ -8,11 +8,11 @@ import pytest
 from benchmarks.features import load_method
 from experiments import placement
 
-from test_benchmarks import _fabricate_data, _texture  # the harness tests' fabricated data
+from harness_data import fabricate_data, texture
 
 
 def test_root_sift_at_keeps_keypoints_and_descriptors_row_aligned():
-    img = _texture()
+    img = texture()
     kpts = np.array([[40.0, 50.0], [160.5, 120.25], [300.0, 30.0]], np.float32)
     both = placement.root_sift_at(img, kpts, 12.0)
     assert both["keypoints"].shape == (3, 2) and both["descriptors"].shape == (3, 128)
@@ -25,7 +25,7 @@ def test_root_sift_at_keeps_keypoints_and_descriptors_row_aligned():
 
 def test_tasp_descriptors_at_its_own_keypoints_are_the_ones_it_extracts():
     tasp = load_method("tasp", max_keypoints=200, weights="tasp_v2")  # random init: one vector
-    img = _texture(seed=1)
+    img = texture(seed=1)
     own = tasp.extract(img)
     assert len(own["keypoints"]) > 20
     again = placement.tasp_descriptors_at(tasp.model, img, own["keypoints"])
@@ -36,7 +36,7 @@ def test_tasp_descriptors_at_its_own_keypoints_are_the_ones_it_extracts():
 
 
 def test_placement_crosses_four_combinations_on_generated_pairs(tmp_path, capsys):
-    _fabricate_data(tmp_path)  # photos/held_out (2 photos) and a pose pair set eval/pairs
+    fabricate_data(tmp_path)  # photos/held_out (2 photos) and a pose pair set eval/pairs
     out = tmp_path / "placement.json"
     placement.main(
         [

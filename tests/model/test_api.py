@@ -10,7 +10,7 @@ import torch
 import tasp_hloc
 from tasp_hloc import TaSP, load_image, match_pair
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def readme_api_snippet() -> str:

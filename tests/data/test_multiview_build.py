@@ -58,8 +58,7 @@ def test_covisibility_follows_d2net():
 
 
 def _render_scene(folder, n=10, size=(240, 320)):
-    from tasp_hloc.data.synthetic import SyntheticScenes
-    from tasp_hloc.data.synthetic_render import render_color, render_depth
+    from tasp_hloc.data.synthetic import SyntheticScenes, render_color, render_depth
 
     ds = SyntheticScenes({"size": list(size), "num_boxes": [4, 4], "num_planes": [2, 2]})
     rng = np.random.default_rng(3)

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1]))
 from pipelines import (  # noqa: E402
     common,
     evaluate,
@@ -519,7 +519,7 @@ def test_clis_without_hloc_say_how_to_install(tmp_path):
     )
     out = subprocess.run(
         [sys.executable, "-c", code],
-        cwd=Path(__file__).parents[1],
+        cwd=Path(__file__).parents[2],
         capture_output=True,
         text=True,
         timeout=120,

@@ -22,7 +22,7 @@ pytest.importorskip(
     "https://github.com/cvg/Hierarchical-Localization to run the pipelines",
 )
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1]))
 from pipelines import (  # noqa: E402
     aachen,
     common,
@@ -39,7 +39,7 @@ from tasp_hloc.io import hloc_format  # noqa: E402
 
 import pipeline_scenes as ps  # noqa: E402
 
-REPO = Path(__file__).parents[1]
+REPO = Path(__file__).parents[2]
 BLANK = np.full((240, 320, 3), 128, np.uint8)  # a query no feature can localize
 
 

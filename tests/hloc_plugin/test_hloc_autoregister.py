@@ -19,7 +19,7 @@ import pytest
 from conftest import render_scene, requires_hloc
 from hloc_standin import write_hloc_standin
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PTH = "tasp_hloc_autoregister.pth"
 
 
@@ -77,7 +77,7 @@ def images(tmp_path):
     return root
 
 
-ZERO_CODE = (Path(__file__).parent / "hloc_zero_code.py").read_text()
+ZERO_CODE = (Path(__file__).parents[1] / "hloc_zero_code.py").read_text()
 
 
 def _check_zero_code(out):

@@ -27,7 +27,7 @@ from tasp_hloc.model.matcher import mutual_nearest_neighbor
 
 from conftest import render_scene
 
-KILL_AT = Path(__file__).with_name("kill_at.py")
+KILL_AT = Path(__file__).parents[1] / "kill_at.py"
 
 
 def test_keypoint_rescale_round_trip():
@@ -462,7 +462,7 @@ def test_hloc_extract_features_as_half_keeps_keypoints_precise(tmp_path):
         "conf['preprocessing'] = {**conf['preprocessing'], 'resize_max': 96}\n"
         "extract_features.main(conf, sys.argv[1], feature_path=sys.argv[2], as_half=True)\n"
     )
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(standin), root])}
     out = tmp_path / "hloc.h5"
     done = subprocess.run(

@@ -495,7 +495,7 @@ def test_gatherer_is_never_imported_by_the_package():
     # and the installed package, which lacks tools/, needs none of it)
     import re
 
-    root = pathlib.Path(__file__).resolve().parents[1]
+    root = pathlib.Path(__file__).resolve().parents[2]
     assert run.REPO_ROOT == root
     imports = re.compile(
         r"^\s*(?:from|import)\s+[^\n]*\b(?:tools|gather_photos|photos)\b"
@@ -517,7 +517,7 @@ def test_command_runs_as_a_module_from_the_repository_root():
     import subprocess
     import sys
 
-    repo = pathlib.Path(__file__).resolve().parents[1]
+    repo = pathlib.Path(__file__).resolve().parents[2]
     path = os.pathsep.join(x for x in (str(repo), os.environ.get("PYTHONPATH")) if x)
     done = subprocess.run(
         [sys.executable, "-m", "tools.photos", "--help"],

@@ -26,7 +26,7 @@ import torch.distributed as dist
 
 from conftest import write_photos
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = [
     pytest.mark.skipif(

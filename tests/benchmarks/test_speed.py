@@ -1,5 +1,5 @@
 """The speed command, ``python -m benchmarks.speed <subcommand>``: every subcommand run for real
-on tiny synthetic images (the ONNX one in tests/test_onnx_export.py, where the exporter is), the
+on tiny synthetic images (the ONNX one in tests/model/test_onnx_export.py, where the exporter is), the
 tables it prints, and the description of the machine a timing ran on."""
 
 import json

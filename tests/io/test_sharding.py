@@ -18,7 +18,7 @@ from tasp_hloc.sharding import leftover_shards, merge_shards, shard_path
 
 from conftest import assert_same_file, h5_contents, render_scene
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(
     not (dist.is_available() and dist.is_gloo_available()),
     reason="needs torch.distributed with gloo",

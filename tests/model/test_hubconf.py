@@ -9,7 +9,7 @@ from tasp_hloc import load_image
 from tasp_hloc.assets import DEMO_DIR
 from tasp_hloc.model.tasp import TaSP
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_hub_load_gives_the_released_model_with_overrides():

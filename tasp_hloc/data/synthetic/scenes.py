@@ -15,8 +15,7 @@ Lambertian (view independent), so a surface point has the same colour in both vi
 World frame: y points down (like the cameras), the room is centred at the origin.
 
 This module samples the scenes and cameras and is the dataset (:class:`SyntheticScenes`); the
-ray casting is in :mod:`tasp_hloc.data.synthetic_render` and the textures in
-:mod:`tasp_hloc.data.synthetic_textures` (their public names are re-exported here).
+ray casting is in :mod:`.render` and the textures in :mod:`.textures`.
 """
 
 from __future__ import annotations
@@ -29,19 +28,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..options import with_defaults
-from .synthetic_render import cast_rays, pixel_rays, render_color, render_depth
-from .synthetic_textures import _PhotoTextures, procedural_textures
-
-__all__ = [
-    "SyntheticScenes",
-    "SyntheticDataset",
-    "cast_rays",
-    "pixel_rays",
-    "render_depth",
-    "render_color",
-    "procedural_textures",
-]
+from ...options import with_defaults
+from .render import render_color, render_depth
+from .textures import _PhotoTextures, procedural_textures
 
 # --------------------------------------------------------------------------------------------
 # Scenes: quads of boxes, random rotations

@@ -30,6 +30,8 @@ from benchmarks.metrics import (
 from pipelines.match_metrics import apply_homography as warp_points
 from tasp_hloc.labels.peers import deform_conv2d
 
+from harness_data import fabricate_data, rotation, texture, two_view_scene
+
 
 # ----------------------------------------------------------------------------- matching / MMA
 def test_mutual_nn_match_keeps_only_mutual_pairs():
@@ -87,36 +89,17 @@ def test_pose_auc_of_known_errors():
     assert pose_auc([30.0], (5, 10, 20)) == {5: 0.0, 10: 0.0, 20: 0.0}
 
 
-def _rotation(axis, degrees):
-    return cv2.Rodrigues(np.asarray(axis, float) / np.linalg.norm(axis) * np.radians(degrees))[0]
-
-
-def _two_view_scene(seed=0, n=200):
-    """Points in front of two cameras; returns K0, K1, T_0to1, kpts0, kpts1 (exact)."""
-    rng = np.random.default_rng(seed)
-    K0 = np.array([[600.0, 0, 320], [0, 610, 240], [0, 0, 1]])
-    K1 = np.array([[580.0, 0, 330], [0, 585, 235], [0, 0, 1]])
-    T = np.eye(4)
-    T[:3, :3] = _rotation([0.2, 1.0, 0.1], 15)
-    T[:3, 3] = [-0.6, 0.1, 0.15]
-    X0 = rng.uniform([-2, -1.5, 4], [2, 1.5, 8], (n, 3))
-    X1 = X0 @ T[:3, :3].T + T[:3, 3]
-    k0 = (X0 @ K0.T)[:, :2] / X0[:, 2:]
-    k1 = (X1 @ K1.T)[:, :2] / X1[:, 2:]
-    return K0, K1, T, k0, k1
-
-
 def test_pose_error_of_ground_truth_is_zero_and_sign_free():
-    K0, K1, T, _, _ = _two_view_scene()
+    K0, K1, T, _, _ = two_view_scene()
     assert relative_pose_error(T, T[:3, :3], T[:3, 3]) == pytest.approx((0.0, 0.0), abs=1e-5)
     # E fixes t up to sign and scale: -3 t is as good as t.
     assert relative_pose_error(T, T[:3, :3], -3 * T[:3, 3]) == pytest.approx((0, 0), abs=1e-5)
-    R_off = _rotation([0, 0, 1], 10) @ T[:3, :3]
+    R_off = rotation([0, 0, 1], 10) @ T[:3, :3]
     assert relative_pose_error(T, R_off, T[:3, 3])[0] == pytest.approx(10.0, abs=1e-6)
 
 
 def test_essential_matrix_from_perfect_matches_recovers_the_pose():
-    K0, K1, T, k0, k1 = _two_view_scene()
+    K0, K1, T, k0, k1 = two_view_scene()
     R, t, inliers = estimate_relative_pose(k0, k1, K0, K1, threshold_px=1.0)
     err_R, err_t = relative_pose_error(T, R, t)
     assert err_R < 0.01 and err_t < 0.01
@@ -128,7 +111,7 @@ def test_essential_matrix_from_perfect_matches_recovers_the_pose():
 
 def test_lo_ransac_recovers_the_pose_from_noisy_matches_with_outliers():
     pytest.importorskip("pycolmap")
-    K0, K1, T, k0, k1 = _two_view_scene(n=300)
+    K0, K1, T, k0, k1 = two_view_scene(n=300)
     rng = np.random.default_rng(1)
     k1 = k1 + rng.normal(0, 0.5, k1.shape)  # half-pixel noise on every true match
     outliers = rng.uniform([0, 0], [640, 480], (100, 2))  # and 25 % wrong matches
@@ -206,22 +189,6 @@ def test_deform_conv2d_agrees_with_torchvision():
 
 
 # ----------------------------------------------------------------------------- features / data
-def _texture(h=240, w=320, seed=0):
-    """A random blob texture, RGB uint8, with plenty of corners and blobs."""
-    rng = np.random.default_rng(seed)
-    img = cv2.resize(
-        rng.uniform(0, 255, (h // 8, w // 8, 3)).astype(np.uint8),
-        (w, h),
-        interpolation=cv2.INTER_CUBIC,
-    )
-    for _ in range(40):
-        c = tuple(int(v) for v in rng.integers(0, 255, 3))
-        cv2.circle(
-            img, (int(rng.integers(0, w)), int(rng.integers(0, h))), int(rng.integers(3, 15)), c, -1
-        )
-    return img
-
-
 def test_resize_max_side_forces_the_longer_side():
     img = np.zeros((300, 500, 3), np.uint8)
     out, s = resize_max_side(img, 1000)
@@ -236,7 +203,7 @@ def test_method_output_contract(name):
         method = load_method(name, max_keypoints=300)
     except MethodUnavailable as err:
         pytest.skip(f"{name} not installed: {err}")
-    out = method.extract(_texture())
+    out = method.extract(texture())
     n = len(out["keypoints"])
     assert 0 < n <= 300
     assert out["keypoints"].shape == (n, 2) and out["scores"].shape == (n,)
@@ -249,7 +216,7 @@ def test_method_output_contract(name):
 def test_generated_homography_pairs_are_seeded_and_consistent(tmp_path):
     folder = tmp_path / "photos"
     folder.mkdir()
-    cv2.imwrite(str(folder / "a.png"), _texture()[:, :, ::-1])
+    cv2.imwrite(str(folder / "a.png"), texture()[:, :, ::-1])
     pairs = datasets.make_homography_pairs([folder], 320, n_images=1, seed=3)
     again = datasets.make_homography_pairs([folder], 320, n_images=1, seed=3)
     assert [p.kind for p in pairs] == ["viewpoint"] * 2 + ["illumination"] * 2
@@ -263,32 +230,8 @@ def test_generated_homography_pairs_are_seeded_and_consistent(tmp_path):
     assert np.median(errors) < 1.0
 
 
-def _fabricate_data(root):
-    """A data tree of the same layout as /work/shared/data: photos + a pose pair file."""
-    photos = root / "photos" / "held_out"
-    photos.mkdir(parents=True)
-    for i in range(2):
-        cv2.imwrite(str(photos / f"{i}.png"), _texture(seed=i)[:, :, ::-1])
-    pose_dir = root / "eval" / "pairs"
-    (pose_dir / "images").mkdir(parents=True)
-    K0, K1, T, _, _ = _two_view_scene()
-    for name in ("a.png", "b.png"):
-        cv2.imwrite(str(pose_dir / "images" / name), _texture(seed=7)[:, :, ::-1])
-    line = [
-        "a.png",
-        "b.png",
-        "0",
-        "0",
-        *map(str, K0.ravel()),
-        *map(str, K1.ravel()),
-        *map(str, T.ravel()),
-    ]
-    (pose_dir / "x_with_gt.txt").write_text(" ".join(line) + "\n")
-    return K0, T
-
-
 def test_pose_pair_loader_scales_intrinsics(tmp_path):
-    K0, T = _fabricate_data(tmp_path)
+    K0, T = fabricate_data(tmp_path)
     (pair,) = datasets.load_pose_pairs(tmp_path / "eval" / "pairs", 160, "x_with_gt.txt")
     assert pair.image0.shape == (120, 160, 3)
     np.testing.assert_allclose(pair.K0, scale_intrinsics(K0, (0.5, 0.5)))
@@ -301,10 +244,10 @@ def test_rgbd_sequence_pairs_use_camera_to_world_poses(tmp_path):
     poses = []
     for i in range(12):
         T = np.eye(4)
-        T[:3, :3] = _rotation(rng.normal(size=3), rng.uniform(0, 20))
+        T[:3, :3] = rotation(rng.normal(size=3), rng.uniform(0, 20))
         T[:3, 3] = rng.normal(size=3)
         poses.append(T)
-        cv2.imwrite(str(tmp_path / "image" / f"{i:05d}.jpg"), _texture(seed=i)[:, :, ::-1])
+        cv2.imwrite(str(tmp_path / "image" / f"{i:05d}.jpg"), texture(seed=i)[:, :, ::-1])
     log = "".join(
         f"{i} {i} {i + 1}\n" + "\n".join(" ".join(f"{v:.10f}" for v in row) for row in T) + "\n"
         for i, T in enumerate(poses)
@@ -334,9 +277,9 @@ def _fabricate_multiview_scene(root, rotations_deg=(0, 20, 75)):
     K = [[400.0, 0, 159.5], [0, 410.0, 119.5], [0, 0, 1]]
     cams, poses = [], []
     for i, deg in enumerate(rotations_deg):
-        R = _rotation([0, 1, 0], deg)
+        R = rotation([0, 1, 0], deg)
         t = np.array([0.1 * i, -0.05 * i, 0.2])
-        cv2.imwrite(str(root / "images" / f"{i:04d}.jpg"), _texture(seed=20 + i)[:, :, ::-1])
+        cv2.imwrite(str(root / "images" / f"{i:04d}.jpg"), texture(seed=20 + i)[:, :, ::-1])
         cams.append({"name": f"{i:04d}.jpg", "K": K, "R_w2c": R.tolist(), "t_w2c": t.tolist()})
         poses.append((R, t))
     (root / "cameras.json").write_text(json.dumps({"scene": root.name, "images": cams}))
@@ -389,7 +332,7 @@ def test_pose_auc_by_scale_ratio_bins_pairs_by_hand():
 
 
 def test_compare_end_to_end_without_peers(tmp_path, capsys):
-    _fabricate_data(tmp_path)
+    fabricate_data(tmp_path)
     _fabricate_multiview_scene(tmp_path / "eval" / "multiview" / "scene")
     out = tmp_path / "report.json"
     compare.main(
@@ -450,7 +393,7 @@ def test_worker_protocol_saves_what_the_method_extracts_and_reports_failures(tmp
     files = []
     for k in range(2):
         files.append(tmp_path / f"{k}.npy")
-        np.save(files[-1], _texture(seed=k))
+        np.save(files[-1], texture(seed=k))
     record = run_method("sift", files, tmp_path / "sift", max_keypoints=200)
     assert record["n_images"] == 2 and record["image_sizes"] == [(240, 320)]
     assert len(record["times_s"]) == 2 and record["descriptor_dim"] == 128

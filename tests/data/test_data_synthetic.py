@@ -4,8 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tasp_hloc.data.synthetic import SyntheticDataset, SyntheticScenes
-from tasp_hloc.data.synthetic_render import cast_rays, render_depth
+from tasp_hloc.data.synthetic import SyntheticDataset, SyntheticScenes, cast_rays, render_depth
 
 SMALL = {"size": 128, "num_samples": 6, "seed": 3, "procedural_pool": 8, "texture_size": 128}
 
@@ -156,11 +155,13 @@ def test_photo_textures(tmp_path):
         SyntheticScenes({"texture_dir": str(tmp_path / "nope")})
 
 
-def test_old_import_path_re_exports_the_parts():
-    # the renderer and the textures moved out of tasp_hloc.data.synthetic; the names stay there
-    from tasp_hloc.data import synthetic, synthetic_render, synthetic_textures
+def test_the_package_names_its_parts():
+    # one concept, one package: the scenes, the ray casting and the textures under one name
+    from tasp_hloc.data import synthetic
+    from tasp_hloc.data.synthetic import render, scenes, textures
 
     for name in ("cast_rays", "pixel_rays", "render_depth", "render_color"):
-        assert getattr(synthetic, name) is getattr(synthetic_render, name)
-    assert synthetic.procedural_textures is synthetic_textures.procedural_textures
-    assert synthetic.SyntheticDataset is SyntheticScenes
+        assert getattr(synthetic, name) is getattr(render, name)
+    assert synthetic.procedural_textures is textures.procedural_textures
+    assert synthetic.SyntheticScenes is scenes.SyntheticScenes
+    assert all(hasattr(synthetic, name) for name in synthetic.__all__)

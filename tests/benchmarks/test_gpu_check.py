@@ -13,7 +13,7 @@ import torch
 
 from benchmarks import gpu_check
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_gpu_check_dry_run_on_cpu(tmp_path, capsys):

@@ -35,7 +35,7 @@ print(min(faults[1:]))  # the fewest page faults of a step once the heap is grow
 """
 
 
-REPO = str(Path(__file__).resolve().parents[1])  # hubconf.py
+REPO = str(Path(__file__).resolve().parents[2])  # hubconf.py
 
 
 def minor_faults(mode: str, env=None) -> int:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..io.images import IMAGE_EXTENSIONS, extension_globs, list_images, read_image
+from ...io.images import IMAGE_EXTENSIONS, extension_globs, list_images, read_image
 
 
 def procedural_textures(
