@@ -129,7 +129,7 @@ def main(argv=None) -> Dict[str, List[int]]:
         "--scales",
         type=float,
         nargs="+",
-        help="also run each TaSP weights at these image scales (e.g. 1 0.71 0.5)",
+        help="also run each TaSP preset at these image scales (e.g. 1 0.71 0.5)",
     )
     p.add_argument("--matcher", default="NN-mutual", help="hloc matcher preset for every method")
     p.add_argument("--seed", type=int, default=1)
@@ -171,14 +171,14 @@ def main(argv=None) -> Dict[str, List[int]]:
                 for storage in args.keypoints_storage:
                     label = "" if storage == "float64" else " keypoints float16"
                     runs[f"{name} {w}{label}"] = (preset, w, keypoints, storage)
-            if args.scales:
-                scales = [f"{x:g}" for x in args.scales]
-                runs[f"tasp {w} scales {' '.join(scales)}"] = (
-                    "tasp_inloc",
-                    w,
-                    keypoints + ["--scales", *scales],
-                    "float64",
-                )
+                if args.scales:
+                    scales = [f"{x:g}" for x in args.scales]
+                    runs[f"{name} {w} scales {' '.join(scales)}"] = (
+                        preset,
+                        w,
+                        keypoints + ["--scales", *scales],
+                        "float64",
+                    )
         counts = {}
         for name, (features, weights, extra, storage) in runs.items():
             stats = run_method(root, features, weights, ckpt, extra, args.matcher, storage)

@@ -78,7 +78,7 @@ class TaSP(nn.Module):
             - fuse: at inference on CPU (eval mode, no gradients) run the network with
               BatchNorm folded and oneDNN fused kernels (``inference.FusedTaSPNet``, float32
               results equal to the plain modules' within 1e-4); False: the plain modules.
-            - channels_last: NHWC memory format, ~1.5x faster on CPU (plain and fused).
+            - channels_last: NHWC memory format, faster on CPU (plain and fused).
             - scales: image scales to detect and describe at (R2D2's multi-scale extraction).
               The network sees little scale change in training, so two views more than ~1.4x
               apart in scale match poorly at a single scale; with e.g. (1, 0.71, 0.5) each

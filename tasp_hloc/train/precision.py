@@ -1,12 +1,10 @@
 """Training precision on CPU: bfloat16 autocast with the depthwise convolutions in float32.
 
-Measured with ``python -m experiments.train_step --compile --allocator both`` on 2 idle cores
-(release recipe: Lite0, channels-last, stem + 3 blocks frozen, 4 pairs of 256x256), with freed
-memory kept (as the train CLI runs): a step takes 3.6 s in float32, 5.4 s under bf16 autocast
-and 2.8 s with the depthwise convolutions kept in float32; oneDNN's bf16 backward of depthwise
-convolutions is slower than float32's, the rest gains from bf16. ``torch.compile`` adds nothing
-there (2.9 s). A 250-step run of each (config ``photos_v5_self``) gave the same loss curve and
-benchmark figures, so ``"auto"`` (the default) takes it on CPUs with native bf16.
+oneDNN's bf16 backward of depthwise convolutions is slower than float32's, while the rest of a
+step gains from bf16, so the depthwise convolutions stay in float32; ``torch.compile`` adds
+nothing there. Equal-budget runs of each gave the same loss curve and benchmark figures, so
+``"auto"`` (the default) takes it on CPUs with native bf16. Measured (``python -m
+experiments.train_step --compile --allocator both``): docs/results.md "Training speed".
 """
 
 import torch
