@@ -33,7 +33,7 @@ from .weights import WeightsError, load_state_dict
 AMP_DTYPES = {None: None, "fp16": torch.float16, "bf16": torch.bfloat16}
 AMP_MODES = (*AMP_DTYPES, "int8", "auto")
 SUBPIXEL_MODES = (None, "auto", "centroid", "corner")
-# Refinements tried and measured no better than these (docs/results.md "Sub-pixel refinement").
+# Refinements tried and measured no better than these (docs/results.md "Keypoint refinement").
 RETIRED_SUBPIXEL = {"quadratic": "centroid", "softargmax": "centroid", "learned": "corner"}
 # What "amp": "auto" runs, chosen by docs/results.md "CPU modes: the table of record".
 AUTO_CPU_PRECISION = "bf16"

@@ -38,6 +38,7 @@ import torch
 from ..losses.keypoint import anchors_to_cells
 from ..losses.soft_targets import soft_cell_cross_entropy, soft_cell_targets
 from ..model.tasp import TaSP
+from ..runtime.allocator import keep_freed_memory_once
 from .checkpoints import CHECKPOINT, atomic_save
 from .detector_cache import SHARD, build_cache, load_cache
 
@@ -187,6 +188,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     if args.cache is None:
         p.error("--cache is required to train")
+    keep_freed_memory_once()  # a training command: process-wide, so set here
     if args.size % 8:
         p.error(f"--size must be a multiple of 8, got {args.size}")
     if args.images:

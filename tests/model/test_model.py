@@ -201,6 +201,9 @@ def test_lite0_imagenet_weights_classify_a_cat():
 def test_retired_subpixel_modes_are_refused_with_the_alternative(retired, instead):
     with pytest.raises(ValueError, match=f"{retired!r} was retired.*{instead!r}"):
         TaSP({"weights": None, "subpixel": retired})
+
+
+def test_retired_placement_option_and_unknown_subpixel_are_refused():
     with pytest.raises(ValueError, match="Unknown TaSP options"):
         TaSP({"weights": None, "placement_weights": "placement.pth"})
     with pytest.raises(ValueError, match="subpixel must be one of"):
